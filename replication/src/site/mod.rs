@@ -1,0 +1,1 @@
+//! The site state machine (being written).

@@ -1,0 +1,10 @@
+//! The wire protocol: the messages sites exchange and the framing that carries them.
+//!
+//! Framing never trusts its input: every frame is length-limited, versioned and checksummed, and
+//! decoding any byte string yields a value or an error, never a panic.
+
+mod frame;
+mod message;
+
+pub use frame::*;
+pub use message::Message;

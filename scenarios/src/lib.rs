@@ -1,0 +1,3 @@
+//! The repsim scenario language, catalog, runner and CLI. Not started yet.
+
+pub use reports;
