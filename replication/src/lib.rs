@@ -10,6 +10,7 @@ pub mod codec;
 pub mod log;
 pub mod site;
 pub mod storage;
+pub mod testkit;
 pub mod types;
 pub mod wire;
 

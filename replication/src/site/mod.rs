@@ -1,1 +1,506 @@
-//! The site state machine (being written).
+//! The site: a pure state machine that is one member of a replication group.
+//!
+//! Everything a site decides happens in [`Site::step`]: the driver hands in the current time and
+//! one [`Input`] (a message, a timer tick, a connection change, a local request) and gets back
+//! [`Output`]s (messages to send, replies, events). Durable state goes through the injected
+//! [`Storage`], synchronously, so that a step's outputs are only released once what they promise
+//! is on disk (an ack after the sync of what it acknowledges, a vote after the sync of the vote).
+//!
+//! The site must never read a clock, touch a socket or draw global randomness: time comes in with
+//! each step and election jitter comes from the seed given to [`Site::open`].
+//!
+//! The behaviour is split by responsibility: [`election`](self::election) (votes, winning,
+//! stepping down), `client` (following a master: verify, roll back, catch up, initialise),
+//! `master` (commits, acks, heartbeats, switchover, archiving) and [`acks`] (policy counting).
+
+pub mod acks;
+mod client;
+mod election;
+mod master;
+mod types;
+
+pub use acks::{AckCount, AckPolicy, Tally};
+pub use types::*;
+
+use crate::log::{Database, GenHistory, LogRecord, Snapshot};
+use crate::storage::{self, Meta, Storage, StorageError};
+use crate::types::{majority, LogPos, Lsn, SiteAddr, Time};
+use crate::wire::Message;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+use client::Client;
+use election::Election;
+use master::Master;
+
+/// What a site is doing now.
+#[derive(Debug)]
+enum Role {
+    /// Following a master (or waiting for one).
+    Client(Client),
+    /// Running for master.
+    Electing(Election),
+    /// The master.
+    Master(Master),
+}
+
+/// What this site knows about another site of its group.
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    connected: bool,
+    /// Learned from the peer's own messages; unknown peers are assumed electable.
+    priority: Option<u32>,
+}
+
+impl Peer {
+    fn is_electable(&self) -> bool {
+        self.priority != Some(0)
+    }
+}
+
+/// One site of a replication group.
+pub struct Site<S: Storage> {
+    cfg: Config,
+    storage: S,
+    meta: Meta,
+    db: Database,
+    history: GenHistory,
+    role: Role,
+    peers: BTreeMap<SiteAddr, Peer>,
+    rng: ChaCha8Rng,
+    now: Time,
+    outputs: Vec<Output>,
+    stats: Stats,
+    /// Set once storage failed: the site does nothing more and answers `HandleDead`.
+    dead: Option<String>,
+}
+
+impl<S: Storage> std::fmt::Debug for Site<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("addr", &self.cfg.addr)
+            .field("role", &self.role)
+            .field("meta", &self.meta)
+            .field("last", &self.last())
+            .finish()
+    }
+}
+
+impl<S: Storage> Site<S> {
+    /// Opens a site on its storage: loads the snapshot, replays the log into the database, and
+    /// starts as a client looking for a master. `seed` drives election jitter (nothing else).
+    pub fn open(cfg: Config, mut storage: S, seed: u64, now: Time) -> Result<Self, OpenError> {
+        cfg.validate()?;
+        let meta = storage.read_meta()?.unwrap_or_default();
+        let Snapshot { db, history } = storage::replay(&mut storage)?;
+        assert_eq!(
+            db.applied().lsn,
+            storage.last_lsn(),
+            "replay stops at the log's end"
+        );
+        let peers = cfg
+            .others()
+            .map(|addr| (addr.clone(), Peer::default()))
+            .collect();
+        let mut site = Site {
+            role: Role::Client(Client::new(now)),
+            storage,
+            meta,
+            db,
+            history,
+            peers,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now,
+            outputs: Vec::new(),
+            stats: Stats::default(),
+            dead: None,
+            cfg,
+        };
+        let delay = site.election_delay();
+        site.client_mut().expect("opens as client").election_at = now.plus_ms(delay);
+        // Every start begins as a client; the first step's outputs carry the event.
+        site.emit(Event::BecameClient { gen: site.meta.gen });
+        Ok(site)
+    }
+
+    /// Feeds one input at time `now` and returns what the site wants done, in order.
+    pub fn step(&mut self, now: Time, input: Input) -> Vec<Output> {
+        // Time handed in by a driver never goes backwards for the core, even if a skewed clock
+        // does: a step at an earlier time is a step at the latest time seen.
+        self.now = self.now.max(now);
+        if let Some(reason) = &self.dead {
+            if let Input::Request { id, .. } = input {
+                let reason = reason.clone();
+                self.reply(id, Err(RequestError::HandleDead { reason }));
+            }
+            return std::mem::take(&mut self.outputs);
+        }
+        if let Err(error) = self.dispatch(input) {
+            self.die(error);
+        }
+        self.check_invariants();
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn dispatch(&mut self, input: Input) -> Result<(), StorageError> {
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Message { from, msg } => self.on_message(from, msg),
+            Input::PeerConnected(addr) => {
+                if let Some(peer) = self.peers.get_mut(&addr) {
+                    peer.connected = true;
+                }
+                self.on_peer_connected(&addr);
+                Ok(())
+            }
+            Input::PeerDisconnected(addr) => {
+                if let Some(peer) = self.peers.get_mut(&addr) {
+                    peer.connected = false;
+                }
+                Ok(())
+            }
+            Input::Request { id, request } => self.on_request(id, request),
+        }
+    }
+
+    fn on_tick(&mut self) -> Result<(), StorageError> {
+        match &self.role {
+            Role::Client(_) => self.client_tick(),
+            Role::Electing(_) => self.election_tick(),
+            Role::Master(_) => self.master_tick(),
+        }
+    }
+
+    fn on_message(&mut self, from: SiteAddr, msg: Message) -> Result<(), StorageError> {
+        if !self.peers.contains_key(&from) {
+            // Not a member of our group: nothing it says can change our state.
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        self.stats.messages_received += 1;
+        match msg {
+            Message::Heartbeat {
+                gen,
+                last,
+                first_lsn,
+            } => self.on_heartbeat(from, gen, last, first_lsn),
+            Message::Log { gen, records } => self.on_log(from, gen, records),
+            Message::SyncRequest { gen, priority } => {
+                self.note_priority(&from, priority);
+                self.on_sync_request(from, gen)
+            }
+            Message::SyncInfo {
+                gen,
+                history,
+                first_lsn,
+                last,
+            } => self.on_sync_info(from, gen, history, first_lsn, last),
+            Message::LogRequest { gen, from: lsn } => self.on_log_request(from, gen, lsn),
+            Message::InitSnapshot { gen, snapshot } => self.on_init_snapshot(from, gen, snapshot),
+            Message::Ack { gen, lsn, priority } => {
+                self.note_priority(&from, priority);
+                self.on_ack(from, gen, lsn)
+            }
+            Message::VoteRequest {
+                egen,
+                last,
+                priority,
+                takeover,
+            } => {
+                self.note_priority(&from, priority);
+                self.on_vote_request(from, egen, last, priority, takeover)
+            }
+            Message::Vote {
+                egen,
+                granted,
+                gen,
+                last,
+                priority,
+            } => {
+                self.note_priority(&from, priority);
+                self.on_vote(from, egen, granted, gen, last, priority)
+            }
+            Message::TakeOver { gen } => self.on_take_over(from, gen),
+        }
+    }
+
+    fn on_request(&mut self, id: RequestId, request: Request) -> Result<(), StorageError> {
+        match request {
+            Request::Commit(txn) => self.commit(id, txn),
+            Request::StepDown { to } => self.step_down(id, to),
+            Request::Archive { keep_records } => self.archive(id, keep_records),
+        }
+    }
+
+    /// The earliest time at which the site wants a [`Input::Tick`]; `None` once it is dead.
+    pub fn next_deadline(&self) -> Option<Time> {
+        if self.dead.is_some() {
+            return None;
+        }
+        Some(match &self.role {
+            Role::Client(c) => c.deadline(),
+            Role::Electing(e) => e.deadline(),
+            Role::Master(m) => m.deadline(),
+        })
+    }
+
+    // ----- read-only views -------------------------------------------------------------------
+
+    /// This site's address.
+    pub fn addr(&self) -> &SiteAddr {
+        &self.cfg.addr
+    }
+
+    /// The configuration the site was opened with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Master, client or electing.
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Client(_) => RoleKind::Client,
+            Role::Electing(_) => RoleKind::Electing,
+            Role::Master(_) => RoleKind::Master,
+        }
+    }
+
+    /// True if this site is master.
+    pub fn is_master(&self) -> bool {
+        matches!(self.role, Role::Master(_))
+    }
+
+    /// The master this site follows (itself when master).
+    pub fn master(&self) -> Option<&SiteAddr> {
+        match &self.role {
+            Role::Master(_) => Some(&self.cfg.addr),
+            Role::Client(c) => c.master.as_ref(),
+            Role::Electing(_) => None,
+        }
+    }
+
+    /// The highest generation this site has seen.
+    pub fn gen(&self) -> crate::types::Gen {
+        self.meta.gen
+    }
+
+    /// The end of this site's log.
+    pub fn last(&self) -> LogPos {
+        self.db.applied()
+    }
+
+    /// The generation history of this site's log.
+    pub fn history(&self) -> &GenHistory {
+        &self.history
+    }
+
+    /// The database (read-only: writes go through the master as transactions).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Reads a key locally. Clients serve reads too; they may lag the master.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.db.get(key)
+    }
+
+    /// The site's statistics.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.role = self.role();
+        stats.gen = self.meta.gen;
+        stats.last = self.last();
+        stats.first_lsn = self.storage.first_lsn();
+        stats.master = self.master().cloned();
+        stats
+    }
+
+    /// Why the site stopped, if it did.
+    pub fn dead(&self) -> Option<&str> {
+        self.dead.as_deref()
+    }
+
+    /// The storage (for inspection by tests and checkers).
+    pub fn storage(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Gives the storage back, ending the site (a crash or a clean shutdown).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    // ----- shared helpers ---------------------------------------------------------------------
+
+    fn client_mut(&mut self) -> Option<&mut Client> {
+        match &mut self.role {
+            Role::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn others(&self) -> Vec<SiteAddr> {
+        self.peers.keys().cloned().collect()
+    }
+
+    /// Votes needed to win: a majority of the whole group, down sites included, except that a
+    /// two-site group without `two_site_strict` lets one site elect itself.
+    fn votes_needed(&self) -> usize {
+        let n = self.cfg.group_size();
+        if n == 2 && !self.cfg.two_site_strict {
+            1
+        } else {
+            majority(n)
+        }
+    }
+
+    fn note_priority(&mut self, from: &SiteAddr, priority: u32) {
+        if let Some(peer) = self.peers.get_mut(from) {
+            peer.priority = Some(priority);
+        }
+    }
+
+    fn send(&mut self, to: &SiteAddr, msg: Message) {
+        debug_assert_ne!(to, &self.cfg.addr, "a site never sends to itself");
+        self.stats.messages_sent += 1;
+        self.outputs.push(Output::Send {
+            to: to.clone(),
+            msg,
+        });
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        for to in self.others() {
+            self.send(&to, msg.clone());
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.outputs.push(Output::Event(event));
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
+        self.outputs.push(Output::Reply { id, result });
+    }
+
+    /// Persists the generation and vote. Must happen before anything that depends on them leaves
+    /// the site (a vote, a heartbeat of the new generation).
+    fn save_meta(&mut self) -> Result<(), StorageError> {
+        self.storage.write_meta(&self.meta)
+    }
+
+    /// Raises the known generation (a message from a later generation arrived). Forgets the vote,
+    /// which belonged to an older election.
+    fn adopt_gen(&mut self, gen: crate::types::Gen) -> Result<(), StorageError> {
+        if gen > self.meta.gen {
+            self.meta.gen = gen;
+            self.meta.voted_for = None;
+            self.save_meta()?;
+        }
+        Ok(())
+    }
+
+    /// Appends records to the log and applies them to the database. Not yet durable: the
+    /// caller syncs before acknowledging.
+    fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
+        self.storage.append(records)?;
+        for record in records {
+            self.history.note_append(record.pos());
+            self.db.apply(record);
+        }
+        self.stats.records_appended += records.len() as u64;
+        Ok(())
+    }
+
+    /// Drops the log after `lsn` and rebuilds the database as the replay of what remains.
+    fn truncate_after(&mut self, lsn: Lsn) -> Result<(), StorageError> {
+        self.storage.truncate_after(lsn)?;
+        let Snapshot { db, history } = storage::replay(&mut self.storage)?;
+        self.db = db;
+        self.history = history;
+        Ok(())
+    }
+
+    /// A fresh election delay: the base timeout plus seeded jitter, so that sites that lost their
+    /// master together do not all stand at once.
+    fn election_delay(&mut self) -> u64 {
+        let t = &self.cfg.timeouts;
+        let jitter = if t.election_jitter_ms == 0 {
+            0
+        } else {
+            self.rng.next_u64() % t.election_jitter_ms
+        };
+        t.election_timeout_ms + jitter
+    }
+
+    fn become_client(&mut self, master: Option<SiteAddr>) {
+        let was_client = matches!(self.role, Role::Client(_));
+        let mut client = Client::new(self.now);
+        let delay = self.election_delay();
+        client.election_at = self.now.plus_ms(delay);
+        client.master = master;
+        self.role = Role::Client(client);
+        if !was_client {
+            self.emit(Event::BecameClient { gen: self.meta.gen });
+        }
+    }
+
+    fn die(&mut self, error: StorageError) {
+        let reason = error.to_string();
+        self.emit(Event::StorageFailed {
+            error: reason.clone(),
+        });
+        // Anything waiting for an answer gets one: the site will not give it later.
+        if let Role::Master(m) = &mut self.role {
+            let waiting: Vec<RequestId> = m
+                .pending
+                .values()
+                .map(|p| p.id)
+                .chain(m.step_down.as_ref().map(|s| s.id))
+                .collect();
+            m.pending.clear();
+            m.step_down = None;
+            for id in waiting {
+                self.reply(
+                    id,
+                    Err(RequestError::HandleDead {
+                        reason: reason.clone(),
+                    }),
+                );
+            }
+        }
+        self.dead = Some(reason);
+    }
+
+    /// Invariants that hold after every step, whatever the input. Cheap enough to keep in
+    /// release builds for the properties that guard data; the rest in debug builds.
+    fn check_invariants(&self) {
+        if self.dead.is_some() {
+            return;
+        }
+        assert_eq!(
+            self.db.applied().lsn,
+            self.storage.last_lsn(),
+            "{}: database and log ends differ",
+            self.cfg.addr
+        );
+        assert!(
+            self.db.applied().gen <= self.meta.gen,
+            "{}: log holds generation {} beyond the known generation {}",
+            self.cfg.addr,
+            self.db.applied().gen,
+            self.meta.gen
+        );
+        if let Role::Master(_) = self.role {
+            debug_assert_eq!(
+                self.db.applied().gen,
+                self.meta.gen,
+                "a master writes its own generation"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+//! Following a master: verify where this log agrees with the master's, roll back a divergent
+//! tail, catch up (or initialise from the master's snapshot when its log no longer reaches back),
+//! acknowledge what is durable, and notice when the master goes silent.
+//!
+//! A client never applies a record it has not checked: wrong generation, gap, or bad checksum
+//! drop the message (and a gap asks for the missing records).
+
+use super::{Event, Role, Site};
+use crate::log::{GenHistory, LogRecord, Snapshot};
+use crate::storage::{Storage, StorageError};
+use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
+use crate::wire::Message;
+
+/// State of a site while it is a client.
+#[derive(Debug)]
+pub(super) struct Client {
+    /// The master followed, if one is known.
+    pub master: Option<SiteAddr>,
+    /// The master's generation.
+    pub master_gen: Gen,
+    /// When the master was last heard from.
+    pub last_heard: Time,
+    /// When to give up on the master (or on finding one) and call an election.
+    pub election_at: Time,
+    /// Where synchronisation with the master stands.
+    pub sync: Sync,
+    /// The end of the master's log, as last reported.
+    pub master_last: LogPos,
+    /// Whether `StartupDone` was reported for this master.
+    pub startup_done: bool,
+}
+
+/// Synchronisation with the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Sync {
+    /// No master to sync with.
+    Idle,
+    /// Sent a `SyncRequest`; waiting for the master's history, asking again at `retry_at`.
+    Verifying { retry_at: Time },
+    /// The log agrees with the master's; records are applied as they come. `request` is an
+    /// outstanding `LogRequest`: the first LSN asked for, and when to ask again.
+    Streaming { request: Option<(Lsn, Time)> },
+}
+
+impl Client {
+    pub fn new(now: Time) -> Client {
+        Client {
+            master: None,
+            master_gen: 0,
+            last_heard: now,
+            election_at: now,
+            sync: Sync::Idle,
+            master_last: LogPos::default(),
+            startup_done: false,
+        }
+    }
+
+    /// When this client next needs a tick: an election, or a request to repeat.
+    pub fn deadline(&self) -> Time {
+        let retry = match self.sync {
+            Sync::Verifying { retry_at } => Some(retry_at),
+            Sync::Streaming {
+                request: Some((_, retry_at)),
+            } => Some(retry_at),
+            _ => None,
+        };
+        retry.map_or(self.election_at, |at| at.min(self.election_at))
+    }
+
+    fn is_following(&self, from: &SiteAddr, gen: Gen) -> bool {
+        self.master.as_ref() == Some(from) && self.master_gen == gen
+    }
+}
+
+impl<S: Storage> Site<S> {
+    pub(super) fn client_tick(&mut self) -> Result<(), StorageError> {
+        let now = self.now;
+        let Some(client) = self.client_mut() else {
+            return Ok(());
+        };
+        if now >= client.election_at {
+            if let Some(master) = client.master.take() {
+                client.sync = Sync::Idle;
+                self.emit(Event::MasterFailure { master });
+            }
+            if self.cfg.priority > 0 {
+                return self.start_election(false);
+            }
+            // A priority-0 site never stands: it keeps waiting for a master to appear.
+            let delay = self.election_delay();
+            if let Some(client) = self.client_mut() {
+                client.election_at = now.plus_ms(delay);
+            }
+            return Ok(());
+        }
+        match client.sync.clone() {
+            Sync::Verifying { retry_at } if now >= retry_at => self.request_sync(),
+            Sync::Streaming {
+                request: Some((from, retry_at)),
+            } if now >= retry_at => {
+                self.request_log(from);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A heartbeat: the sender is master of `gen`. Follow it if its generation is current.
+    pub(super) fn on_heartbeat(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        last: LogPos,
+        _first_lsn: Lsn,
+    ) -> Result<(), StorageError> {
+        if gen < self.meta.gen {
+            // A master of an older generation: tell it the news by showing ours, if we are master.
+            if let Role::Master(_) = self.role {
+                let beat = self.heartbeat();
+                self.send(&from, beat);
+            }
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        if let Role::Master(_) = self.role {
+            // Two masters: at the same generation this is a split brain (the election rules make
+            // it impossible unless two-site strictness is off); at a later one, we are stale.
+            self.emit(Event::DuplicateMaster {
+                other: from.clone(),
+                gen,
+            });
+            if gen == self.meta.gen {
+                self.become_client(None);
+                return Ok(());
+            }
+        }
+        self.adopt_gen(gen)?;
+        if !matches!(self.role, Role::Client(_)) {
+            self.become_client(None);
+        }
+        self.follow(from, gen, last)
+    }
+
+    /// Records that `from` is master of `gen` and starts (or continues) syncing with it.
+    fn follow(&mut self, from: SiteAddr, gen: Gen, last: LogPos) -> Result<(), StorageError> {
+        let now = self.now;
+        let timeout = self.cfg.timeouts.heartbeat_timeout_ms;
+        let my_last = self.last();
+        let client = self.client_mut().expect("following as client");
+        client.last_heard = now;
+        client.election_at = now.plus_ms(timeout);
+        client.master_last = client.master_last.max(last);
+        if client.is_following(&from, gen) {
+            // Pushed records may have been lost: if the master is ahead and nothing is asked
+            // for, ask.
+            if client.sync == (Sync::Streaming { request: None }) && last.lsn > my_last.lsn {
+                self.request_log(my_last.lsn + 1);
+            }
+            return Ok(());
+        }
+        client.master = Some(from.clone());
+        client.master_gen = gen;
+        client.master_last = last;
+        client.startup_done = false;
+        self.emit(Event::NewMaster { master: from, gen });
+        self.request_sync()
+    }
+
+    fn request_sync(&mut self) -> Result<(), StorageError> {
+        let retry_at = self.now.plus_ms(self.cfg.timeouts.request_retry_ms);
+        let (gen, priority) = (self.meta.gen, self.cfg.priority);
+        let client = self.client_mut().expect("syncing as client");
+        client.sync = Sync::Verifying { retry_at };
+        let master = client.master.clone().expect("sync needs a master");
+        self.send(&master, Message::SyncRequest { gen, priority });
+        Ok(())
+    }
+
+    fn request_log(&mut self, from: Lsn) {
+        let retry_at = self.now.plus_ms(self.cfg.timeouts.request_retry_ms);
+        let gen = self.meta.gen;
+        let Some(client) = self.client_mut() else {
+            return;
+        };
+        let Some(master) = client.master.clone() else {
+            return;
+        };
+        client.sync = Sync::Streaming {
+            request: Some((from, retry_at)),
+        };
+        self.send(&master, Message::LogRequest { gen, from });
+    }
+
+    fn send_ack(&mut self) {
+        let Some(master) = self.master().cloned() else {
+            return;
+        };
+        let msg = Message::Ack {
+            gen: self.meta.gen,
+            lsn: self.last().lsn,
+            priority: self.cfg.priority,
+        };
+        self.send(&master, msg);
+    }
+
+    /// The master's history arrived: find where the logs agree, roll back the rest, catch up.
+    pub(super) fn on_sync_info(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        history: GenHistory,
+        first_lsn: Lsn,
+        last: LogPos,
+    ) -> Result<(), StorageError> {
+        let expected = match &self.role {
+            Role::Client(c) => {
+                c.is_following(&from, gen) && matches!(c.sync, Sync::Verifying { .. })
+            }
+            _ => false,
+        };
+        if !expected || !history.is_well_formed(last) {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let mine = self.last();
+        let common = self.history.common_prefix(mine.lsn, &history, last.lsn);
+        let snapshot_lsn = self.storage.first_lsn() - 1;
+        if common < mine.lsn {
+            let to = LogPos::new(self.history.gen_at(common, mine.lsn).unwrap_or(0), common);
+            self.emit(Event::WouldRollback { to, from: mine });
+            if common < snapshot_lsn {
+                // The divergence is inside our snapshot: only the master's image can fix that.
+                self.client_mut().expect("client").master_last = last;
+                self.request_log(0);
+                return Ok(());
+            }
+            self.roll_back_to(common)?;
+        }
+        if let Some(client) = self.client_mut() {
+            client.master_last = last;
+            client.sync = Sync::Streaming { request: None };
+        }
+        self.send_ack();
+        let next = self.last().lsn + 1;
+        if next <= last.lsn {
+            // Records before the master's `first_lsn` were archived: the master answers this
+            // request with its snapshot (internal initialisation).
+            let _ = first_lsn;
+            self.request_log(next);
+        }
+        self.check_startup_done();
+        Ok(())
+    }
+
+    fn roll_back_to(&mut self, common: Lsn) -> Result<(), StorageError> {
+        let dropped = crate::storage::read_to_end(&mut self.storage, common + 1)?;
+        let txns: Vec<Lsn> = dropped
+            .iter()
+            .filter(|r| r.is_txn())
+            .map(|r| r.lsn)
+            .collect();
+        self.truncate_after(common)?;
+        self.stats.txns_rolled_back += txns.len() as u64;
+        let to = self.last();
+        self.emit(Event::RolledBack { to, txns });
+        Ok(())
+    }
+
+    /// Records from the master: apply those that continue the log, ask for any gap, ack.
+    pub(super) fn on_log(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        records: Vec<LogRecord>,
+    ) -> Result<(), StorageError> {
+        let streaming = match &self.role {
+            Role::Client(c) => {
+                c.is_following(&from, gen) && matches!(c.sync, Sync::Streaming { .. })
+            }
+            _ => false,
+        };
+        if !streaming {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let start = self.last();
+        let mut next = start;
+        let mut accepted = Vec::new();
+        let mut gap = false;
+        for record in records {
+            if record.lsn <= next.lsn {
+                continue; // a duplicate of what we have
+            }
+            if record.lsn != next.lsn + 1 {
+                gap = true;
+                break;
+            }
+            // Only intact records of a generation between ours and the master's continue a log.
+            if !record.is_intact() || record.gen > gen || record.gen < next.gen {
+                self.stats.messages_ignored += 1;
+                break;
+            }
+            next = record.pos();
+            accepted.push(record);
+        }
+        if !accepted.is_empty() {
+            self.append(&accepted)?;
+            self.storage.sync()?;
+            self.send_ack();
+        }
+        let last = self.last();
+        let client = self.client_mut().expect("streaming as client");
+        client.master_last = client.master_last.max(last);
+        let outstanding = match client.sync {
+            Sync::Streaming { request } => request,
+            _ => None,
+        };
+        let behind = client.master_last.lsn > last.lsn;
+        match outstanding {
+            // Our request was answered (at least in part): ask for the rest, if any.
+            Some((asked, _)) if last.lsn >= asked => {
+                client.sync = Sync::Streaming { request: None };
+                if behind {
+                    self.request_log(last.lsn + 1);
+                }
+            }
+            Some(_) => {}
+            None if gap => self.request_log(last.lsn + 1),
+            None => {}
+        }
+        self.check_startup_done();
+        Ok(())
+    }
+
+    /// The master's snapshot: replace the database and log with it (internal initialisation).
+    pub(super) fn on_init_snapshot(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        snapshot: Snapshot,
+    ) -> Result<(), StorageError> {
+        let wanted = match &self.role {
+            Role::Client(c) => {
+                c.is_following(&from, gen)
+                    && matches!(c.sync, Sync::Streaming { request: Some((asked, _)) }
+                        if asked == 0 || asked <= snapshot.pos().lsn)
+            }
+            _ => false,
+        };
+        let at = snapshot.pos();
+        if !wanted || at.gen > gen || !snapshot.history.is_well_formed(at) {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        self.storage.write_snapshot(&snapshot, false)?;
+        self.db = snapshot.db;
+        self.history = snapshot.history;
+        self.stats.inits += 1;
+        self.emit(Event::InitDone { at });
+        self.send_ack();
+        let behind = self
+            .client_mut()
+            .is_some_and(|c| c.master_last.lsn > at.lsn);
+        if behind {
+            self.request_log(at.lsn + 1);
+        } else if let Some(client) = self.client_mut() {
+            client.sync = Sync::Streaming { request: None };
+        }
+        self.check_startup_done();
+        Ok(())
+    }
+
+    fn check_startup_done(&mut self) {
+        let last = self.last();
+        let Some(client) = self.client_mut() else {
+            return;
+        };
+        if !client.startup_done
+            && matches!(client.sync, Sync::Streaming { .. })
+            && last.lsn >= client.master_last.lsn
+        {
+            client.startup_done = true;
+            self.emit(Event::StartupDone { at: last });
+        }
+    }
+
+    /// The master asks us to take over (planned switchover): stand at once.
+    pub(super) fn on_take_over(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
+        let from_our_master = matches!(&self.role, Role::Client(c) if c.is_following(&from, gen));
+        if !from_our_master || gen != self.meta.gen || self.cfg.priority == 0 {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        self.start_election(true)
+    }
+
+    /// A connection came up: a master greets it at once; a client re-syncs with its master,
+    /// since whatever was in flight on the old connection is lost.
+    pub(super) fn on_peer_connected(&mut self, addr: &SiteAddr) {
+        match &self.role {
+            Role::Master(_) => {
+                let beat = self.heartbeat();
+                self.send(addr, beat);
+            }
+            Role::Client(c) if c.master.as_ref() == Some(addr) => {
+                let _ = self.request_sync();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl GenHistory {
+    /// True if this history can describe a log ending at `last`: generations and start LSNs
+    /// strictly increase, none starts past the end, and the last generation is the end's.
+    pub fn is_well_formed(&self, last: LogPos) -> bool {
+        let starts = self.starts();
+        let increasing = starts
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let within = starts
+            .iter()
+            .all(|&(_, first)| first >= 1 && first <= last.lsn);
+        let ends_right = match starts.last() {
+            Some(&(gen, _)) => gen == last.gen,
+            None => last == LogPos::default(),
+        };
+        increasing && within && ends_right
+    }
+}

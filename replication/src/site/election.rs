@@ -1,0 +1,311 @@
+//! Elections: who stands, who votes for whom, who wins.
+//!
+//! A candidate starts election generation `egen` (its known generation plus one), votes for
+//! itself and asks everyone. A voter grants at most one vote per election generation, and only to
+//! a candidate whose log is at least as advanced as its own; so two majorities for the same
+//! generation cannot exist, and a winner holds every commit that a majority acknowledged.
+//! Beyond that, Berkeley DB's preference is honoured: the most advanced log wins, then the
+//! highest priority, then the lowest address. A voter that outranks the candidate refuses and
+//! stands itself; a candidate that hears from a site outranking it yields; and a candidate with
+//! enough votes listens a little longer (`vote_collect_ms`) for a better-placed site.
+//!
+//! Priority-0 sites vote but never stand. A healthy master and clients that hear from one refuse
+//! votes (unless the master itself asked for a switchover), so a flaky site cannot depose it.
+
+use super::master::Master;
+use super::{Event, Role, Site};
+use crate::log::{LogRecord, RecordBody};
+use crate::storage::{Storage, StorageError};
+use crate::types::{Gen, LogPos, SiteAddr, Time};
+use crate::wire::Message;
+use std::collections::BTreeSet;
+
+/// State of a site while it is running for master.
+#[derive(Debug)]
+pub(super) struct Election {
+    /// The generation this election would start.
+    pub egen: Gen,
+    /// Sites that granted their vote (this one included).
+    pub granted: BTreeSet<SiteAddr>,
+    /// Sites that answered at all.
+    pub answered: BTreeSet<SiteAddr>,
+    /// When enough votes were first held.
+    pub enough_since: Option<Time>,
+    /// When the election is lost if not won.
+    pub ends_at: Time,
+    /// Whether the old master asked for this election (switchover).
+    pub takeover: bool,
+    /// How long to listen for a better-placed site once enough votes are held.
+    pub collect_ms: u64,
+}
+
+impl Election {
+    pub fn deadline(&self) -> Time {
+        match self.enough_since {
+            Some(since) => since.plus_ms(self.collect_ms).min(self.ends_at),
+            None => self.ends_at,
+        }
+    }
+}
+
+/// Berkeley DB's election order: more advanced log, then higher priority, then (to break ties
+/// deterministically) the lower address. True if `a` should be master rather than `b`.
+pub(super) fn outranks(a: (LogPos, u32, &SiteAddr), b: (LogPos, u32, &SiteAddr)) -> bool {
+    (a.0, a.1) > (b.0, b.1) || ((a.0, a.1) == (b.0, b.1) && a.2 < b.2)
+}
+
+impl<S: Storage> Site<S> {
+    /// Stands for master in a new election generation.
+    pub(super) fn start_election(&mut self, takeover: bool) -> Result<(), StorageError> {
+        debug_assert!(self.cfg.priority > 0, "priority-0 sites never stand");
+        let egen = self.meta.gen + 1;
+        self.meta.gen = egen;
+        self.meta.voted_for = Some(self.cfg.addr.clone());
+        // The vote for ourselves is durable before anyone hears of the election.
+        self.save_meta()?;
+        self.stats.elections += 1;
+        self.role = Role::Electing(Election {
+            egen,
+            granted: BTreeSet::from([self.cfg.addr.clone()]),
+            answered: BTreeSet::new(),
+            enough_since: None,
+            ends_at: self.now.plus_ms(self.cfg.timeouts.election_timeout_ms),
+            takeover,
+            collect_ms: self.cfg.timeouts.vote_collect_ms,
+        });
+        let request = Message::VoteRequest {
+            egen,
+            last: self.last(),
+            priority: self.cfg.priority,
+            takeover,
+        };
+        self.broadcast(request);
+        self.check_win()
+    }
+
+    pub(super) fn election_tick(&mut self) -> Result<(), StorageError> {
+        let Role::Electing(e) = &self.role else {
+            return Ok(());
+        };
+        if self.now >= e.ends_at && e.granted.len() < self.votes_needed() {
+            let event = Event::ElectionFailed {
+                egen: e.egen,
+                votes: e.granted.len(),
+                needed: self.votes_needed(),
+            };
+            self.emit(event);
+            self.become_client(None);
+            return Ok(());
+        }
+        self.check_win()
+    }
+
+    /// Votes needed right now. A two-site group without strictness may elect a lone site, but
+    /// only while the other is unreachable: if it is connected, its vote is required.
+    fn votes_needed_now(&self) -> usize {
+        let needed = self.votes_needed();
+        let other_connected = self.peers.values().any(|p| p.connected);
+        if needed == 1 && self.cfg.group_size() == 2 && other_connected {
+            2
+        } else {
+            needed
+        }
+    }
+
+    fn check_win(&mut self) -> Result<(), StorageError> {
+        let needed = self.votes_needed_now();
+        let now = self.now;
+        let connected: BTreeSet<&SiteAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(a, _)| a)
+            .collect();
+        let Role::Electing(e) = &mut self.role else {
+            return Ok(());
+        };
+        if e.granted.len() < needed {
+            return Ok(());
+        }
+        let since = *e.enough_since.get_or_insert(now);
+        let heard_everyone = connected.iter().all(|a| e.answered.contains(*a));
+        if e.takeover || heard_everyone || now >= since.plus_ms(e.collect_ms) {
+            let (gen, votes) = (e.egen, e.granted.len());
+            self.become_master(gen, votes, needed)?;
+        }
+        Ok(())
+    }
+
+    fn become_master(&mut self, gen: Gen, votes: usize, needed: usize) -> Result<(), StorageError> {
+        assert_eq!(
+            gen, self.meta.gen,
+            "a master's generation is the one it was elected in"
+        );
+        self.stats.elections_won += 1;
+        self.role = Role::Master(Master::new(self.now));
+        self.emit(Event::Elected { gen, votes, needed });
+        self.emit(Event::BecameMaster { gen });
+        // The generation opens with a record of its own, so every log that has anything of this
+        // generation starts it at the same LSN and clients can verify against it.
+        let start = LogRecord::new(
+            self.last().lsn + 1,
+            gen,
+            RecordBody::GenStart {
+                master: self.cfg.addr.clone(),
+            },
+        );
+        self.append(std::slice::from_ref(&start))?;
+        self.storage.sync()?;
+        let beat = self.heartbeat();
+        self.broadcast(beat);
+        Ok(())
+    }
+
+    /// A candidate asks for our vote.
+    pub(super) fn on_vote_request(
+        &mut self,
+        from: SiteAddr,
+        egen: Gen,
+        last: LogPos,
+        priority: u32,
+        takeover: bool,
+    ) -> Result<(), StorageError> {
+        let (granted, outranked) = self.decide_vote(&from, egen, last, priority, takeover);
+        if outranked {
+            self.stand_soon(egen)?;
+        }
+        if granted {
+            if egen > self.meta.gen {
+                self.meta.gen = egen;
+                self.meta.voted_for = Some(from.clone());
+                // The vote is durable before the candidate can count it.
+                self.save_meta()?;
+            }
+            // We just helped someone else stand: step aside and give them time.
+            if !matches!(self.role, Role::Client(_)) {
+                self.become_client(None);
+            } else {
+                let at = self.now.plus_ms(self.election_delay());
+                if let Some(c) = self.client_mut() {
+                    c.election_at = c.election_at.max(at);
+                }
+            }
+        }
+        let vote = Message::Vote {
+            egen,
+            granted,
+            gen: self.meta.gen,
+            last: self.last(),
+            priority: self.cfg.priority,
+        };
+        self.send(&from, vote);
+        Ok(())
+    }
+
+    /// Whether to grant, and whether we refused because we are better placed than the candidate.
+    fn decide_vote(
+        &self,
+        from: &SiteAddr,
+        egen: Gen,
+        last: LogPos,
+        priority: u32,
+        takeover: bool,
+    ) -> (bool, bool) {
+        // One vote per election generation.
+        let already_voted_for_it =
+            egen == self.meta.gen && self.meta.voted_for.as_ref() == Some(from);
+        if egen < self.meta.gen || (egen == self.meta.gen && !already_voted_for_it) {
+            return (false, false);
+        }
+        if priority == 0 {
+            return (false, false);
+        }
+        if !takeover {
+            let hears_master = match &self.role {
+                Role::Master(_) => true,
+                Role::Client(c) => {
+                    c.master.is_some()
+                        && self.now < c.last_heard.plus_ms(self.cfg.timeouts.heartbeat_timeout_ms)
+                }
+                Role::Electing(_) => false,
+            };
+            if hears_master {
+                return (false, false);
+            }
+        }
+        let mine = self.last();
+        if last < mine {
+            return (false, true);
+        }
+        let me = (mine, self.cfg.priority, &self.cfg.addr);
+        if !takeover && self.cfg.priority > 0 && outranks(me, (last, priority, from)) {
+            return (false, true);
+        }
+        (true, false)
+    }
+
+    /// We refused a candidate we outrank: stand ourselves shortly (after a little jitter, so
+    /// that two sites refusing the same candidate do not collide), in a generation above the
+    /// candidate's so that votes already cast in its election do not block ours.
+    fn stand_soon(&mut self, egen: Gen) -> Result<(), StorageError> {
+        if self.cfg.priority == 0 || !matches!(self.role, Role::Client(_)) {
+            return Ok(());
+        }
+        self.adopt_gen(egen)?;
+        let jitter = self.election_delay() - self.cfg.timeouts.election_timeout_ms;
+        let at = self.now.plus_ms(jitter / 4);
+        if let Some(c) = self.client_mut() {
+            if c.master.is_none() {
+                c.election_at = c.election_at.min(at);
+            }
+        }
+        Ok(())
+    }
+
+    /// A voter answered.
+    pub(super) fn on_vote(
+        &mut self,
+        from: SiteAddr,
+        egen: Gen,
+        granted: bool,
+        gen: Gen,
+        last: LogPos,
+        priority: u32,
+    ) -> Result<(), StorageError> {
+        if gen > self.meta.gen {
+            // The voter knows a later generation: this election is stale.
+            self.adopt_gen(gen)?;
+            if matches!(self.role, Role::Electing(_)) {
+                self.become_client(None);
+            }
+            return Ok(());
+        }
+        let me = (self.last(), self.cfg.priority, &self.cfg.addr);
+        let Role::Electing(e) = &mut self.role else {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        };
+        if e.egen != egen {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        e.answered.insert(from.clone());
+        if granted {
+            e.granted.insert(from);
+        } else if !e.takeover && priority > 0 && outranks((last, priority, &from), me) {
+            // A better-placed site is up: let it win rather than win against it.
+            self.become_client(None);
+            return Ok(());
+        }
+        self.check_win()
+    }
+
+    /// The current heartbeat of this master.
+    pub(super) fn heartbeat(&self) -> Message {
+        Message::Heartbeat {
+            gen: self.meta.gen,
+            last: self.last(),
+            first_lsn: self.storage.first_lsn(),
+        }
+    }
+}

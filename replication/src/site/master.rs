@@ -1,0 +1,321 @@
+//! The master: commits transactions, ships the log, counts acks against the policy, answers
+//! clients that sync or catch up, sends heartbeats, hands over in a planned switchover, and
+//! archives its log.
+//!
+//! A commit is durable on the master (synced) before any client hears of it, and is reported
+//! `Committed` only once its ack policy is met; after `ack_ms` without that, `PermFailed`.
+
+use super::acks::{AckCount, Tally};
+use super::{Event, Reply, RequestError, RequestId, Role, Site};
+use crate::log::{LogRecord, RecordBody, Snapshot, Txn};
+use crate::storage::{Storage, StorageError};
+use crate::types::{Gen, Lsn, SiteAddr, Time};
+use crate::wire::Message;
+use std::collections::BTreeMap;
+
+/// State of a site while it is master.
+#[derive(Debug)]
+pub(super) struct Master {
+    /// Commits waiting for acks, by LSN.
+    pub pending: BTreeMap<Lsn, Pending>,
+    /// The highest LSN each client acknowledged in this generation.
+    pub acked: BTreeMap<SiteAddr, Lsn>,
+    /// When the next heartbeat is due.
+    pub next_heartbeat: Time,
+    /// A switchover in progress.
+    pub step_down: Option<StepDown>,
+}
+
+/// A commit waiting for acks.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub id: RequestId,
+    pub deadline: Time,
+}
+
+/// A planned switchover in progress.
+#[derive(Debug)]
+pub(super) struct StepDown {
+    pub to: SiteAddr,
+    pub id: RequestId,
+    pub deadline: Time,
+}
+
+impl Master {
+    pub fn new(now: Time) -> Master {
+        Master {
+            pending: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            next_heartbeat: now,
+            step_down: None,
+        }
+    }
+
+    pub fn deadline(&self) -> Time {
+        let pending = self.pending.values().map(|p| p.deadline);
+        let step_down = self.step_down.iter().map(|s| s.deadline);
+        pending
+            .chain(step_down)
+            .fold(self.next_heartbeat, Time::min)
+    }
+}
+
+impl<S: Storage> Site<S> {
+    fn master_mut(&mut self) -> Option<&mut Master> {
+        match &mut self.role {
+            Role::Master(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(super) fn master_tick(&mut self) -> Result<(), StorageError> {
+        let now = self.now;
+        let interval = self.cfg.timeouts.heartbeat_interval_ms;
+        let m = self.master_mut().expect("ticking as master");
+        if now >= m.next_heartbeat {
+            m.next_heartbeat = now.plus_ms(interval);
+            let beat = self.heartbeat();
+            self.broadcast(beat);
+        }
+        self.resolve_pending();
+        self.progress_step_down();
+        Ok(())
+    }
+
+    /// Commits a transaction: append, sync, ship, then wait for the policy's acks.
+    pub(super) fn commit(&mut self, id: RequestId, txn: Txn) -> Result<(), StorageError> {
+        let refusal = match &self.role {
+            Role::Master(m) => m
+                .step_down
+                .as_ref()
+                .map(|s| RequestError::SwitchoverInProgress { to: s.to.clone() }),
+            _ => Some(RequestError::NotMaster {
+                master: self.master().cloned(),
+            }),
+        };
+        if let Some(error) = refusal {
+            self.reply(id, Err(error));
+            return Ok(());
+        }
+        let record = LogRecord::new(self.last().lsn + 1, self.meta.gen, RecordBody::Txn(txn));
+        let lsn = record.lsn;
+        self.append(std::slice::from_ref(&record))?;
+        // Durable here before any client can ack it, so an ack never outlives the master's copy.
+        self.storage.sync()?;
+        self.stats.commits += 1;
+        let gen = self.meta.gen;
+        for to in self.others() {
+            self.send(
+                &to,
+                Message::Log {
+                    gen,
+                    records: vec![record.clone()],
+                },
+            );
+        }
+        let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
+        let m = self.master_mut().expect("committing as master");
+        m.pending.insert(lsn, Pending { id, deadline });
+        self.resolve_pending();
+        Ok(())
+    }
+
+    /// How the policy stands for the commit at `lsn`.
+    pub(super) fn ack_count(&self, lsn: Lsn) -> AckCount {
+        let Role::Master(m) = &self.role else {
+            return AckCount { have: 0, needed: 0 };
+        };
+        let mut t = Tally {
+            group_size: self.cfg.group_size(),
+            ..Tally::default()
+        };
+        for (addr, peer) in &self.peers {
+            let acked = m.acked.get(addr).is_some_and(|&a| a >= lsn);
+            t.others += 1;
+            t.acked += usize::from(acked);
+            if peer.is_electable() {
+                t.peers += 1;
+                t.peers_acked += usize::from(acked);
+            }
+            if peer.connected {
+                t.connected += 1;
+                t.connected_acked += usize::from(acked);
+            }
+        }
+        self.cfg.ack_policy.count(&t)
+    }
+
+    /// Answers every pending commit whose policy is met or whose time is up.
+    fn resolve_pending(&mut self) {
+        let now = self.now;
+        let Role::Master(m) = &self.role else {
+            return;
+        };
+        let lsns: Vec<Lsn> = m.pending.keys().copied().collect();
+        for lsn in lsns {
+            let count = self.ack_count(lsn);
+            let m = self.master_mut().expect("master");
+            let deadline = m.pending[&lsn].deadline;
+            if count.is_met() {
+                let p = m.pending.remove(&lsn).expect("pending");
+                self.reply(p.id, Ok(Reply::Committed { lsn }));
+            } else if now >= deadline {
+                let p = m.pending.remove(&lsn).expect("pending");
+                self.stats.perm_failed += 1;
+                let (have, needed) = (count.have, count.needed);
+                self.emit(Event::PermFailed { lsn, have, needed });
+                self.reply(p.id, Err(RequestError::PermFailed { lsn, have, needed }));
+            }
+        }
+    }
+
+    pub(super) fn on_ack(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        lsn: Lsn,
+    ) -> Result<(), StorageError> {
+        let last = self.last().lsn;
+        let current = gen == self.meta.gen;
+        let Some(m) = self.master_mut() else {
+            return Ok(());
+        };
+        if !current || lsn > last {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let acked = m.acked.entry(from).or_insert(0);
+        *acked = (*acked).max(lsn);
+        self.stats.acks_received += 1;
+        self.resolve_pending();
+        self.progress_step_down();
+        Ok(())
+    }
+
+    /// A client starts following us: send our log's history so it can find where it diverged.
+    pub(super) fn on_sync_request(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
+        if !self.is_master() || gen > self.meta.gen {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let info = Message::SyncInfo {
+            gen: self.meta.gen,
+            history: self.history.clone(),
+            first_lsn: self.storage.first_lsn(),
+            last: self.last(),
+        };
+        self.send(&from, info);
+        Ok(())
+    }
+
+    /// A client asks for records from `from` on; LSN 0 or an archived LSN gets the snapshot.
+    pub(super) fn on_log_request(
+        &mut self,
+        to: SiteAddr,
+        gen: Gen,
+        from: Lsn,
+    ) -> Result<(), StorageError> {
+        if !self.is_master() || gen != self.meta.gen || from > self.last().lsn {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let gen = self.meta.gen;
+        if from == 0 || from < self.storage.first_lsn() {
+            let snapshot = self.storage.read_snapshot()?;
+            self.send(&to, Message::InitSnapshot { gen, snapshot });
+            return Ok(());
+        }
+        let records = self.storage.read(from, self.cfg.log_batch_records)?;
+        self.send(&to, Message::Log { gen, records });
+        Ok(())
+    }
+
+    /// Starts a planned switchover to `to`.
+    pub(super) fn step_down(&mut self, id: RequestId, to: SiteAddr) -> Result<(), StorageError> {
+        let problem = if !self.is_master() {
+            Some(RequestError::NotMaster {
+                master: self.master().cloned(),
+            })
+        } else if to == self.cfg.addr {
+            Some(RequestError::Invalid(format!("{to} is already master")))
+        } else if let Some(peer) = self.peers.get(&to) {
+            (!peer.is_electable())
+                .then(|| RequestError::Invalid(format!("{to} has priority 0 and cannot be master")))
+        } else {
+            Some(RequestError::Invalid(format!(
+                "{to} is not a member of the group"
+            )))
+        };
+        let in_progress = self
+            .master_mut()
+            .and_then(|m| m.step_down.as_ref())
+            .map(|s| s.to.clone());
+        if let Some(error) =
+            problem.or(in_progress.map(|to| RequestError::SwitchoverInProgress { to }))
+        {
+            self.reply(id, Err(error));
+            return Ok(());
+        }
+        let deadline = self.now.plus_ms(self.cfg.timeouts.step_down_ms);
+        self.master_mut().expect("master").step_down = Some(StepDown { to, id, deadline });
+        self.progress_step_down();
+        Ok(())
+    }
+
+    /// Hands over once the target holds everything and no commit is waiting; gives up at the
+    /// deadline and stays master.
+    fn progress_step_down(&mut self) {
+        let last = self.last().lsn;
+        let now = self.now;
+        let gen = self.meta.gen;
+        let Some(m) = self.master_mut() else {
+            return;
+        };
+        let Some(sd) = &m.step_down else {
+            return;
+        };
+        let target_acked = m.acked.get(&sd.to).copied().unwrap_or(0);
+        if m.pending.is_empty() && target_acked >= last {
+            let sd = m.step_down.take().expect("step down");
+            self.send(&sd.to, Message::TakeOver { gen });
+            self.emit(Event::SteppedDown { to: sd.to.clone() });
+            self.reply(sd.id, Ok(Reply::SteppedDown { to: sd.to }));
+            self.become_client(None);
+        } else if now >= sd.deadline {
+            let sd = m.step_down.take().expect("step down");
+            let reason = format!(
+                "{} holds LSN {target_acked} of {last} after the switchover timeout",
+                sd.to
+            );
+            self.reply(sd.id, Err(RequestError::StepDownFailed { reason }));
+        }
+    }
+
+    /// Folds all but the last `keep_records` records into the snapshot. Any site may archive
+    /// its own log; on the master this is what sends lagging clients to internal init.
+    pub(super) fn archive(&mut self, id: RequestId, keep_records: u64) -> Result<(), StorageError> {
+        let at = self.last().lsn.saturating_sub(keep_records);
+        let snapshot_lsn = self.storage.first_lsn() - 1;
+        if at > snapshot_lsn {
+            let mut snapshot: Snapshot = self.storage.read_snapshot()?;
+            let mut next = snapshot_lsn + 1;
+            while next <= at {
+                let batch = self
+                    .storage
+                    .read(next, (at - next + 1).min(1024) as usize)?;
+                for record in &batch {
+                    snapshot.history.note_append(record.pos());
+                    snapshot.db.apply(record);
+                }
+                next += batch.len() as u64;
+                if batch.is_empty() {
+                    break;
+                }
+            }
+            self.storage.write_snapshot(&snapshot, true)?;
+        }
+        let first_lsn = self.storage.first_lsn();
+        self.reply(id, Ok(Reply::Archived { first_lsn }));
+        Ok(())
+    }
+}

@@ -1,0 +1,656 @@
+//! Behaviour of one site and small groups, on the in-memory network of [`crate::testkit`].
+//! Each test names the rule it protects.
+
+use super::*;
+use crate::log::Txn;
+use crate::storage::MemStorage;
+use crate::testkit::Network;
+use crate::types::Gen;
+
+fn s(i: usize) -> SiteAddr {
+    Network::addr(i)
+}
+
+fn group(n: usize, seed: u64) -> Network {
+    Network::new(n, seed, |_, _| {})
+}
+
+fn elected(net: &mut Network) -> SiteAddr {
+    assert!(net.settle(10_000), "no stable master within 10s");
+    net.master().expect("master")
+}
+
+fn committed(net: &Network, id: RequestId) -> bool {
+    matches!(net.result(id), Some(Ok(Reply::Committed { .. })))
+}
+
+fn others(net: &Network, not: &SiteAddr) -> Vec<SiteAddr> {
+    net.addrs().into_iter().filter(|a| a != not).collect()
+}
+
+#[test]
+fn a_group_elects_exactly_one_master_and_the_others_follow_it() {
+    for seed in 0..10 {
+        let mut net = group(3, seed);
+        let master = elected(&mut net);
+        for addr in net.addrs() {
+            let site = net.site(&addr).unwrap();
+            assert_eq!(site.master(), Some(&master), "seed {seed}");
+        }
+        assert!(net.violations().is_empty(), "{:?}", net.violations());
+        assert!(net
+            .events_of(&master)
+            .iter()
+            .any(|e| matches!(e, Event::Elected { votes, needed: 2, .. } if *votes >= 2)));
+    }
+}
+
+#[test]
+fn a_single_site_group_elects_itself() {
+    let mut net = group(1, 1);
+    assert_eq!(elected(&mut net), s(1));
+}
+
+#[test]
+fn commits_replicate_and_every_database_is_the_replay_of_its_log() {
+    let mut net = group(3, 2);
+    let master = elected(&mut net);
+    let id = net.commit(&master, Txn::put("k", "v"));
+    net.run_for(100);
+    assert!(committed(&net, id));
+    assert!(net.settle(2_000));
+    for addr in net.addrs() {
+        assert_eq!(
+            net.site(&addr).unwrap().get(b"k"),
+            Some(&b"v"[..]),
+            "{addr}"
+        );
+    }
+    assert_eq!(net.check_quiescent_invariants(), Vec::<String>::new());
+}
+
+#[test]
+fn a_write_on_a_client_is_refused_with_the_master_named() {
+    let mut net = group(3, 3);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    let id = net.commit(&client, Txn::put("k", "v"));
+    assert_eq!(
+        net.result(id),
+        Some(&Err(RequestError::NotMaster {
+            master: Some(master)
+        }))
+    );
+    assert_eq!(net.site(&client).unwrap().get(b"k"), None);
+}
+
+#[test]
+fn clients_notice_a_silent_master_and_elect_a_new_one_in_a_later_generation() {
+    let mut net = group(3, 4);
+    let old = elected(&mut net);
+    let old_gen = net.site(&old).unwrap().gen();
+    net.crash(&old);
+    let new = elected(&mut net);
+    assert_ne!(new, old);
+    assert!(net.site(&new).unwrap().gen() > old_gen);
+    for addr in others(&net, &old) {
+        assert!(net
+            .events_of(&addr)
+            .iter()
+            .any(|e| matches!(e, Event::MasterFailure { master } if *master == old)));
+    }
+}
+
+#[test]
+fn the_site_with_the_most_advanced_log_wins() {
+    // s2 gets a commit that s3 misses; when the master dies, s2 must win even though s3 has the
+    // higher priority.
+    let mut net = Network::new(3, 5, |i, cfg| {
+        cfg.priority = [300, 100, 200][i];
+        cfg.ack_policy = AckPolicy::One;
+    });
+    let master = elected(&mut net);
+    assert_eq!(master, s(1), "highest priority wins when logs are equal");
+    net.clog(&s(1), &s(3));
+    let id = net.commit(&s(1), Txn::put("k", "v"));
+    net.run_for(50);
+    assert!(committed(&net, id));
+    assert!(net.site(&s(2)).unwrap().last() > net.site(&s(3)).unwrap().last());
+    net.crash(&s(1));
+    net.heal();
+    assert_eq!(elected(&mut net), s(2));
+}
+
+#[test]
+fn with_equal_logs_the_higher_priority_wins() {
+    for seed in 0..5 {
+        let mut net = Network::new(3, seed, |i, cfg| cfg.priority = [10, 50, 20][i]);
+        assert_eq!(elected(&mut net), s(2), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_priority_zero_site_never_becomes_master() {
+    let mut net = Network::new(3, 6, |i, cfg| {
+        if i == 0 {
+            cfg.priority = 0;
+        }
+    });
+    let master = elected(&mut net);
+    assert_ne!(master, s(1));
+    // Even when the others are down and come back, s1 only votes.
+    net.crash(&s(2));
+    net.crash(&s(3));
+    net.run_for(10_000);
+    assert!(!net.site(&s(1)).unwrap().is_master());
+    net.restart(&s(2));
+    let master = elected(&mut net);
+    assert_ne!(master, s(1));
+}
+
+#[test]
+fn no_master_without_a_majority_of_the_whole_group() {
+    let mut net = group(5, 7);
+    let master = elected(&mut net);
+    let rest = others(&net, &master);
+    net.crash(&master);
+    net.crash(&rest[0]);
+    net.crash(&rest[1]);
+    net.run_for(20_000);
+    assert_eq!(net.master(), None);
+    assert!(net.events().iter().any(|(_, _, e)| matches!(
+        e,
+        Event::ElectionFailed {
+            votes: 2,
+            needed: 3,
+            ..
+        }
+    )));
+    net.restart(&rest[0]);
+    elected(&mut net);
+}
+
+#[test]
+fn two_site_strict_keeps_a_lone_client_from_electing_itself() {
+    let mut net = group(2, 8);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    net.crash(&master);
+    net.run_for(20_000);
+    assert!(!net.site(&client).unwrap().is_master());
+}
+
+#[test]
+fn without_two_site_strict_a_lone_client_elects_itself() {
+    let mut net = Network::new(2, 8, |_, cfg| cfg.two_site_strict = false);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    net.crash(&master);
+    assert!(net.run_until_cond(20_000, |n| n.master() == Some(client.clone())));
+}
+
+#[test]
+fn quorum_commits_with_a_minority_down_and_perm_fails_without_a_majority() {
+    let mut net = group(5, 9);
+    let master = elected(&mut net);
+    let rest = others(&net, &master);
+    net.crash(&rest[0]);
+    net.crash(&rest[1]);
+    let id = net.commit(&master, Txn::put("a", "1"));
+    net.run_for(200);
+    assert!(committed(&net, id), "{:?}", net.result(id));
+    net.crash(&rest[2]);
+    let id = net.commit(&master, Txn::put("b", "2"));
+    net.run_for(2_000);
+    assert!(matches!(
+        net.result(id),
+        Some(Err(RequestError::PermFailed {
+            have: 1,
+            needed: 2,
+            ..
+        }))
+    ));
+    assert!(net.events_of(&master).iter().any(|e| matches!(
+        e,
+        Event::PermFailed {
+            have: 1,
+            needed: 2,
+            ..
+        }
+    )));
+    // Locally committed all the same.
+    assert_eq!(net.site(&master).unwrap().get(b"b"), Some(&b"2"[..]));
+}
+
+/// Outcome of one commit under `policy` in a 4-site group where site 4 has priority 0 and the
+/// sites in `down` are crashed.
+fn commit_with(policy: AckPolicy, down: &[usize]) -> Result<Reply, RequestError> {
+    let mut net = Network::new(4, 10, |i, cfg| {
+        cfg.ack_policy = policy;
+        cfg.priority = if i == 0 {
+            200
+        } else if i == 3 {
+            0
+        } else {
+            100
+        };
+    });
+    assert_eq!(elected(&mut net), s(1));
+    for &i in down {
+        net.crash(&s(i));
+    }
+    let id = net.commit(&s(1), Txn::put("k", "v"));
+    net.run_for(1_500);
+    net.result(id)
+        .cloned()
+        .expect("answered within the ack timeout")
+}
+
+#[test]
+fn every_ack_policy_counts_the_right_sites() {
+    use AckPolicy::*;
+    let ok = |r: Result<Reply, RequestError>| r.is_ok();
+    // Everyone up: every policy is met.
+    for policy in AckPolicy::ALL {
+        assert!(ok(commit_with(policy, &[])), "{policy} with everyone up");
+    }
+    // A down site still counts for `all`; `all_available` only asks those connected.
+    assert!(!ok(commit_with(All, &[2])));
+    assert!(ok(commit_with(AllAvailable, &[2])));
+    // `all_peers` ignores the priority-0 site 4, `all` does not.
+    assert!(ok(commit_with(AllPeers, &[4])));
+    assert!(!ok(commit_with(All, &[4])));
+    // Only the priority-0 site up: `one` is met, `one_peer` and `quorum` are not.
+    assert!(ok(commit_with(One, &[2, 3])));
+    assert!(!ok(commit_with(OnePeer, &[2, 3])));
+    assert!(!ok(commit_with(Quorum, &[2, 3])));
+    // Quorum of 4 = master + 2 electable clients.
+    assert!(!ok(commit_with(Quorum, &[2])));
+    // Nobody up: `none` is met, `all_available` is not (no one holds it).
+    assert!(ok(commit_with(None, &[2, 3, 4])));
+    assert!(!ok(commit_with(AllAvailable, &[2, 3, 4])));
+}
+
+#[test]
+fn a_returning_master_rolls_back_what_never_reached_the_new_master() {
+    let mut net = Network::new(3, 11, |_, cfg| cfg.ack_policy = AckPolicy::None);
+    let old = elected(&mut net);
+    let id = net.commit(&old, Txn::put("shared", "1"));
+    net.settle(2_000);
+    assert!(committed(&net, id));
+    // Isolate the master; it commits two transactions nobody else sees.
+    net.partition(&[&[old.clone()], &others(&net, &old)]);
+    let lost1 = net.commit(&old, Txn::put("lost", "1"));
+    let lost2 = net.commit(&old, Txn::put("lost", "2"));
+    net.run_for(10);
+    assert!(
+        committed(&net, lost1) && committed(&net, lost2),
+        "policy none"
+    );
+    let new = net.run_until_cond(10_000, |n| n.master().is_some_and(|m| m != old));
+    assert!(new);
+    let new = net.master().unwrap();
+    let id = net.commit(&new, Txn::put("after", "1"));
+    net.run_for(100);
+    assert!(committed(&net, id));
+    net.heal();
+    assert!(net.settle(10_000));
+    assert_eq!(net.master(), Some(new));
+    let events = net.events_of(&old);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WouldRollback { .. })));
+    let rolled: Vec<Lsn> = events
+        .iter()
+        .find_map(|e| match e {
+            Event::RolledBack { txns, .. } => Some(txns.clone()),
+            _ => None,
+        })
+        .expect("rolled back");
+    assert_eq!(
+        rolled.len(),
+        2,
+        "both unreplicated transactions: {rolled:?}"
+    );
+    let site = net.site(&old).unwrap();
+    assert_eq!(site.get(b"lost"), None);
+    assert_eq!(site.get(b"after"), Some(&b"1"[..]));
+    assert_eq!(site.stats().txns_rolled_back, 2);
+    assert_eq!(net.check_quiescent_invariants(), Vec::<String>::new());
+}
+
+#[test]
+fn a_client_behind_the_archived_log_is_initialised_from_the_snapshot() {
+    let mut net = group(3, 12);
+    let master = elected(&mut net);
+    let lagging = others(&net, &master)[0].clone();
+    net.crash(&lagging);
+    for i in 0..20 {
+        net.commit(&master, Txn::put(format!("k{i}"), "v"));
+        net.run_for(20);
+    }
+    let id = net.request(&master, Request::Archive { keep_records: 5 });
+    net.run_for(1);
+    let first = match net.result(id) {
+        Some(Ok(Reply::Archived { first_lsn })) => *first_lsn,
+        other => panic!("archive: {other:?}"),
+    };
+    assert!(first > 10);
+    let before = net.events_of(&lagging).len();
+    net.restart(&lagging);
+    assert!(net.settle(10_000));
+    // The order Berkeley DB users know from a new site: client, new master, init, startup done.
+    let events = net.events_of(&lagging).split_off(before);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Event::BecameClient { .. } => "client",
+            Event::NewMaster { .. } => "new_master",
+            Event::InitDone { .. } => "init_done",
+            Event::StartupDone { .. } => "startup_done",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["client", "new_master", "init_done", "startup_done"],
+        "{events:?}"
+    );
+    let site = net.site(&lagging).unwrap();
+    assert_eq!(site.stats().inits, 1);
+    assert_eq!(site.get(b"k0"), Some(&b"v"[..]));
+    assert_eq!(
+        site.db().digest(),
+        net.site(&master).unwrap().db().digest(),
+        "same LSN, same digest"
+    );
+    assert_eq!(net.check_quiescent_invariants(), Vec::<String>::new());
+}
+
+#[test]
+fn a_lost_log_message_is_recovered_by_a_gap_request() {
+    let mut net = Network::new(3, 13, |_, cfg| cfg.ack_policy = AckPolicy::All);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    // Drop every message for a moment: the client misses one commit's record.
+    net.faults.drop_per_mille = 1000;
+    net.commit(&master, Txn::put("a", "1"));
+    net.run_for(5);
+    net.faults.drop_per_mille = 0;
+    let id = net.commit(&master, Txn::put("b", "2"));
+    net.run_for(500);
+    assert!(committed(&net, id), "{:?}", net.result(id));
+    assert_eq!(net.site(&client).unwrap().get(b"a"), Some(&b"1"[..]));
+}
+
+#[test]
+fn switchover_hands_mastership_over_with_nothing_lost() {
+    let mut net = Network::new(3, 14, |_, cfg| cfg.ack_policy = AckPolicy::One);
+    let old = elected(&mut net);
+    let target = others(&net, &old)[1].clone();
+    for i in 0..10 {
+        net.commit(&old, Txn::put(format!("k{i}"), "v"));
+    }
+    let sd = net.request(&old, Request::StepDown { to: target.clone() });
+    // New writes are refused while the switchover runs.
+    let refused = net.commit(&old, Txn::put("late", "x"));
+    assert!(matches!(
+        net.result(refused),
+        Some(Err(RequestError::SwitchoverInProgress { .. }))
+            | Some(Err(RequestError::NotMaster { .. }))
+    ));
+    assert!(net.run_until_cond(5_000, |n| n.master() == Some(target.clone())));
+    assert_eq!(
+        net.result(sd),
+        Some(&Ok(Reply::SteppedDown { to: target.clone() }))
+    );
+    assert!(net.settle(5_000));
+    assert!(net.lost_commits(&target).is_empty());
+    let digest = net.site(&target).unwrap().db().digest();
+    for addr in net.addrs() {
+        assert_eq!(net.site(&addr).unwrap().db().digest(), digest, "{addr}");
+    }
+}
+
+#[test]
+fn switchover_to_an_unreachable_site_fails_and_the_master_stays() {
+    let mut net = group(3, 15);
+    let master = elected(&mut net);
+    let target = others(&net, &master)[0].clone();
+    net.crash(&target);
+    net.commit(&master, Txn::put("k", "v"));
+    let sd = net.request(&master, Request::StepDown { to: target });
+    net.run_for(4_000);
+    assert!(matches!(
+        net.result(sd),
+        Some(Err(RequestError::StepDownFailed { .. }))
+    ));
+    assert_eq!(net.master(), Some(master.clone()));
+    let id = net.commit(&master, Txn::put("after", "v"));
+    net.run_for(200);
+    assert!(committed(&net, id));
+}
+
+#[test]
+fn switchover_refuses_a_priority_zero_target_and_non_members() {
+    let mut net = Network::new(3, 16, |i, cfg| {
+        if i == 2 {
+            cfg.priority = 0;
+        }
+    });
+    let master = elected(&mut net);
+    net.settle(2_000);
+    let id = net.request(&master, Request::StepDown { to: s(3) });
+    assert!(matches!(
+        net.result(id),
+        Some(Err(RequestError::Invalid(_)))
+    ));
+    let id = net.request(
+        &master,
+        Request::StepDown {
+            to: SiteAddr::new("x:1"),
+        },
+    );
+    assert!(matches!(
+        net.result(id),
+        Some(Err(RequestError::Invalid(_)))
+    ));
+}
+
+#[test]
+fn an_isolated_master_steps_down_when_it_hears_a_later_generation() {
+    let mut net = group(3, 17);
+    let old = elected(&mut net);
+    let rest = others(&net, &old);
+    net.partition(&[&[old.clone()], &rest]);
+    assert!(net.run_until_cond(10_000, |n| n.master().is_some_and(|m| m != old)));
+    assert!(
+        net.site(&old).unwrap().is_master(),
+        "still thinks it is master"
+    );
+    net.heal();
+    assert!(net.settle(5_000));
+    assert!(!net.site(&old).unwrap().is_master());
+    assert!(net
+        .events_of(&old)
+        .iter()
+        .any(|e| matches!(e, Event::DuplicateMaster { .. })));
+}
+
+#[test]
+fn messages_from_an_older_generation_are_ignored() {
+    let mut net = group(3, 18);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    let gen: Gen = net.site(&client).unwrap().gen();
+    let before = net.site(&client).unwrap().last();
+    let stale = crate::log::LogRecord::new(
+        before.lsn + 1,
+        gen - 1,
+        crate::log::RecordBody::Txn(Txn::put("stale", "x")),
+    );
+    net.input(
+        &client,
+        Input::Message {
+            from: master.clone(),
+            msg: Message::Log {
+                gen: gen - 1,
+                records: vec![stale],
+            },
+        },
+    );
+    assert_eq!(net.site(&client).unwrap().last(), before);
+    assert_eq!(net.site(&client).unwrap().get(b"stale"), None);
+}
+
+#[test]
+fn a_record_with_a_bad_checksum_is_never_applied() {
+    let mut net = group(3, 19);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    let site = net.site(&client).unwrap();
+    let (gen, last) = (site.gen(), site.last());
+    let mut bad = crate::log::LogRecord::new(
+        last.lsn + 1,
+        gen,
+        crate::log::RecordBody::Txn(Txn::put("bad", "x")),
+    );
+    bad.checksum ^= 1;
+    net.input(
+        &client,
+        Input::Message {
+            from: master,
+            msg: Message::Log {
+                gen,
+                records: vec![bad],
+            },
+        },
+    );
+    assert_eq!(net.site(&client).unwrap().last(), last);
+}
+
+#[test]
+fn votes_are_durable_and_a_site_votes_once_per_generation() {
+    let cfg = Config::new(s(1), [s(1), s(2), s(3)]);
+    let mut site = Site::open(cfg.clone(), MemStorage::new(), 1, Time(0)).unwrap();
+    let ask = |egen| Input::Message {
+        from: s(2),
+        msg: Message::VoteRequest {
+            egen,
+            last: LogPos::default(),
+            priority: 100,
+            takeover: false,
+        },
+    };
+    let granted = |out: &[Output]| {
+        out.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message::Vote { granted: true, .. },
+                    ..
+                }
+            )
+        })
+    };
+    // s1 outranks s2 on equal logs only by address; lower address wins, so make s1 unelectable
+    // for this test by asking with a more advanced log instead.
+    let ask_ahead = |egen, from: usize| Input::Message {
+        from: s(from),
+        msg: Message::VoteRequest {
+            egen,
+            last: LogPos::new(1, 1),
+            priority: 100,
+            takeover: false,
+        },
+    };
+    let _ = ask;
+    assert!(granted(&site.step(Time(10), ask_ahead(1, 2))));
+    assert!(
+        !granted(&site.step(Time(11), ask_ahead(1, 3))),
+        "one vote per generation"
+    );
+    // After a crash the vote is remembered.
+    let storage = site.into_storage();
+    let mut site = Site::open(cfg, storage, 2, Time(20)).unwrap();
+    assert!(!granted(&site.step(Time(21), ask_ahead(1, 3))));
+    assert!(
+        granted(&site.step(Time(22), ask_ahead(1, 2))),
+        "the same candidate again"
+    );
+    assert!(
+        granted(&site.step(Time(23), ask_ahead(2, 3))),
+        "a later generation"
+    );
+}
+
+#[test]
+fn election_jitter_comes_from_the_seed() {
+    let run = |seed| {
+        let mut net = group(5, seed);
+        elected(&mut net);
+        net.events().to_vec()
+    };
+    assert_eq!(run(21), run(21));
+    assert_ne!(run(21), run(22));
+}
+
+#[test]
+fn a_dead_site_answers_handle_dead() {
+    struct Failing(MemStorage);
+    impl Storage for Failing {
+        fn first_lsn(&self) -> Lsn {
+            self.0.first_lsn()
+        }
+        fn last_lsn(&self) -> Lsn {
+            self.0.last_lsn()
+        }
+        fn append(&mut self, r: &[crate::log::LogRecord]) -> Result<(), StorageError> {
+            self.0.append(r)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            Err(StorageError::Fault("disk gone".into()))
+        }
+        fn read(&mut self, f: Lsn, m: usize) -> Result<Vec<crate::log::LogRecord>, StorageError> {
+            self.0.read(f, m)
+        }
+        fn truncate_after(&mut self, l: Lsn) -> Result<(), StorageError> {
+            self.0.truncate_after(l)
+        }
+        fn write_snapshot(&mut self, s: &Snapshot, k: bool) -> Result<(), StorageError> {
+            self.0.write_snapshot(s, k)
+        }
+        fn read_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+            self.0.read_snapshot()
+        }
+        fn write_meta(&mut self, m: &Meta) -> Result<(), StorageError> {
+            self.0.write_meta(m)
+        }
+        fn read_meta(&mut self) -> Result<Option<Meta>, StorageError> {
+            self.0.read_meta()
+        }
+    }
+    let cfg = Config::new(s(1), [s(1)]);
+    let mut site = Site::open(cfg, Failing(MemStorage::new()), 1, Time(0)).unwrap();
+    let deadline = site.next_deadline().unwrap();
+    // Winning the election needs a synced GenStart record: the sync fails, the site stops.
+    let out = site.step(deadline, Input::Tick);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::StorageFailed { .. }))));
+    assert!(site.dead().is_some());
+    let out = site.step(
+        deadline,
+        Input::Request {
+            id: RequestId(1),
+            request: Request::Commit(Txn::put("k", "v")),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::Reply {
+            result: Err(RequestError::HandleDead { .. }),
+            ..
+        }]
+    ));
+}

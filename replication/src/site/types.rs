@@ -1,0 +1,420 @@
+//! The site's interface values: configuration, inputs, outputs, requests, events, statistics.
+
+use super::acks::AckPolicy;
+use crate::log::Txn;
+use crate::storage::StorageError;
+use crate::types::{Gen, LogPos, Lsn, SiteAddr};
+use crate::wire::Message;
+use serde::{Deserialize, Serialize};
+
+/// Timers, all in milliseconds of the time handed to [`super::Site::step`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// How long a commit waits for the acks its policy needs before `PermFailed`.
+    pub ack_ms: u64,
+    /// How often the master sends a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// How long a client waits without hearing from its master before calling an election.
+    pub heartbeat_timeout_ms: u64,
+    /// How long a site with no master waits before standing, and how long an election lasts.
+    pub election_timeout_ms: u64,
+    /// Upper bound of the random delay added to each election wait (drawn from the site's seed).
+    pub election_jitter_ms: u64,
+    /// How long a candidate with enough votes keeps listening for a better-placed site (more
+    /// advanced log, then higher priority) before declaring itself master.
+    pub vote_collect_ms: u64,
+    /// How long a client waits for an answer to a sync or log request before asking again.
+    pub request_retry_ms: u64,
+    /// How long a planned switchover may take before it is abandoned and the master resumes.
+    pub step_down_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ack_ms: 1_000,
+            heartbeat_interval_ms: 200,
+            heartbeat_timeout_ms: 1_000,
+            election_timeout_ms: 1_000,
+            election_jitter_ms: 500,
+            vote_collect_ms: 100,
+            request_retry_ms: 300,
+            step_down_ms: 3_000,
+        }
+    }
+}
+
+/// A site's configuration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Config {
+    /// This site's address, exactly as the others know it.
+    pub addr: SiteAddr,
+    /// Every site of the group, this one included. Its length is the group's total site count
+    /// for elections and acks: sites that are down still count.
+    pub sites: Vec<SiteAddr>,
+    /// Election priority; 0 means this site never becomes master.
+    pub priority: u32,
+    /// Which acks a commit waits for.
+    pub ack_policy: AckPolicy,
+    /// In a two-site group, whether a lone client may not elect itself (true: safety first).
+    pub two_site_strict: bool,
+    /// Most records in one `Log` message.
+    pub log_batch_records: usize,
+    /// Timers.
+    pub timeouts: Timeouts,
+}
+
+impl Config {
+    /// A configuration with defaults: priority 100, quorum acks, strict two-site elections.
+    pub fn new(addr: impl Into<SiteAddr>, sites: impl IntoIterator<Item = SiteAddr>) -> Config {
+        Config {
+            addr: addr.into(),
+            sites: sites.into_iter().collect(),
+            priority: 100,
+            ack_policy: AckPolicy::Quorum,
+            two_site_strict: true,
+            log_batch_records: 256,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The group's total site count.
+    pub fn group_size(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Every other site of the group.
+    pub fn others(&self) -> impl Iterator<Item = &SiteAddr> {
+        self.sites.iter().filter(move |s| **s != self.addr)
+    }
+
+    /// Checks what the core relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.sites.contains(&self.addr) {
+            return Err(ConfigError(format!(
+                "the site list does not contain this site ({})",
+                self.addr
+            )));
+        }
+        let mut sorted: Vec<_> = self.sites.iter().collect();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError(format!("site {} is listed twice", w[0])));
+        }
+        if self.log_batch_records == 0 {
+            return Err(ConfigError("log_batch_records must be at least 1".into()));
+        }
+        let t = &self.timeouts;
+        if t.heartbeat_interval_ms == 0 || t.heartbeat_interval_ms >= t.heartbeat_timeout_ms {
+            return Err(ConfigError(format!(
+                "heartbeat_interval_ms ({}) must be above 0 and below heartbeat_timeout_ms ({})",
+                t.heartbeat_interval_ms, t.heartbeat_timeout_ms
+            )));
+        }
+        if t.election_timeout_ms == 0 || t.ack_ms == 0 || t.request_retry_ms == 0 {
+            return Err(ConfigError(
+                "election_timeout_ms, ack_ms and request_retry_ms must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the core cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid site configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Why a site could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The storage could not be read.
+    #[error("cannot open the site's storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Identifies a request so its reply can be matched; chosen by the driver.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
+pub struct RequestId(pub u64);
+
+/// A local request from the application or operator.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Request {
+    /// Commit a transaction (master only).
+    Commit(Txn),
+    /// Hand mastership to `to` without losing anything (master only).
+    StepDown {
+        /// The site to become master.
+        to: SiteAddr,
+    },
+    /// Archive the log: keep only the last `keep_records` records, folding the rest into the
+    /// snapshot. Clients that need older records will then be initialised from the snapshot.
+    Archive {
+        /// Records to keep in the log.
+        keep_records: u64,
+    },
+}
+
+/// A successful answer to a request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum Reply {
+    /// The transaction is committed and as durable as the ack policy asks.
+    Committed {
+        /// Its LSN.
+        lsn: Lsn,
+    },
+    /// Mastership was handed over; `to` is calling its election.
+    SteppedDown {
+        /// The new master-to-be.
+        to: SiteAddr,
+    },
+    /// The log now starts at `first_lsn`.
+    Archived {
+        /// First LSN still in the log.
+        first_lsn: Lsn,
+    },
+}
+
+/// A failed request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Writes go to the master; this site is not it. `master` is who it believes is.
+    #[error("not master (master is {})", display_master(.master))]
+    NotMaster {
+        /// The master as this site knows it.
+        master: Option<SiteAddr>,
+    },
+    /// Committed locally but the ack policy was not met within the ack timeout: durability is
+    /// not guaranteed.
+    #[error("commit at LSN {lsn} not durable: {have} of {needed} acks within the ack timeout")]
+    PermFailed {
+        /// The commit's LSN.
+        lsn: Lsn,
+        /// Acks received.
+        have: usize,
+        /// Acks needed.
+        needed: usize,
+    },
+    /// A switchover to `to` is in progress: new writes wait for the new master.
+    #[error("switchover to {to} in progress")]
+    SwitchoverInProgress {
+        /// The site taking over.
+        to: SiteAddr,
+    },
+    /// The switchover could not complete; the master stays master.
+    #[error("switchover failed: {reason}")]
+    StepDownFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The request does not make sense here.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The site has stopped (storage failure); open it again.
+    #[error("site handle is dead: {reason}")]
+    HandleDead {
+        /// Why it stopped.
+        reason: String,
+    },
+}
+
+fn display_master(master: &Option<SiteAddr>) -> String {
+    master
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), |m| m.to_string())
+}
+
+/// One input to a step.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Input {
+    /// Time passed (the driver calls this at or after [`super::Site::next_deadline`]).
+    Tick,
+    /// A message arrived from `from` (authenticated by the handshake).
+    Message {
+        /// The sender.
+        from: SiteAddr,
+        /// The message.
+        msg: Message,
+    },
+    /// A connection to a group member came up.
+    PeerConnected(SiteAddr),
+    /// A connection to a group member went down.
+    PeerDisconnected(SiteAddr),
+    /// A local request.
+    Request {
+        /// Its identifier, echoed in the reply.
+        id: RequestId,
+        /// What is asked.
+        request: Request,
+    },
+}
+
+/// One thing a step asks the driver to do, in order.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Output {
+    /// Send a message (dropped by the driver if the peer is not connected).
+    Send {
+        /// The receiver.
+        to: SiteAddr,
+        /// The message.
+        msg: Message,
+    },
+    /// Answer a request.
+    Reply {
+        /// The request answered.
+        id: RequestId,
+        /// The answer.
+        result: Result<Reply, RequestError>,
+    },
+    /// Tell the application something happened.
+    Event(Event),
+}
+
+/// What a site tells its application, named after Berkeley DB's replication events.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum Event {
+    /// This site won an election and is master of `gen`.
+    BecameMaster {
+        /// The new generation.
+        gen: Gen,
+    },
+    /// This site is now a client.
+    BecameClient {
+        /// The generation it knows.
+        gen: Gen,
+    },
+    /// A (new) master was found.
+    NewMaster {
+        /// The master.
+        master: SiteAddr,
+        /// Its generation.
+        gen: Gen,
+    },
+    /// This site won an election.
+    Elected {
+        /// The generation it starts.
+        gen: Gen,
+        /// Votes received, its own included.
+        votes: usize,
+        /// Votes needed.
+        needed: usize,
+    },
+    /// An election this site ran ended without a winner.
+    ElectionFailed {
+        /// The election generation.
+        egen: Gen,
+        /// Votes received, its own included.
+        votes: usize,
+        /// Votes needed.
+        needed: usize,
+    },
+    /// The master went silent.
+    MasterFailure {
+        /// The master that was lost.
+        master: SiteAddr,
+    },
+    /// Another site claims to be master of this master's generation or a later one.
+    DuplicateMaster {
+        /// The other master.
+        other: SiteAddr,
+        /// Its generation.
+        gen: Gen,
+    },
+    /// A commit was not acknowledged as its policy requires within the ack timeout.
+    PermFailed {
+        /// The commit's LSN.
+        lsn: Lsn,
+        /// Acks received.
+        have: usize,
+        /// Acks needed.
+        needed: usize,
+    },
+    /// This client's log diverged from its master's: the tail after `to` is about to go.
+    WouldRollback {
+        /// The last record kept.
+        to: LogPos,
+        /// The last record of the divergent tail.
+        from: LogPos,
+    },
+    /// The divergent tail was removed.
+    RolledBack {
+        /// The last record kept.
+        to: LogPos,
+        /// LSNs of the transactions that were rolled back, oldest first.
+        txns: Vec<Lsn>,
+    },
+    /// Internal initialisation finished: the database was replaced by the master's snapshot.
+    InitDone {
+        /// The snapshot's position.
+        at: LogPos,
+    },
+    /// This client caught up with its master after (re)connecting.
+    StartupDone {
+        /// Where the log ends.
+        at: LogPos,
+    },
+    /// A planned switchover completed on this (former) master.
+    SteppedDown {
+        /// The site that takes over.
+        to: SiteAddr,
+    },
+    /// Storage failed: the site stopped.
+    StorageFailed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// Master, client or electing.
+#[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleKind {
+    /// Following a master or waiting for one.
+    #[default]
+    Client,
+    /// Running for master.
+    Electing,
+    /// The master.
+    Master,
+}
+
+/// Per-site statistics.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
+pub struct Stats {
+    /// Current role.
+    pub role: RoleKind,
+    /// Highest generation seen.
+    pub gen: Gen,
+    /// The master followed (itself when master).
+    pub master: Option<SiteAddr>,
+    /// End of the log.
+    pub last: LogPos,
+    /// First LSN still in the log.
+    pub first_lsn: Lsn,
+    /// Elections this site stood in.
+    pub elections: u64,
+    /// Elections it won.
+    pub elections_won: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages received from group members.
+    pub messages_received: u64,
+    /// Messages ignored (unknown sender, stale generation, unexpected).
+    pub messages_ignored: u64,
+    /// Records appended to the log.
+    pub records_appended: u64,
+    /// Transactions committed as master.
+    pub commits: u64,
+    /// Acks received as master.
+    pub acks_received: u64,
+    /// Commits that ended `PermFailed`.
+    pub perm_failed: u64,
+    /// Transactions rolled back as client.
+    pub txns_rolled_back: u64,
+    /// Internal initialisations done.
+    pub inits: u64,
+}
