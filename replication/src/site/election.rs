@@ -58,8 +58,8 @@ impl<S: Storage> Site<S> {
     /// Stands for master in a new election generation.
     pub(super) fn start_election(&mut self, takeover: bool) -> Result<(), StorageError> {
         debug_assert!(self.cfg.priority > 0, "priority-0 sites never stand");
-        let egen = self.meta.gen + 1;
-        self.meta.gen = egen;
+        let egen = self.meta.gen.max(self.meta.egen) + 1;
+        self.meta.egen = egen;
         self.meta.voted_for = Some(self.cfg.addr.clone());
         // The vote for ourselves is durable before anyone hears of the election.
         self.save_meta()?;
@@ -137,10 +137,12 @@ impl<S: Storage> Site<S> {
     }
 
     fn become_master(&mut self, gen: Gen, votes: usize, needed: usize) -> Result<(), StorageError> {
-        assert_eq!(
-            gen, self.meta.gen,
-            "a master's generation is the one it was elected in"
+        assert!(
+            gen > self.meta.gen && gen == self.meta.egen,
+            "a master's generation is the election it won, above any it knew"
         );
+        self.meta.gen = gen;
+        self.save_meta()?;
         self.stats.elections_won += 1;
         self.role = Role::Master(Master::new(self.now));
         self.emit(Event::Elected { gen, votes, needed });
@@ -175,8 +177,8 @@ impl<S: Storage> Site<S> {
             self.stand_soon(egen)?;
         }
         if granted {
-            if egen > self.meta.gen {
-                self.meta.gen = egen;
+            if egen > self.meta.egen {
+                self.meta.egen = egen;
                 self.meta.voted_for = Some(from.clone());
                 // The vote is durable before the candidate can count it.
                 self.save_meta()?;
@@ -211,10 +213,13 @@ impl<S: Storage> Site<S> {
         priority: u32,
         takeover: bool,
     ) -> (bool, bool) {
-        // One vote per election generation.
-        let already_voted_for_it =
-            egen == self.meta.gen && self.meta.voted_for.as_ref() == Some(from);
-        if egen < self.meta.gen || (egen == self.meta.gen && !already_voted_for_it) {
+        // One vote per election generation, and none for a generation that already has (or had)
+        // a master we know of.
+        let floor = self.meta.gen.max(self.meta.egen);
+        let already_voted_for_it = egen == self.meta.egen
+            && egen > self.meta.gen
+            && self.meta.voted_for.as_ref() == Some(from);
+        if egen < floor || (egen == floor && !already_voted_for_it) {
             return (false, false);
         }
         if priority == 0 {
@@ -251,7 +256,11 @@ impl<S: Storage> Site<S> {
         if self.cfg.priority == 0 || !matches!(self.role, Role::Client(_)) {
             return Ok(());
         }
-        self.adopt_gen(egen)?;
+        if egen > self.meta.egen {
+            self.meta.egen = egen;
+            self.meta.voted_for = None;
+            self.save_meta()?;
+        }
         let jitter = self.election_delay() - self.cfg.timeouts.election_timeout_ms;
         let at = self.now.plus_ms(jitter / 4);
         if let Some(c) = self.client_mut() {
@@ -273,12 +282,13 @@ impl<S: Storage> Site<S> {
         priority: u32,
     ) -> Result<(), StorageError> {
         if gen > self.meta.gen {
-            // The voter knows a later generation: this election is stale.
+            // The voter knows a master of a later generation: follow the news, and drop this
+            // election if that generation is at or above it.
             self.adopt_gen(gen)?;
-            if matches!(self.role, Role::Electing(_)) {
+            if matches!(&self.role, Role::Electing(e) if e.egen <= gen) {
                 self.become_client(None);
+                return Ok(());
             }
-            return Ok(());
         }
         let me = (self.last(), self.cfg.priority, &self.cfg.addr);
         let Role::Electing(e) = &mut self.role else {

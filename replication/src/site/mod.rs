@@ -390,12 +390,15 @@ impl<S: Storage> Site<S> {
         self.storage.write_meta(&self.meta)
     }
 
-    /// Raises the known generation (a message from a later generation arrived). Forgets the vote,
-    /// which belonged to an older election.
+    /// Raises the known master generation (a message from a later generation arrived). An
+    /// election generation below it is over: its vote is forgotten.
     fn adopt_gen(&mut self, gen: crate::types::Gen) -> Result<(), StorageError> {
         if gen > self.meta.gen {
             self.meta.gen = gen;
-            self.meta.voted_for = None;
+            if self.meta.egen < gen {
+                self.meta.egen = gen;
+                self.meta.voted_for = None;
+            }
             self.save_meta()?;
         }
         Ok(())

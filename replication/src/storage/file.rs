@@ -1231,6 +1231,7 @@ mod tests {
         assert_eq!(s.read_meta().unwrap(), None);
         let meta = Meta {
             gen: 7,
+            egen: 9,
             voted_for: Some(SiteAddr::new("127.0.0.1:7001")),
         };
         s.write_meta(&meta).unwrap();
@@ -1240,6 +1241,7 @@ mod tests {
         assert_eq!(s.read_meta().unwrap(), Some(meta));
         let next = Meta {
             gen: 8,
+            egen: 8,
             voted_for: None,
         };
         s.write_meta(&next).unwrap();
@@ -1443,6 +1445,7 @@ mod tests {
                 Step::WriteMeta(g) => {
                     let meta = Meta {
                         gen: g,
+                        egen: g + 1,
                         voted_for: None,
                     };
                     file.write_meta(&meta).unwrap();

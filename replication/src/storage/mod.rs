@@ -19,9 +19,13 @@ use serde::{Deserialize, Serialize};
 /// Small state that must survive a crash and is not part of the log.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct Meta {
-    /// The highest generation this site has seen (as master, client or voter).
+    /// The highest generation of a master this site has seen (or been).
     pub gen: Gen,
-    /// The site this site voted for in election generation `gen`, if it voted.
+    /// The highest election generation this site has stood or voted in (at least `gen`).
+    /// Kept apart from `gen`, as Berkeley DB does, so failed elections raise only this and a
+    /// site that stood in vain still follows the master of `gen` when it hears from it.
+    pub egen: Gen,
+    /// The site this site voted for in election generation `egen`, if it voted.
     pub voted_for: Option<SiteAddr>,
 }
 
