@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the engine's unit and property tests (normal build), then the
 # simulated tests (built with --cfg madsim in target/sim, the same build `cargo sim` uses).
+# Ends with one summary line, "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
 echo "== unit and property tests (real build)"
-cargo test --workspace --quiet
+cargo test --workspace 2>&1 | tee -a "$out" | grep -E '^(test result|running|error|failures|---- )|panicked' || true
 echo "== simulated tests (--cfg madsim, target/sim)"
-cargo sim-test --quiet
-echo "== all tests passed in $(( $(date +%s) - start ))s"
+cargo sim-test 2>&1 | tee -a "$out" | grep -E '^(test result|error|failures|---- )|panicked' || true
+
+passed=$(grep -Eo '[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')
+status=0
+if grep -qE '^error(\[|:)' "$out" || [ "$failed" -ne 0 ] || grep -q 'test result: FAILED' "$out"; then
+  status=1
+fi
+echo "== $(( $(date +%s) - start ))s"
+echo "tests: ${passed} passed, ${failed} failed"
+exit $status
