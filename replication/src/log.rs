@@ -52,6 +52,27 @@ impl Txn {
     }
 }
 
+/// Where a site stands in the group membership database.
+#[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum MemberState {
+    /// The master recorded the join; it becomes `Present` once the group acknowledged that.
+    /// Receives the log but does not count towards the group size yet.
+    Adding,
+    /// A full member: counts towards the group's total site count, down or up.
+    Present,
+    /// Its removal is being acknowledged; no longer counted.
+    Removing,
+}
+
+/// An entry of the group membership database.
+#[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub struct Member {
+    /// The site's state.
+    pub state: MemberState,
+    /// The priority the site declared when it joined (its live messages take precedence).
+    pub priority: u32,
+}
+
 /// What a log record says.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum RecordBody {
@@ -62,6 +83,13 @@ pub enum RecordBody {
     },
     /// A committed transaction.
     Txn(Txn),
+    /// A change to the group membership database: `site` gets `member`, or leaves (`None`).
+    Membership {
+        /// The site, by its exact address.
+        site: SiteAddr,
+        /// Its new entry, or `None` once removed.
+        member: Option<Member>,
+    },
 }
 
 /// A log record: position, generation, body and the checksum that covers all three.
@@ -199,6 +227,8 @@ impl GenHistory {
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct Database {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The group membership database, replicated through the log like the data.
+    members: BTreeMap<SiteAddr, Member>,
     applied: LogPos,
 }
 
@@ -216,6 +246,11 @@ impl Database {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.data.get(key).map(Vec::as_slice)
+    }
+
+    /// The group membership database (empty until the group is created or joined).
+    pub fn members(&self) -> &BTreeMap<SiteAddr, Member> {
+        &self.members
     }
 
     /// Number of keys.
@@ -249,17 +284,28 @@ impl Database {
             record.gen,
             self.applied.gen
         );
-        if let RecordBody::Txn(txn) = &record.body {
-            for op in &txn.ops {
-                match op {
-                    Op::Put { key, value } => {
-                        self.data.insert(key.clone(), value.clone());
-                    }
-                    Op::Delete { key } => {
-                        self.data.remove(key);
+        match &record.body {
+            RecordBody::Txn(txn) => {
+                for op in &txn.ops {
+                    match op {
+                        Op::Put { key, value } => {
+                            self.data.insert(key.clone(), value.clone());
+                        }
+                        Op::Delete { key } => {
+                            self.data.remove(key);
+                        }
                     }
                 }
             }
+            RecordBody::Membership { site, member } => match member {
+                Some(member) => {
+                    self.members.insert(site.clone(), *member);
+                }
+                None => {
+                    self.members.remove(site);
+                }
+            },
+            RecordBody::GenStart { .. } => {}
         }
         self.applied = record.pos();
     }

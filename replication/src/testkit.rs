@@ -85,6 +85,7 @@ pub struct Network {
     masters: BTreeMap<Gen, SiteAddr>,
     violations: Vec<String>,
     delivered: u64,
+    start_errors: BTreeMap<SiteAddr, String>,
 }
 
 impl Network {
@@ -108,6 +109,7 @@ impl Network {
             masters: BTreeMap::new(),
             violations: Vec::new(),
             delivered: 0,
+            start_errors: BTreeMap::new(),
         };
         for (i, addr) in addrs.iter().enumerate() {
             let mut cfg = Config::new(addr.clone(), addrs.clone());
@@ -202,15 +204,76 @@ impl Network {
         let disk = node.disk.take().expect("a stopped site has its disk");
         node.incarnation += 1;
         let seed = self.rng.next_u64();
-        let site = Site::open(node.cfg.clone(), disk, seed, self.now).expect("site opens");
-        node.site = Some(site);
+        // Opening consumes the disk; keep a copy to put back if the configuration is refused.
+        let spare = disk.clone();
+        match Site::open(node.cfg.clone(), disk, seed, self.now) {
+            Ok(site) => {
+                node.site = Some(site);
+                self.start_errors.remove(addr);
+            }
+            Err(error) => {
+                node.disk = Some(spare);
+                self.start_errors.insert(addr.clone(), error.to_string());
+                return;
+            }
+        }
+        // The outputs of opening (events, a primordial master's first records).
+        self.input(addr, Input::Tick);
         // Connections come up with every reachable running peer.
         for other in self.addrs() {
             if other != *addr && self.connected(addr, &other) {
-                self.input(addr, Input::PeerConnected(other.clone()));
-                self.input(&other, Input::PeerConnected(addr.clone()));
+                self.connect_inputs(addr, &other);
             }
         }
+    }
+
+    /// Tells both ends that their connection is up, with the version their handshake agrees on.
+    fn connect_inputs(&mut self, a: &SiteAddr, b: &SiteAddr) {
+        let version = self.nodes[a]
+            .cfg
+            .protocol_version
+            .min(self.nodes[b].cfg.protocol_version);
+        let (a, b) = (a.clone(), b.clone());
+        self.input(
+            &a,
+            Input::PeerConnected {
+                addr: b.clone(),
+                version,
+            },
+        );
+        self.input(&b, Input::PeerConnected { addr: a, version });
+    }
+
+    /// A network with no sites yet (add them with [`Network::add_site`]).
+    pub fn empty(seed: u64) -> Network {
+        Network::new(0, seed, |_, _| {})
+    }
+
+    /// Adds a site with its own configuration and a fresh disk, and starts it.
+    pub fn add_site(&mut self, cfg: Config) {
+        let addr = cfg.addr.clone();
+        let node = Node {
+            cfg,
+            site: None,
+            disk: Some(MemStorage::new()),
+            incarnation: 0,
+        };
+        assert!(
+            self.nodes.insert(addr.clone(), node).is_none(),
+            "{addr} added twice"
+        );
+        self.start(&addr);
+    }
+
+    /// Changes a site's configuration for its next start (a restart with new settings, an
+    /// upgrade to another protocol version).
+    pub fn reconfigure(&mut self, addr: &SiteAddr, change: impl FnOnce(&mut Config)) {
+        change(&mut self.nodes.get_mut(addr).expect("known site").cfg);
+    }
+
+    /// The reason a site could not start, if the last start failed.
+    pub fn start_error(&self, addr: &SiteAddr) -> Option<&str> {
+        self.start_errors.get(addr).map(String::as_str)
     }
 
     /// Crashes a site: it stops at once and its unsynced records are lost.
@@ -255,19 +318,12 @@ impl Network {
         for (a, b) in pairs(&addrs) {
             let now_connected = self.connected(&a, &b);
             if before.contains(&(a.clone(), b.clone())) != now_connected {
-                let (to_a, to_b) = if now_connected {
-                    (
-                        Input::PeerConnected(b.clone()),
-                        Input::PeerConnected(a.clone()),
-                    )
+                if now_connected {
+                    self.connect_inputs(&a, &b);
                 } else {
-                    (
-                        Input::PeerDisconnected(b.clone()),
-                        Input::PeerDisconnected(a.clone()),
-                    )
-                };
-                self.input(&a, to_a);
-                self.input(&b, to_b);
+                    self.input(&a, Input::PeerDisconnected(b.clone()));
+                    self.input(&b, Input::PeerDisconnected(a.clone()));
+                }
             }
         }
     }

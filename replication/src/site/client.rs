@@ -83,7 +83,12 @@ impl<S: Storage> Site<S> {
                 client.sync = Sync::Idle;
                 self.emit(Event::MasterFailure { master });
             }
-            if self.cfg.priority > 0 {
+            if !self.counts_in_group() {
+                // Not (yet) a member: only a join can make us one.
+                if !self.has_membership() && self.cfg.helper.is_some() && self.join_at.is_none() {
+                    self.join_at = Some(now);
+                }
+            } else if self.cfg.priority > 0 {
                 return self.start_election(false);
             }
             // A priority-0 site never stands: it keeps waiting for a master to appear.
@@ -142,7 +147,12 @@ impl<S: Storage> Site<S> {
     }
 
     /// Records that `from` is master of `gen` and starts (or continues) syncing with it.
-    fn follow(&mut self, from: SiteAddr, gen: Gen, last: LogPos) -> Result<(), StorageError> {
+    pub(super) fn follow(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        last: LogPos,
+    ) -> Result<(), StorageError> {
         let now = self.now;
         let timeout = self.cfg.timeouts.heartbeat_timeout_ms;
         let my_last = self.last();

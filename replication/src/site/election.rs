@@ -105,7 +105,7 @@ impl<S: Storage> Site<S> {
     fn votes_needed_now(&self) -> usize {
         let needed = self.votes_needed();
         let other_connected = self.peers.values().any(|p| p.connected);
-        if needed == 1 && self.cfg.group_size() == 2 && other_connected {
+        if needed == 1 && self.group_size() == 2 && other_connected {
             2
         } else {
             needed
@@ -136,7 +136,12 @@ impl<S: Storage> Site<S> {
         Ok(())
     }
 
-    fn become_master(&mut self, gen: Gen, votes: usize, needed: usize) -> Result<(), StorageError> {
+    pub(super) fn become_master(
+        &mut self,
+        gen: Gen,
+        votes: usize,
+        needed: usize,
+    ) -> Result<(), StorageError> {
         assert!(
             gen > self.meta.gen && gen == self.meta.egen,
             "a master's generation is the election it won, above any it knew"
@@ -222,7 +227,8 @@ impl<S: Storage> Site<S> {
         if egen < floor || (egen == floor && !already_voted_for_it) {
             return (false, false);
         }
-        if priority == 0 {
+        // Only members vote, and only for members.
+        if priority == 0 || !self.counts_in_group() || !self.group().contains(from) {
             return (false, false);
         }
         if !takeover {

@@ -7,10 +7,10 @@
 
 use super::acks::{AckCount, Tally};
 use super::{Event, Reply, RequestError, RequestId, Role, Site};
-use crate::log::{LogRecord, RecordBody, Snapshot, Txn};
+use crate::log::{LogRecord, Member, MemberState, RecordBody, Snapshot, Txn};
 use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, Lsn, SiteAddr, Time};
-use crate::wire::Message;
+use crate::wire::{JoinResult, Message};
 use std::collections::BTreeMap;
 
 /// State of a site while it is master.
@@ -29,8 +29,35 @@ pub(super) struct Master {
 /// A commit waiting for acks.
 #[derive(Debug)]
 pub(super) struct Pending {
-    pub id: RequestId,
+    pub waiter: Waiter,
     pub deadline: Time,
+}
+
+/// Who waits for a commit, and so what happens once its acks are in (or are not).
+#[derive(Debug, Clone)]
+pub(super) enum Waiter {
+    /// A local `Commit` request.
+    Request(RequestId),
+    /// A join: `site` was recorded as `Adding`; `reply_to` gets the answer (the helper, or the
+    /// site itself).
+    Join {
+        site: SiteAddr,
+        priority: u32,
+        reply_to: SiteAddr,
+    },
+    /// A removal: `site` was recorded as `Removing`.
+    Remove { site: SiteAddr, asked_by: Asker },
+    /// Nobody (the second record of a join or removal): acks are still counted, for stats.
+    Nobody,
+}
+
+/// Who asked for a removal.
+#[derive(Debug, Clone)]
+pub(super) enum Asker {
+    /// A local request on the master.
+    Local(RequestId),
+    /// A client that forwarded its request.
+    Remote(SiteAddr),
 }
 
 /// A planned switchover in progress.
@@ -77,13 +104,22 @@ impl<S: Storage> Site<S> {
             let beat = self.heartbeat();
             self.broadcast(beat);
         }
-        self.resolve_pending();
+        self.resolve_pending()?;
         self.progress_step_down();
-        Ok(())
+        self.create_membership_if_ready()
     }
 
     /// Commits a transaction: append, sync, ship, then wait for the policy's acks.
     pub(super) fn commit(&mut self, id: RequestId, txn: Txn) -> Result<(), StorageError> {
+        self.commit_body(RecordBody::Txn(txn), Waiter::Request(id))
+    }
+
+    /// Commits any record for `waiter` (or answers it at once if this site cannot commit).
+    pub(super) fn commit_body(
+        &mut self,
+        body: RecordBody,
+        waiter: Waiter,
+    ) -> Result<(), StorageError> {
         let refusal = match &self.role {
             Role::Master(m) => m
                 .step_down
@@ -94,17 +130,24 @@ impl<S: Storage> Site<S> {
             }),
         };
         if let Some(error) = refusal {
-            self.reply(id, Err(error));
+            self.refuse_waiter(waiter, error);
             return Ok(());
         }
-        let record = LogRecord::new(self.last().lsn + 1, self.meta.gen, RecordBody::Txn(txn));
+        let record = LogRecord::new(self.last().lsn + 1, self.meta.gen, body);
         let lsn = record.lsn;
         self.append(std::slice::from_ref(&record))?;
         // Durable here before any client can ack it, so an ack never outlives the master's copy.
         self.storage.sync()?;
         self.stats.commits += 1;
         let gen = self.meta.gen;
-        for to in self.others() {
+        let mut recipients = self.recipients();
+        if let RecordBody::Membership { site, member: None } = &record.body {
+            // The site being removed hears of it, so it can tell its application.
+            if *site != self.cfg.addr && !recipients.contains(site) {
+                recipients.push(site.clone());
+            }
+        }
+        for to in recipients {
             self.send(
                 &to,
                 Message::Log {
@@ -115,9 +158,27 @@ impl<S: Storage> Site<S> {
         }
         let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
         let m = self.master_mut().expect("committing as master");
-        m.pending.insert(lsn, Pending { id, deadline });
-        self.resolve_pending();
-        Ok(())
+        m.pending.insert(lsn, Pending { waiter, deadline });
+        self.resolve_pending()
+    }
+
+    /// Answers a waiter whose commit could not even start.
+    fn refuse_waiter(&mut self, waiter: Waiter, error: RequestError) {
+        match waiter {
+            Waiter::Request(id) => self.reply(id, Err(error)),
+            Waiter::Join { site, reply_to, .. } => {
+                let reason = error.to_string();
+                self.send(
+                    &reply_to,
+                    Message::JoinReply {
+                        site,
+                        result: JoinResult::Unavail { reason },
+                    },
+                );
+            }
+            Waiter::Remove { site, asked_by } => self.answer_remove(asked_by, site, Err(error)),
+            Waiter::Nobody => {}
+        }
     }
 
     /// How the policy stands for the commit at `lsn`.
@@ -126,18 +187,18 @@ impl<S: Storage> Site<S> {
             return AckCount { have: 0, needed: 0 };
         };
         let mut t = Tally {
-            group_size: self.cfg.group_size(),
+            group_size: self.group_size(),
             ..Tally::default()
         };
-        for (addr, peer) in &self.peers {
-            let acked = m.acked.get(addr).is_some_and(|&a| a >= lsn);
+        for addr in self.others() {
+            let acked = m.acked.get(&addr).is_some_and(|&a| a >= lsn);
             t.others += 1;
             t.acked += usize::from(acked);
-            if peer.is_electable() {
+            if self.is_electable(&addr) {
                 t.peers += 1;
                 t.peers_acked += usize::from(acked);
             }
-            if peer.connected {
+            if self.peers.get(&addr).is_some_and(|p| p.connected) {
                 t.connected += 1;
                 t.connected_acked += usize::from(acked);
             }
@@ -146,27 +207,113 @@ impl<S: Storage> Site<S> {
     }
 
     /// Answers every pending commit whose policy is met or whose time is up.
-    fn resolve_pending(&mut self) {
+    pub(super) fn resolve_pending(&mut self) -> Result<(), StorageError> {
         let now = self.now;
         let Role::Master(m) = &self.role else {
-            return;
+            return Ok(());
         };
         let lsns: Vec<Lsn> = m.pending.keys().copied().collect();
         for lsn in lsns {
             let count = self.ack_count(lsn);
-            let m = self.master_mut().expect("master");
-            let deadline = m.pending[&lsn].deadline;
+            // A membership change finished earlier in this loop may have ended our mastership.
+            let Some(m) = self.master_mut() else {
+                return Ok(());
+            };
+            let Some(deadline) = m.pending.get(&lsn).map(|p| p.deadline) else {
+                continue;
+            };
             if count.is_met() {
                 let p = m.pending.remove(&lsn).expect("pending");
-                self.reply(p.id, Ok(Reply::Committed { lsn }));
+                self.commit_done(lsn, p.waiter)?;
             } else if now >= deadline {
                 let p = m.pending.remove(&lsn).expect("pending");
                 self.stats.perm_failed += 1;
                 let (have, needed) = (count.have, count.needed);
                 self.emit(Event::PermFailed { lsn, have, needed });
-                self.reply(p.id, Err(RequestError::PermFailed { lsn, have, needed }));
+                self.commit_failed(p.waiter, RequestError::PermFailed { lsn, have, needed })?;
             }
         }
+        Ok(())
+    }
+
+    /// A commit's acks are in: answer its waiter, and finish a membership change.
+    fn commit_done(&mut self, lsn: Lsn, waiter: Waiter) -> Result<(), StorageError> {
+        match waiter {
+            Waiter::Request(id) => self.reply(id, Ok(Reply::Committed { lsn })),
+            Waiter::Join {
+                site,
+                priority,
+                reply_to,
+            } => {
+                let gen = self.meta.gen;
+                let result = JoinResult::Accepted {
+                    master: self.cfg.addr.clone(),
+                    gen,
+                };
+                self.send(
+                    &reply_to,
+                    Message::JoinReply {
+                        site: site.clone(),
+                        result,
+                    },
+                );
+                let member = Member {
+                    state: MemberState::Present,
+                    priority,
+                };
+                let body = RecordBody::Membership {
+                    site,
+                    member: Some(member),
+                };
+                self.commit_body(body, Waiter::Nobody)?;
+            }
+            Waiter::Remove { site, asked_by } => {
+                let body = RecordBody::Membership {
+                    site: site.clone(),
+                    member: None,
+                };
+                self.commit_body(body, Waiter::Nobody)?;
+                self.answer_remove(asked_by, site, Ok(()));
+            }
+            Waiter::Nobody => {}
+        }
+        Ok(())
+    }
+
+    /// A commit missed its acks: report it, and undo the first step of a membership change so
+    /// that nothing stays half-recorded.
+    fn commit_failed(&mut self, waiter: Waiter, error: RequestError) -> Result<(), StorageError> {
+        match waiter {
+            Waiter::Request(id) => self.reply(id, Err(error)),
+            Waiter::Join { site, reply_to, .. } => {
+                let reason = format!("the group did not acknowledge the join: {error}");
+                self.send(
+                    &reply_to,
+                    Message::JoinReply {
+                        site: site.clone(),
+                        result: JoinResult::Unavail { reason },
+                    },
+                );
+                let body = RecordBody::Membership { site, member: None };
+                self.commit_body(body, Waiter::Nobody)?;
+            }
+            Waiter::Remove { site, asked_by } => {
+                let priority = self.member_priority(&site);
+                let member = Member {
+                    state: MemberState::Present,
+                    priority,
+                };
+                let body = RecordBody::Membership {
+                    site: site.clone(),
+                    member: Some(member),
+                };
+                self.commit_body(body, Waiter::Nobody)?;
+                let reason = format!("the group did not acknowledge the removal: {error}");
+                self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
+            }
+            Waiter::Nobody => {}
+        }
+        Ok(())
     }
 
     pub(super) fn on_ack(
@@ -187,14 +334,14 @@ impl<S: Storage> Site<S> {
         let acked = m.acked.entry(from).or_insert(0);
         *acked = (*acked).max(lsn);
         self.stats.acks_received += 1;
-        self.resolve_pending();
+        self.resolve_pending()?;
         self.progress_step_down();
         Ok(())
     }
 
     /// A client starts following us: send our log's history so it can find where it diverged.
     pub(super) fn on_sync_request(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
-        if !self.is_master() || gen > self.meta.gen {
+        if !self.is_master() || gen > self.meta.gen || self.tell_if_removed(&from) {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
@@ -215,7 +362,11 @@ impl<S: Storage> Site<S> {
         gen: Gen,
         from: Lsn,
     ) -> Result<(), StorageError> {
-        if !self.is_master() || gen != self.meta.gen || from > self.last().lsn {
+        if !self.is_master()
+            || gen != self.meta.gen
+            || from > self.last().lsn
+            || self.tell_if_removed(&to)
+        {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
@@ -238,8 +389,8 @@ impl<S: Storage> Site<S> {
             })
         } else if to == self.cfg.addr {
             Some(RequestError::Invalid(format!("{to} is already master")))
-        } else if let Some(peer) = self.peers.get(&to) {
-            (!peer.is_electable())
+        } else if self.others().contains(&to) {
+            (!self.is_electable(&to))
                 .then(|| RequestError::Invalid(format!("{to} has priority 0 and cannot be master")))
         } else {
             Some(RequestError::Invalid(format!(

@@ -17,6 +17,7 @@ pub mod acks;
 mod client;
 mod election;
 mod master;
+mod membership;
 mod types;
 
 pub use acks::{AckCount, AckPolicy, Tally};
@@ -45,18 +46,14 @@ enum Role {
     Master(Master),
 }
 
-/// What this site knows about another site of its group.
+/// What this site knows about another site it talks to.
 #[derive(Clone, Debug, Default)]
 struct Peer {
     connected: bool,
-    /// Learned from the peer's own messages; unknown peers are assumed electable.
+    /// Learned from the peer's own messages (the membership database's entry is the fallback).
     priority: Option<u32>,
-}
-
-impl Peer {
-    fn is_electable(&self) -> bool {
-        self.priority != Some(0)
-    }
+    /// The protocol version agreed with it at the last handshake.
+    version: Option<u8>,
 }
 
 /// One site of a replication group.
@@ -72,8 +69,15 @@ pub struct Site<S: Storage> {
     now: Time,
     outputs: Vec<Output>,
     stats: Stats,
-    /// Set once storage failed: the site does nothing more and answers `HandleDead`.
+    /// Set once the site stopped (storage failed, or it was removed from the group): it does
+    /// nothing more and answers `HandleDead`.
     dead: Option<String>,
+    /// While joining: when to ask the helper (again).
+    join_at: Option<Time>,
+    /// When this site was opened.
+    started: Time,
+    /// Removal requests forwarded to the master: the site to remove and when to give up.
+    removes: BTreeMap<RequestId, (SiteAddr, Time)>,
 }
 
 impl<S: Storage> std::fmt::Debug for Site<S> {
@@ -99,17 +103,16 @@ impl<S: Storage> Site<S> {
             storage.last_lsn(),
             "replay stops at the log's end"
         );
-        let peers = cfg
-            .others()
-            .map(|addr| (addr.clone(), Peer::default()))
-            .collect();
         let mut site = Site {
             role: Role::Client(Client::new(now)),
             storage,
             meta,
             db,
             history,
-            peers,
+            peers: BTreeMap::new(),
+            join_at: None,
+            started: now,
+            removes: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             now,
             outputs: Vec::new(),
@@ -121,6 +124,7 @@ impl<S: Storage> Site<S> {
         site.client_mut().expect("opens as client").election_at = now.plus_ms(delay);
         // Every start begins as a client; the first step's outputs carry the event.
         site.emit(Event::BecameClient { gen: site.meta.gen });
+        site.start_membership()?;
         Ok(site)
     }
 
@@ -147,12 +151,12 @@ impl<S: Storage> Site<S> {
         match input {
             Input::Tick => self.on_tick(),
             Input::Message { from, msg } => self.on_message(from, msg),
-            Input::PeerConnected(addr) => {
-                if let Some(peer) = self.peers.get_mut(&addr) {
-                    peer.connected = true;
-                }
+            Input::PeerConnected { addr, version } => {
+                let peer = self.peers.entry(addr.clone()).or_default();
+                peer.connected = true;
+                peer.version = Some(version);
                 self.on_peer_connected(&addr);
-                Ok(())
+                self.create_membership_if_ready()
             }
             Input::PeerDisconnected(addr) => {
                 if let Some(peer) = self.peers.get_mut(&addr) {
@@ -165,6 +169,7 @@ impl<S: Storage> Site<S> {
     }
 
     fn on_tick(&mut self) -> Result<(), StorageError> {
+        self.membership_tick()?;
         match &self.role {
             Role::Client(_) => self.client_tick(),
             Role::Electing(_) => self.election_tick(),
@@ -173,8 +178,8 @@ impl<S: Storage> Site<S> {
     }
 
     fn on_message(&mut self, from: SiteAddr, msg: Message) -> Result<(), StorageError> {
-        if !self.peers.contains_key(&from) {
-            // Not a member of our group: nothing it says can change our state.
+        if from == self.cfg.addr || msg.min_version() > self.cfg.protocol_version {
+            // Our own address, or a message our protocol version does not have.
             self.stats.messages_ignored += 1;
             return Ok(());
         }
@@ -222,6 +227,14 @@ impl<S: Storage> Site<S> {
                 self.on_vote(from, egen, granted, gen, last, priority)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
+            Message::JoinRequest { site, priority } => self.on_join_request(from, site, priority),
+            Message::JoinReply { site, result } => self.on_join_reply(from, site, result),
+            Message::RemoveRequest { site } => self.on_remove_request(from, site),
+            Message::RemoveReply { site, error } => {
+                self.on_remove_reply(from, site, error);
+                Ok(())
+            }
+            Message::Removed { gen } => self.on_removed(from, gen),
         }
     }
 
@@ -229,6 +242,7 @@ impl<S: Storage> Site<S> {
         match request {
             Request::Commit(txn) => self.commit(id, txn),
             Request::StepDown { to } => self.step_down(id, to),
+            Request::RemoveSite { site } => self.remove_site(id, site),
             Request::Archive { keep_records } => self.archive(id, keep_records),
         }
     }
@@ -238,11 +252,13 @@ impl<S: Storage> Site<S> {
         if self.dead.is_some() {
             return None;
         }
-        Some(match &self.role {
+        let role = match &self.role {
             Role::Client(c) => c.deadline(),
             Role::Electing(e) => e.deadline(),
             Role::Master(m) => m.deadline(),
-        })
+        };
+        let removes = self.removes.values().map(|&(_, at)| at);
+        Some(removes.chain(self.join_at).fold(role, Time::min))
     }
 
     // ----- read-only views -------------------------------------------------------------------
@@ -340,14 +356,10 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    fn others(&self) -> Vec<SiteAddr> {
-        self.peers.keys().cloned().collect()
-    }
-
     /// Votes needed to win: a majority of the whole group, down sites included, except that a
     /// two-site group without `two_site_strict` lets one site elect itself.
     fn votes_needed(&self) -> usize {
-        let n = self.cfg.group_size();
+        let n = self.group_size();
         if n == 2 && !self.cfg.two_site_strict {
             1
         } else {
@@ -356,9 +368,13 @@ impl<S: Storage> Site<S> {
     }
 
     fn note_priority(&mut self, from: &SiteAddr, priority: u32) {
-        if let Some(peer) = self.peers.get_mut(from) {
-            peer.priority = Some(priority);
-        }
+        self.peers.entry(from.clone()).or_default().priority = Some(priority);
+    }
+
+    /// Whether `addr` may become master: its own word, else its membership entry, else assumed.
+    fn is_electable(&self, addr: &SiteAddr) -> bool {
+        let live = self.peers.get(addr).and_then(|p| p.priority);
+        live.unwrap_or_else(|| self.member_priority(addr)) > 0
     }
 
     fn send(&mut self, to: &SiteAddr, msg: Message) {
@@ -370,8 +386,9 @@ impl<S: Storage> Site<S> {
         });
     }
 
+    /// Sends to every site that follows the log: members in any state, or the static list.
     fn broadcast(&mut self, msg: Message) {
-        for to in self.others() {
+        for to in self.recipients() {
             self.send(&to, msg.clone());
         }
     }
@@ -410,7 +427,14 @@ impl<S: Storage> Site<S> {
         self.storage.append(records)?;
         for record in records {
             self.history.note_append(record.pos());
+            let before = match &record.body {
+                crate::log::RecordBody::Membership { site, .. } => {
+                    self.db.members().get(site).copied()
+                }
+                _ => None,
+            };
             self.db.apply(record);
+            self.note_membership_change(record, before);
         }
         self.stats.records_appended += records.len() as u64;
         Ok(())
@@ -454,25 +478,32 @@ impl<S: Storage> Site<S> {
         self.emit(Event::StorageFailed {
             error: reason.clone(),
         });
-        // Anything waiting for an answer gets one: the site will not give it later.
+        self.halt(reason);
+    }
+
+    /// Stops the site for good. Anything waiting for an answer gets one now: the site will not
+    /// give it later.
+    fn halt(&mut self, reason: String) {
+        let mut waiting: Vec<RequestId> = self.removes.keys().copied().collect();
+        self.removes.clear();
         if let Role::Master(m) = &mut self.role {
-            let waiting: Vec<RequestId> = m
-                .pending
-                .values()
-                .map(|p| p.id)
-                .chain(m.step_down.as_ref().map(|s| s.id))
-                .collect();
+            waiting.extend(m.pending.values().filter_map(|p| match p.waiter {
+                master::Waiter::Request(id) => Some(id),
+                master::Waiter::Remove {
+                    asked_by: master::Asker::Local(id),
+                    ..
+                } => Some(id),
+                _ => None,
+            }));
+            waiting.extend(m.step_down.as_ref().map(|s| s.id));
             m.pending.clear();
             m.step_down = None;
-            for id in waiting {
-                self.reply(
-                    id,
-                    Err(RequestError::HandleDead {
-                        reason: reason.clone(),
-                    }),
-                );
-            }
         }
+        for id in waiting {
+            let reason = reason.clone();
+            self.reply(id, Err(RequestError::HandleDead { reason }));
+        }
+        self.join_at = None;
         self.dead = Some(reason);
     }
 
@@ -495,6 +526,10 @@ impl<S: Storage> Site<S> {
             self.db.applied().gen,
             self.meta.gen
         );
+        debug_assert!(
+            self.meta.egen >= self.meta.gen,
+            "election generation below generation"
+        );
         if let Role::Master(_) = self.role {
             debug_assert_eq!(
                 self.db.applied().gen,
@@ -507,3 +542,6 @@ impl<S: Storage> Site<S> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod membership_tests;

@@ -28,6 +28,8 @@ pub struct Timeouts {
     pub request_retry_ms: u64,
     /// How long a planned switchover may take before it is abandoned and the master resumes.
     pub step_down_ms: u64,
+    /// How long a joining site waits before asking its helper again (after `Unavail`).
+    pub join_retry_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -41,6 +43,7 @@ impl Default for Timeouts {
             vote_collect_ms: 100,
             request_retry_ms: 300,
             step_down_ms: 3_000,
+            join_retry_ms: 1_000,
         }
     }
 }
@@ -50,9 +53,18 @@ impl Default for Timeouts {
 pub struct Config {
     /// This site's address, exactly as the others know it.
     pub addr: SiteAddr,
-    /// Every site of the group, this one included. Its length is the group's total site count
-    /// for elections and acks: sites that are down still count.
+    /// The static site list of a legacy group: every site, this one included, as protocol
+    /// version 1 configures it (and as a version-2 site started with `legacy` lists it). Used
+    /// while no membership database exists; ignored once one does. Empty otherwise.
     pub sites: Vec<SiteAddr>,
+    /// Create the group (size 1, this site master) if no membership database exists. Ignored on
+    /// every later start, since the database then exists.
+    pub group_creator: bool,
+    /// A member to join through if no membership database exists. Ignored on later starts.
+    pub helper: Option<SiteAddr>,
+    /// Wire protocol version this site speaks: 2 (membership database) or 1 (legacy: static
+    /// site list only, no joins or removals).
+    pub protocol_version: u8,
     /// Election priority; 0 means this site never becomes master.
     pub priority: u32,
     /// Which acks a commit waits for.
@@ -66,11 +78,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with defaults: priority 100, quorum acks, strict two-site elections.
+    /// A site of a legacy group with a static site list (the list must include this site),
+    /// with defaults: priority 100, quorum acks, strict two-site elections, protocol 2.
     pub fn new(addr: impl Into<SiteAddr>, sites: impl IntoIterator<Item = SiteAddr>) -> Config {
         Config {
             addr: addr.into(),
             sites: sites.into_iter().collect(),
+            group_creator: false,
+            helper: None,
+            protocol_version: crate::wire::PROTOCOL_VERSION,
             priority: 100,
             ack_policy: AckPolicy::Quorum,
             two_site_strict: true,
@@ -79,23 +95,52 @@ impl Config {
         }
     }
 
-    /// The group's total site count.
-    pub fn group_size(&self) -> usize {
-        self.sites.len()
+    /// The primordial site of a new group: creates it on its first start.
+    pub fn group_creator(addr: impl Into<SiteAddr>) -> Config {
+        Config {
+            group_creator: true,
+            ..Config::new(addr, [])
+        }
     }
 
-    /// Every other site of the group.
-    pub fn others(&self) -> impl Iterator<Item = &SiteAddr> {
-        self.sites.iter().filter(move |s| **s != self.addr)
+    /// A site that joins an existing group through `helper` on its first start.
+    pub fn joining(addr: impl Into<SiteAddr>, helper: impl Into<SiteAddr>) -> Config {
+        Config {
+            helper: Some(helper.into()),
+            ..Config::new(addr, [])
+        }
     }
 
     /// Checks what the core relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.sites.contains(&self.addr) {
+        if !self.sites.is_empty() && !self.sites.contains(&self.addr) {
             return Err(ConfigError(format!(
-                "the site list does not contain this site ({})",
+                "the static site list does not contain this site ({})",
                 self.addr
             )));
+        }
+        match self.protocol_version {
+            1 if self.sites.is_empty() => {
+                return Err(ConfigError(
+                    "protocol version 1 needs the full static site list".into(),
+                ))
+            }
+            1 if self.group_creator || self.helper.is_some() => {
+                return Err(ConfigError(
+                    "protocol version 1 has no membership database: group_creator and helper \
+                     need version 2"
+                        .into(),
+                ))
+            }
+            1 | 2 => {}
+            v => {
+                return Err(ConfigError(format!(
+                    "unknown protocol version {v}: expected 1 or 2"
+                )))
+            }
+        }
+        if self.helper.as_ref() == Some(&self.addr) {
+            return Err(ConfigError("a site cannot be its own helper".into()));
         }
         let mut sorted: Vec<_> = self.sites.iter().collect();
         sorted.sort();
@@ -112,9 +157,14 @@ impl Config {
                 t.heartbeat_interval_ms, t.heartbeat_timeout_ms
             )));
         }
-        if t.election_timeout_ms == 0 || t.ack_ms == 0 || t.request_retry_ms == 0 {
+        if t.election_timeout_ms == 0
+            || t.ack_ms == 0
+            || t.request_retry_ms == 0
+            || t.join_retry_ms == 0
+        {
             return Err(ConfigError(
-                "election_timeout_ms, ack_ms and request_retry_ms must be above 0".into(),
+                "election_timeout_ms, ack_ms, request_retry_ms and join_retry_ms must be above 0"
+                    .into(),
             ));
         }
         Ok(())
@@ -151,6 +201,12 @@ pub enum Request {
         /// The site to become master.
         to: SiteAddr,
     },
+    /// Remove `site` from the group. Any site may ask; a client forwards to the master and
+    /// waits for its answer. Removing the master itself is refused: switch over first.
+    RemoveSite {
+        /// The site to remove, by its exact address.
+        site: SiteAddr,
+    },
     /// Archive the log: keep only the last `keep_records` records, folding the rest into the
     /// snapshot. Clients that need older records will then be initialised from the snapshot.
     Archive {
@@ -171,6 +227,11 @@ pub enum Reply {
     SteppedDown {
         /// The new master-to-be.
         to: SiteAddr,
+    },
+    /// The site is no longer a member.
+    SiteRemoved {
+        /// The removed site.
+        site: SiteAddr,
     },
     /// The log now starts at `first_lsn`.
     Archived {
@@ -211,10 +272,22 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
+    /// No master, or too few acknowledgements: nothing was recorded; try again later.
+    #[error("unavailable: {reason}")]
+    Unavail {
+        /// Why.
+        reason: String,
+    },
+    /// The master cannot remove itself: hand mastership over first, then remove it.
+    #[error("{master} is master: switch over to another site before removing it")]
+    CannotRemoveMaster {
+        /// The master.
+        master: SiteAddr,
+    },
     /// The request does not make sense here.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The site has stopped (storage failure); open it again.
+    /// The site has stopped (removed from the group, or storage failed).
     #[error("site handle is dead: {reason}")]
     HandleDead {
         /// Why it stopped.
@@ -240,8 +313,13 @@ pub enum Input {
         /// The message.
         msg: Message,
     },
-    /// A connection to a group member came up.
-    PeerConnected(SiteAddr),
+    /// A connection to a site came up; the handshake agreed on protocol `version`.
+    PeerConnected {
+        /// The peer.
+        addr: SiteAddr,
+        /// The agreed protocol version (the lower of the two sites').
+        version: u8,
+    },
     /// A connection to a group member went down.
     PeerDisconnected(SiteAddr),
     /// A local request.
@@ -361,6 +439,28 @@ pub enum Event {
     SteppedDown {
         /// The site that takes over.
         to: SiteAddr,
+    },
+    /// Joining the group failed (no master, or too few acks); the site retries.
+    JoinFailure {
+        /// Why.
+        reason: String,
+    },
+    /// A site became a full member of the group.
+    SiteAdded {
+        /// The site.
+        site: SiteAddr,
+    },
+    /// A site left the group.
+    SiteRemoved {
+        /// The site.
+        site: SiteAddr,
+    },
+    /// This site was removed from the group: its handle is dead from now on.
+    LocalSiteRemoved,
+    /// The group moved from the legacy static list to a membership database.
+    MembershipCreated {
+        /// Its members.
+        sites: Vec<SiteAddr>,
     },
     /// Storage failed: the site stopped.
     StorageFailed {

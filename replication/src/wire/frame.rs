@@ -134,6 +134,14 @@ pub enum FrameError {
         /// How many bytes there were.
         have: usize,
     },
+    /// The sender tried to frame a message its peer's protocol version does not have.
+    #[error("a {kind} message cannot be sent in protocol version {version}")]
+    NotInVersion {
+        /// The message kind.
+        kind: &'static str,
+        /// The protocol version of the connection.
+        version: u8,
+    },
     /// The checksum matches but the payload is not a valid message.
     #[error("frame payload is not a valid message ({0})")]
     Malformed(String),
@@ -230,6 +238,13 @@ fn decode_frame_accepting(
     }
     let message: Message = codec::decode(payload, u64::from(limit))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if message.min_version() > header.version {
+        return Err(FrameError::Malformed(format!(
+            "a {} message does not exist in protocol version {}",
+            message.kind(),
+            header.version
+        )));
+    }
     Ok((
         Frame {
             version: header.version,
@@ -241,6 +256,12 @@ fn decode_frame_accepting(
 
 /// Encodes `msg` as one frame of protocol `version`, refusing a payload longer than `limit`.
 pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Vec<u8>, FrameError> {
+    if msg.min_version() > version {
+        return Err(FrameError::NotInVersion {
+            kind: msg.kind(),
+            version,
+        });
+    }
     // Size first, so an oversized message is refused without building its payload.
     let len = codec::encoded_len(msg);
     if len > u64::from(limit) {
@@ -268,10 +289,14 @@ pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Ve
 ///
 /// # Panics
 ///
-/// If the payload exceeds `u32::MAX` bytes, which no engine message does; senders that must
-/// respect a peer's limit use [`encode_frame_checked`].
+/// If the payload exceeds `u32::MAX` bytes (no engine message does) or the message does not
+/// exist in `version`; senders that must respect a peer's limit or version use
+/// [`encode_frame_checked`].
 pub fn encode_frame(version: u8, msg: &Message) -> Vec<u8> {
-    encode_frame_checked(version, msg, u32::MAX).expect("a message's encoding never exceeds 4 GiB")
+    match encode_frame_checked(version, msg, u32::MAX) {
+        Ok(frame) => frame,
+        Err(e) => panic!("cannot frame a {} message: {e}", msg.kind()),
+    }
 }
 
 /// Decodes the frame at the start of `bytes` (protocol [`PROTOCOL_VERSION`] only, payload at most
@@ -711,12 +736,46 @@ mod tests {
     #[test]
     fn wrong_version_is_refused() {
         for version in [0, 1, PROTOCOL_VERSION + 1, u8::MAX] {
-            let bytes = encode_frame(version, &heartbeat());
+            let bytes = raw_frame(
+                version,
+                FrameKind::Message.code(),
+                &codec::encode(&heartbeat()),
+            );
             assert_eq!(
                 decode_frame(&bytes, LIMIT),
                 Err(FrameError::UnsupportedVersion { version })
             );
         }
+    }
+
+    #[test]
+    fn membership_messages_do_not_exist_in_version_1() {
+        let join = Message::JoinRequest {
+            site: SiteAddr::new("new:1"),
+            priority: 1,
+        };
+        assert_eq!(
+            encode_frame_checked(1, &join, LIMIT),
+            Err(FrameError::NotInVersion {
+                kind: "join_request",
+                version: 1
+            })
+        );
+        // A version-1 frame that carries one anyway (valid checksum) is malformed.
+        let bytes = raw_frame(1, FrameKind::Message.code(), &codec::encode(&join));
+        let mut decoder = FrameDecoder::new(LIMIT, 1..=2);
+        decoder.push(&bytes);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(FrameError::Malformed(_))
+        ));
+        // Version-1 messages still pass in version-1 frames.
+        let mut decoder = FrameDecoder::new(LIMIT, 1..=2);
+        decoder.push(&encode_frame(1, &heartbeat()));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Frame { version: 1, .. }))
+        ));
     }
 
     #[test]
@@ -1060,14 +1119,38 @@ mod tests {
                     priority,
                 }),
             any::<u64>().prop_map(|gen| Message::TakeOver { gen }),
+            (arb_addr(), any::<u32>())
+                .prop_map(|(site, priority)| Message::JoinRequest { site, priority }),
+            (arb_addr(), any::<bool>(), any::<u64>(), ".{0,12}").prop_map(
+                |(site, ok, gen, reason)| Message::JoinReply {
+                    site: site.clone(),
+                    result: if ok {
+                        crate::wire::JoinResult::Accepted { master: site, gen }
+                    } else {
+                        crate::wire::JoinResult::Unavail { reason }
+                    },
+                }
+            ),
+            arb_addr().prop_map(|site| Message::RemoveRequest { site }),
+            (arb_addr(), any::<bool>()).prop_map(|(site, ok)| Message::RemoveReply {
+                error: (!ok).then(|| crate::wire::RemoveRefusal::CannotRemoveMaster {
+                    master: site.clone()
+                }),
+                site,
+            }),
+            any::<u64>().prop_map(|gen| Message::Removed { gen }),
         ]
+    }
+
+    fn arb_addr() -> impl Strategy<Value = SiteAddr> {
+        "[a-z0-9.]{1,12}:[0-9]{1,5}".prop_map(SiteAddr::new)
     }
 
     /// A piece of a byte stream: mostly valid frames, sometimes damaged ones or raw garbage.
     fn arb_segment() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             6 => (1u8..=PROTOCOL_VERSION, arb_message())
-                .prop_map(|(version, msg)| encode_frame(version, &msg)),
+                .prop_map(|(version, msg)| encode_frame(version.max(msg.min_version()), &msg)),
             2 => (arb_message(), any::<prop::sample::Index>(), 1u8..=255)
                 .prop_map(|(msg, at, flip)| {
                     let mut bytes = encode_frame(PROTOCOL_VERSION, &msg);
@@ -1091,7 +1174,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
-        fn random_messages_round_trip(msg in arb_message(), version in any::<u8>()) {
+        fn random_messages_round_trip(msg in arb_message(), version in 1u8..=u8::MAX) {
+            prop_assume!(msg.min_version() <= version);
             let bytes = encode_frame(version, &msg);
             let versions = version..=version;
             let (frame, used) = decode_frame_accepting(&bytes, LIMIT, &versions).unwrap();

@@ -4,7 +4,7 @@
 //! is recognised and ignored. Each variant documents who sends it to whom.
 
 use crate::log::{GenHistory, LogRecord, Snapshot};
-use crate::types::{Gen, LogPos, Lsn};
+use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
 
 /// A message between two sites of a group.
@@ -98,6 +98,74 @@ pub enum Message {
         /// The master's generation.
         gen: Gen,
     },
+    /// A new site (or a helper on its behalf) to a member: "add `site` to the group".
+    JoinRequest {
+        /// The joining site.
+        site: SiteAddr,
+        /// Its priority.
+        priority: u32,
+    },
+    /// The answer to `JoinRequest`, relayed back through the helper.
+    JoinReply {
+        /// The joining site.
+        site: SiteAddr,
+        /// The outcome.
+        result: JoinResult,
+    },
+    /// A client to the master: "remove `site`", asked by `requester`.
+    RemoveRequest {
+        /// The site to remove.
+        site: SiteAddr,
+    },
+    /// The master's answer to `RemoveRequest`: `None` once removed, or why not.
+    RemoveReply {
+        /// The site asked about.
+        site: SiteAddr,
+        /// `None` on success, the refusal otherwise.
+        error: Option<RemoveRefusal>,
+    },
+    /// Master to a site that is no longer a member and still talks to the group.
+    Removed {
+        /// The master's generation.
+        gen: Gen,
+    },
+}
+
+/// Why the master did not remove a site.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum RemoveRefusal {
+    /// The site asked is not master.
+    NotMaster {
+        /// Who it believes is.
+        master: Option<SiteAddr>,
+    },
+    /// The master was asked to remove itself: switch over first.
+    CannotRemoveMaster {
+        /// The master.
+        master: SiteAddr,
+    },
+    /// No master, too few acks, or another change in flight.
+    Unavail {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a join ended.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
+pub enum JoinResult {
+    /// The site is in the group; `master` of `gen` will send it the log.
+    Accepted {
+        /// The master.
+        master: SiteAddr,
+        /// Its generation.
+        gen: Gen,
+    },
+    /// No master, or too few acknowledgements: nothing was recorded. Retry later.
+    Unavail {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Message {
@@ -114,6 +182,24 @@ impl Message {
             Message::VoteRequest { .. } => "vote_request",
             Message::Vote { .. } => "vote",
             Message::TakeOver { .. } => "take_over",
+            Message::JoinRequest { .. } => "join_request",
+            Message::JoinReply { .. } => "join_reply",
+            Message::RemoveRequest { .. } => "remove_request",
+            Message::RemoveReply { .. } => "remove_reply",
+            Message::Removed { .. } => "removed",
+        }
+    }
+
+    /// The lowest protocol version that has this message: version 1 has no membership
+    /// database, so no joins or removals.
+    pub fn min_version(&self) -> u8 {
+        match self {
+            Message::JoinRequest { .. }
+            | Message::JoinReply { .. }
+            | Message::RemoveRequest { .. }
+            | Message::RemoveReply { .. }
+            | Message::Removed { .. } => 2,
+            _ => 1,
         }
     }
 }

@@ -7,4 +7,4 @@ mod frame;
 mod message;
 
 pub use frame::*;
-pub use message::Message;
+pub use message::{JoinResult, Message, RemoveRefusal};

@@ -1,0 +1,523 @@
+//! The group membership database: who is in the group, replicated through the log like data.
+//!
+//! The group's total site count (for elections and acks) is the number of `Present` members,
+//! whether they are up or down. A group starts in one of three ways: a `group_creator` with no
+//! database creates it (size 1, itself master); a new site asks a helper, which forwards to the
+//! master, which records it as `Adding`, waits for the acks its policy needs, answers, then
+//! records it `Present`; or a legacy group (static site list, protocol 1) has its master write
+//! the database from that list once every site speaks version 2. Removal records `Removing`,
+//! waits for acks, then deletes the entry, which tells the removed site. A change that misses
+//! its acks is undone, so nothing stays half-recorded.
+//!
+//! Never: count a site that is not `Present`, or write the database while a version-1 site may
+//! still read the log (it could not make sense of it).
+
+use super::master::{Asker, Waiter};
+use super::{ConfigError, Event, OpenError, Reply, RequestError, RequestId, Role, Site};
+use crate::log::{LogRecord, Member, MemberState, RecordBody};
+use crate::storage::{Storage, StorageError};
+use crate::types::{Gen, LogPos, SiteAddr};
+use crate::wire::{JoinResult, Message, RemoveRefusal};
+
+impl<S: Storage> Site<S> {
+    /// True once the group is read from a membership database (protocol 2 only).
+    pub(super) fn has_membership(&self) -> bool {
+        self.cfg.protocol_version >= 2 && !self.db.members().is_empty()
+    }
+
+    /// The sites that count towards the group's total: `Present` members, or the static list.
+    pub(super) fn group(&self) -> Vec<SiteAddr> {
+        if self.has_membership() {
+            let members = self.db.members().iter();
+            members
+                .filter(|(_, m)| m.state == MemberState::Present)
+                .map(|(addr, _)| addr.clone())
+                .collect()
+        } else {
+            self.cfg.sites.clone()
+        }
+    }
+
+    /// The group's total site count, down sites included.
+    pub(super) fn group_size(&self) -> usize {
+        self.group().len()
+    }
+
+    /// Every other site counted in the group.
+    pub(super) fn others(&self) -> Vec<SiteAddr> {
+        let mut group = self.group();
+        group.retain(|s| *s != self.cfg.addr);
+        group
+    }
+
+    /// Every other site that follows the log: members in any state, or the static list.
+    pub(super) fn recipients(&self) -> Vec<SiteAddr> {
+        let all: Vec<SiteAddr> = if self.has_membership() {
+            self.db.members().keys().cloned().collect()
+        } else {
+            self.cfg.sites.clone()
+        };
+        all.into_iter().filter(|s| *s != self.cfg.addr).collect()
+    }
+
+    /// True if this site counts in the group, and so may vote and stand.
+    pub(super) fn counts_in_group(&self) -> bool {
+        self.group().contains(&self.cfg.addr)
+    }
+
+    /// The priority a site declared when it joined; unknown sites are assumed electable.
+    pub(super) fn member_priority(&self, addr: &SiteAddr) -> u32 {
+        self.db.members().get(addr).map_or(1, |m| m.priority)
+    }
+
+    /// Decides how this start begins. A membership database (or a static list) wins over the
+    /// creator flag and the helper, which only matter the very first time.
+    pub(super) fn start_membership(&mut self) -> Result<(), OpenError> {
+        if self.has_membership() || !self.cfg.sites.is_empty() {
+            return Ok(());
+        }
+        if self.cfg.group_creator {
+            self.create_group()?;
+            return Ok(());
+        }
+        if self.cfg.helper.is_some() {
+            self.join_at = Some(self.now);
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "{} has no membership database: start the first site of a new group with \
+             group_creator, or give this site a helper that is a member",
+            self.cfg.addr
+        ))
+        .into())
+    }
+
+    /// Primordial start-up: this site becomes master of a group of one.
+    fn create_group(&mut self) -> Result<(), StorageError> {
+        let egen = self.meta.gen.max(self.meta.egen) + 1;
+        self.meta.egen = egen;
+        self.meta.voted_for = Some(self.cfg.addr.clone());
+        self.save_meta()?;
+        self.stats.elections += 1;
+        self.become_master(egen, 1, 1)?;
+        let member = Member {
+            state: MemberState::Present,
+            priority: self.cfg.priority,
+        };
+        let body = RecordBody::Membership {
+            site: self.cfg.addr.clone(),
+            member: Some(member),
+        };
+        self.commit_body(body, Waiter::Nobody)
+    }
+
+    /// Timers of joining and of forwarded removals.
+    pub(super) fn membership_tick(&mut self) -> Result<(), StorageError> {
+        let now = self.now;
+        let expired: Vec<RequestId> = self
+            .removes
+            .iter()
+            .filter(|(_, (_, at))| now >= *at)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.removes.remove(&id);
+            let reason = "the master did not answer the removal in time".to_string();
+            self.reply(id, Err(RequestError::Unavail { reason }));
+        }
+        if let (Some(at), Some(helper)) = (self.join_at, self.cfg.helper.clone()) {
+            if now >= at {
+                if at > self.started {
+                    // A retry: the last request went unanswered.
+                    let reason = format!("no answer from the helper {helper}");
+                    self.emit(Event::JoinFailure { reason });
+                }
+                // Never ask again before the master could have answered (it waits up to the ack
+                // timeout for the group to acknowledge the join).
+                let t = &self.cfg.timeouts;
+                let wait = t.join_retry_ms.max(t.ack_ms + t.request_retry_ms);
+                self.join_at = Some(now.plus_ms(wait));
+                let site = self.cfg.addr.clone();
+                let priority = self.cfg.priority;
+                self.send(&helper, Message::JoinRequest { site, priority });
+            }
+        }
+        Ok(())
+    }
+
+    /// A site asks to join, directly or through us as its helper.
+    pub(super) fn on_join_request(
+        &mut self,
+        from: SiteAddr,
+        site: SiteAddr,
+        priority: u32,
+    ) -> Result<(), StorageError> {
+        if !self.is_master() {
+            match self.master().cloned() {
+                // A helper that is not master forwards; the answer comes back to us to relay.
+                Some(master) if master != from => {
+                    self.send(&master, Message::JoinRequest { site, priority });
+                }
+                _ => {
+                    let reason = format!("{} knows no master", self.cfg.addr);
+                    self.send(&from, join_unavail(site, reason));
+                }
+            }
+            return Ok(());
+        }
+        if !self.has_membership() {
+            let reason = "the group has no membership database yet (legacy static site list): \
+                          list the new site in every site's configuration"
+                .to_string();
+            self.send(&from, join_unavail(site, reason));
+            return Ok(());
+        }
+        let in_flight = self.membership_change_in_flight(&site);
+        match self.db.members().get(&site).map(|m| m.state) {
+            Some(MemberState::Present) => {
+                let result = JoinResult::Accepted {
+                    master: self.cfg.addr.clone(),
+                    gen: self.meta.gen,
+                };
+                self.send(&from, Message::JoinReply { site, result });
+                Ok(())
+            }
+            _ if in_flight => Ok(()), // the answer will come when the acks are in
+            Some(MemberState::Removing) => {
+                let reason = format!("{site} is being removed from the group");
+                self.send(&from, join_unavail(site, reason));
+                Ok(())
+            }
+            // New, or `Adding` left over from a master that failed mid-join: (re)record it.
+            Some(MemberState::Adding) | None => {
+                let member = Member {
+                    state: MemberState::Adding,
+                    priority,
+                };
+                let body = RecordBody::Membership {
+                    site: site.clone(),
+                    member: Some(member),
+                };
+                let waiter = Waiter::Join {
+                    site,
+                    priority,
+                    reply_to: from,
+                };
+                self.commit_body(body, waiter)
+            }
+        }
+    }
+
+    fn membership_change_in_flight(&self, site: &SiteAddr) -> bool {
+        let Role::Master(m) = &self.role else {
+            return false;
+        };
+        m.pending.values().any(|p| match &p.waiter {
+            Waiter::Join { site: s, .. } | Waiter::Remove { site: s, .. } => s == site,
+            _ => false,
+        })
+    }
+
+    /// The answer to a join: ours, or one to relay to the site we helped.
+    pub(super) fn on_join_reply(
+        &mut self,
+        from: SiteAddr,
+        site: SiteAddr,
+        result: JoinResult,
+    ) -> Result<(), StorageError> {
+        if site != self.cfg.addr {
+            if from != site {
+                self.send(
+                    &site,
+                    Message::JoinReply {
+                        site: site.clone(),
+                        result,
+                    },
+                );
+            }
+            return Ok(());
+        }
+        if self.join_at.is_none() {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        match result {
+            JoinResult::Accepted { master, gen } => {
+                self.join_at = None;
+                self.adopt_gen(gen)?;
+                if !matches!(self.role, Role::Client(_)) {
+                    self.become_client(None);
+                }
+                // The master sends the log (or its snapshot), membership database included.
+                self.follow(master, gen, LogPos::default())
+            }
+            JoinResult::Unavail { reason } => {
+                self.emit(Event::JoinFailure { reason });
+                Ok(())
+            }
+        }
+    }
+
+    /// A local request to remove `site`.
+    pub(super) fn remove_site(
+        &mut self,
+        id: RequestId,
+        site: SiteAddr,
+    ) -> Result<(), StorageError> {
+        if !self.has_membership() {
+            let why = "a legacy group has no membership database: remove the site from every \
+                       site's static list";
+            self.reply(id, Err(RequestError::Invalid(why.into())));
+            return Ok(());
+        }
+        if self.is_master() {
+            return self.start_removal(site, Asker::Local(id));
+        }
+        match self.master().cloned() {
+            Some(master) => {
+                let timeout = 2 * self.cfg.timeouts.ack_ms + self.cfg.timeouts.request_retry_ms;
+                self.removes
+                    .insert(id, (site.clone(), self.now.plus_ms(timeout)));
+                self.send(&master, Message::RemoveRequest { site });
+            }
+            None => {
+                let reason = "no master to ask".to_string();
+                self.reply(id, Err(RequestError::Unavail { reason }));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_removal(&mut self, site: SiteAddr, asked_by: Asker) -> Result<(), StorageError> {
+        if site == self.cfg.addr {
+            let master = self.cfg.addr.clone();
+            self.answer_remove(
+                asked_by,
+                site,
+                Err(RequestError::CannotRemoveMaster { master }),
+            );
+            return Ok(());
+        }
+        if self.membership_change_in_flight(&site) {
+            let reason = format!("a membership change for {site} is in progress");
+            self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
+            return Ok(());
+        }
+        let Some(entry) = self.db.members().get(&site).copied() else {
+            // Already gone: the caller's goal holds.
+            self.answer_remove(asked_by, site, Ok(()));
+            return Ok(());
+        };
+        let member = Member {
+            state: MemberState::Removing,
+            priority: entry.priority,
+        };
+        let body = RecordBody::Membership {
+            site: site.clone(),
+            member: Some(member),
+        };
+        self.commit_body(body, Waiter::Remove { site, asked_by })
+    }
+
+    /// Tells whoever asked for a removal how it ended.
+    pub(super) fn answer_remove(
+        &mut self,
+        asked_by: Asker,
+        site: SiteAddr,
+        result: Result<(), RequestError>,
+    ) {
+        match asked_by {
+            Asker::Local(id) => self.reply(id, result.map(|()| Reply::SiteRemoved { site })),
+            Asker::Remote(to) => {
+                let error = result.err().map(|e| match e {
+                    RequestError::NotMaster { master } => RemoveRefusal::NotMaster { master },
+                    RequestError::CannotRemoveMaster { master } => {
+                        RemoveRefusal::CannotRemoveMaster { master }
+                    }
+                    other => RemoveRefusal::Unavail {
+                        reason: other.to_string(),
+                    },
+                });
+                self.send(&to, Message::RemoveReply { site, error });
+            }
+        }
+    }
+
+    /// A client forwards a removal it was asked for.
+    pub(super) fn on_remove_request(
+        &mut self,
+        from: SiteAddr,
+        site: SiteAddr,
+    ) -> Result<(), StorageError> {
+        if !self.is_master() {
+            let error = Some(RemoveRefusal::NotMaster {
+                master: self.master().cloned(),
+            });
+            self.send(&from, Message::RemoveReply { site, error });
+            return Ok(());
+        }
+        self.start_removal(site, Asker::Remote(from))
+    }
+
+    /// The master answered a removal we forwarded.
+    pub(super) fn on_remove_reply(
+        &mut self,
+        _from: SiteAddr,
+        site: SiteAddr,
+        error: Option<RemoveRefusal>,
+    ) {
+        let ids: Vec<RequestId> = self
+            .removes
+            .iter()
+            .filter(|(_, (s, _))| *s == site)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.removes.remove(&id);
+            let result = match error.clone() {
+                None => Ok(Reply::SiteRemoved { site: site.clone() }),
+                Some(RemoveRefusal::NotMaster { master }) => {
+                    Err(RequestError::NotMaster { master })
+                }
+                Some(RemoveRefusal::CannotRemoveMaster { master }) => {
+                    Err(RequestError::CannotRemoveMaster { master })
+                }
+                Some(RemoveRefusal::Unavail { reason }) => Err(RequestError::Unavail { reason }),
+            };
+            self.reply(id, result);
+        }
+    }
+
+    /// A master tells us we are no longer a member (we were removed while away).
+    pub(super) fn on_removed(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
+        // A site still joining is not a member yet: there is nothing to be removed from.
+        if gen < self.meta.gen || !self.has_membership() || self.join_at.is_some() {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        let _ = from;
+        self.removed_from_group();
+        Ok(())
+    }
+
+    /// On the master: a site that is not a member talks to us; tell it so. True if it was told.
+    pub(super) fn tell_if_removed(&mut self, from: &SiteAddr) -> bool {
+        if !self.has_membership() || self.recipients().contains(from) {
+            return false;
+        }
+        let gen = self.meta.gen;
+        self.send(from, Message::Removed { gen });
+        true
+    }
+
+    /// This site left the group: answer its own removal request, tell the application, stop.
+    fn removed_from_group(&mut self) {
+        let me = self.cfg.addr.clone();
+        let own: Vec<RequestId> = self
+            .removes
+            .iter()
+            .filter(|(_, (s, _))| *s == me)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in own {
+            self.removes.remove(&id);
+            self.reply(id, Ok(Reply::SiteRemoved { site: me.clone() }));
+        }
+        self.emit(Event::LocalSiteRemoved);
+        self.halt(format!("{me} was removed from the replication group"));
+    }
+
+    /// Events for a membership record just applied; `before` is the site's previous entry.
+    pub(super) fn note_membership_change(&mut self, record: &LogRecord, before: Option<Member>) {
+        let RecordBody::Membership { site, member } = &record.body else {
+            return;
+        };
+        let was_present = before.is_some_and(|m| m.state == MemberState::Present);
+        let was_member = before.is_some_and(|m| m.state != MemberState::Adding);
+        match member {
+            Some(m) if m.state == MemberState::Present && !was_present => {
+                self.emit(Event::SiteAdded { site: site.clone() });
+            }
+            // Our own join being undone is not a removal: we keep asking.
+            None if *site == self.cfg.addr && was_member => self.removed_from_group(),
+            None if *site != self.cfg.addr && was_member => {
+                self.emit(Event::SiteRemoved { site: site.clone() })
+            }
+            _ => {}
+        }
+    }
+
+    /// Legacy upgrade: a version-2 master of a group still on its static list writes the
+    /// membership database from that list, once every other listed site has spoken version 2
+    /// with it. Until then the group stays on the list, so a version-1 site never meets a record
+    /// it cannot read (this is how upgrading the master first is handled: it simply waits).
+    pub(super) fn create_membership_if_ready(&mut self) -> Result<(), StorageError> {
+        if self.cfg.protocol_version < 2
+            || self.has_membership()
+            || self.cfg.sites.is_empty()
+            || !self.is_master()
+            || self.dead.is_some()
+        {
+            return Ok(());
+        }
+        let all_upgraded = self
+            .others()
+            .iter()
+            .all(|s| self.peers.get(s).and_then(|p| p.version) == Some(2));
+        if !all_upgraded {
+            return Ok(());
+        }
+        let sites = self.cfg.sites.clone();
+        let gen = self.meta.gen;
+        let mut lsn = self.last().lsn;
+        let records: Vec<LogRecord> = sites
+            .iter()
+            .map(|site| {
+                lsn += 1;
+                let priority = if *site == self.cfg.addr {
+                    self.cfg.priority
+                } else {
+                    self.peers.get(site).and_then(|p| p.priority).unwrap_or(1)
+                };
+                let member = Member {
+                    state: MemberState::Present,
+                    priority,
+                };
+                let body = RecordBody::Membership {
+                    site: site.clone(),
+                    member: Some(member),
+                };
+                LogRecord::new(lsn, gen, body)
+            })
+            .collect();
+        // One batch, so no site misses a record because the list was half-converted.
+        self.append(&records)?;
+        self.storage.sync()?;
+        for to in self.recipients() {
+            self.send(
+                &to,
+                Message::Log {
+                    gen,
+                    records: records.clone(),
+                },
+            );
+        }
+        self.emit(Event::MembershipCreated { sites });
+        let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
+        if let Role::Master(m) = &mut self.role {
+            let pending = super::master::Pending {
+                waiter: Waiter::Nobody,
+                deadline,
+            };
+            m.pending.insert(lsn, pending);
+        }
+        Ok(())
+    }
+}
+
+fn join_unavail(site: SiteAddr, reason: String) -> Message {
+    Message::JoinReply {
+        site,
+        result: JoinResult::Unavail { reason },
+    }
+}

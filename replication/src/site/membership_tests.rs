@@ -1,0 +1,383 @@
+//! Group membership: primordial start-up, joining through a helper, removal, legacy upgrade.
+//! Each test names the rule it protects.
+
+use super::*;
+use crate::log::{MemberState, RecordBody, Txn};
+use crate::testkit::Network;
+
+fn s(i: usize) -> SiteAddr {
+    Network::addr(i)
+}
+
+fn fast(cfg: &mut Config) {
+    cfg.timeouts.join_retry_ms = 500;
+}
+
+fn creator(i: usize) -> Config {
+    let mut cfg = Config::group_creator(s(i));
+    fast(&mut cfg);
+    cfg
+}
+
+fn joiner(i: usize, helper: usize) -> Config {
+    let mut cfg = Config::joining(s(i), s(helper));
+    fast(&mut cfg);
+    cfg
+}
+
+/// A group built the way an operator builds one: s1 creates it, the others join through s1.
+fn built_group(n: usize, seed: u64) -> Network {
+    let mut net = Network::empty(seed);
+    net.add_site(creator(1));
+    for i in 2..=n {
+        net.add_site(joiner(i, 1));
+        assert!(
+            net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))),
+            "s{i} joined"
+        );
+    }
+    assert!(net.settle(10_000));
+    net
+}
+
+fn is_present(net: &Network, at: &SiteAddr, site: &SiteAddr) -> bool {
+    net.site(at).is_some_and(|x| {
+        x.db()
+            .members()
+            .get(site)
+            .is_some_and(|m| m.state == MemberState::Present)
+    })
+}
+
+fn members(net: &Network, at: &SiteAddr) -> Vec<SiteAddr> {
+    net.site(at)
+        .unwrap()
+        .db()
+        .members()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn committed(net: &Network, id: RequestId) -> bool {
+    matches!(net.result(id), Some(Ok(Reply::Committed { .. })))
+}
+
+#[test]
+fn the_group_creator_starts_a_group_of_one_and_is_master() {
+    let mut net = Network::empty(1);
+    net.add_site(creator(1));
+    assert_eq!(
+        net.master(),
+        Some(s(1)),
+        "master at once, without an election timeout"
+    );
+    assert_eq!(members(&net, &s(1)), vec![s(1)]);
+    let id = net.commit(&s(1), Txn::put("k", "v"));
+    assert!(committed(&net, id), "a group of one needs no acks");
+}
+
+#[test]
+fn the_creator_flag_is_ignored_once_the_membership_database_exists() {
+    let mut net = built_group(2, 2);
+    let membership_records = |net: &mut Network| {
+        net.log_of(&s(1))
+            .iter()
+            .filter(|r| matches!(&r.body, RecordBody::Membership { site, .. } if *site == s(1)))
+            .count()
+    };
+    let before = membership_records(&mut net);
+    net.crash(&s(1));
+    net.restart(&s(1)); // still flagged group_creator
+    assert!(net.settle(10_000));
+    assert_eq!(
+        membership_records(&mut net),
+        before,
+        "no second group created"
+    );
+    assert_eq!(members(&net, &s(1)), vec![s(1), s(2)]);
+}
+
+#[test]
+fn a_site_started_before_the_creator_gets_unavail_and_retries_until_it_joins() {
+    let mut net = Network::empty(3);
+    // s2 asks s1, which is not there yet.
+    let mut early = joiner(2, 1);
+    early.timeouts.join_retry_ms = 300;
+    net.add_site(creator(1));
+    net.crash(&s(1));
+    net.add_site(early);
+    net.run_for(4_000);
+    let failures = net
+        .events_of(&s(2))
+        .iter()
+        .filter(|e| matches!(e, Event::JoinFailure { .. }))
+        .count();
+    assert!(
+        failures >= 2,
+        "pauses and retries: {:?}",
+        net.events_of(&s(2))
+    );
+    net.restart(&s(1));
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(2), &s(2))));
+}
+
+#[test]
+fn a_site_joins_through_the_master_and_the_master_sees_site_added() {
+    let mut net = built_group(2, 4);
+    assert!(net
+        .events_of(&s(1))
+        .iter()
+        .any(|e| matches!(e, Event::SiteAdded { site } if *site == s(2))));
+    let kinds: Vec<&str> = net
+        .events_of(&s(2))
+        .iter()
+        .filter_map(|e| match e {
+            Event::BecameClient { .. } => Some("client"),
+            Event::NewMaster { .. } => Some("new_master"),
+            Event::StartupDone { .. } => Some("startup_done"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["client", "new_master", "startup_done"]);
+    assert_eq!(net.site(&s(1)).unwrap().group_size(), 2);
+    let id = net.commit(&s(1), Txn::put("k", "v"));
+    net.run_for(100);
+    assert!(committed(&net, id), "quorum of two needs s2's ack");
+    assert_eq!(net.site(&s(2)).unwrap().get(b"k"), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_client_helper_forwards_the_join_to_the_master() {
+    let mut net = built_group(2, 5);
+    net.add_site(joiner(3, 2)); // s2 is a client
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(1), &s(3))));
+    assert!(net.settle(10_000));
+    assert_eq!(members(&net, &s(3)), vec![s(1), s(2), s(3)]);
+}
+
+#[test]
+fn a_join_without_enough_acks_is_unavail_and_nothing_is_half_recorded() {
+    let mut net = built_group(3, 6);
+    net.crash(&s(2));
+    net.crash(&s(3));
+    net.add_site(joiner(4, 1));
+    net.run_for(3_000);
+    assert!(net
+        .events_of(&s(4))
+        .iter()
+        .any(|e| matches!(e, Event::JoinFailure { reason } if reason.contains("acknowledge"))));
+    // At most an `Adding` entry of the retry in flight: never counted, never `Present`.
+    assert!(!is_present(&net, &s(1), &s(4)));
+    assert_eq!(net.site(&s(1)).unwrap().group_size(), 3);
+    // Once the group can acknowledge, the retry succeeds.
+    net.restart(&s(2));
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(1), &s(4))));
+}
+
+#[test]
+fn the_helper_is_ignored_on_later_starts() {
+    let mut net = built_group(3, 7);
+    net.crash(&s(3));
+    net.reconfigure(&s(3), |cfg| cfg.helper = Some(SiteAddr::new("nowhere:1")));
+    net.restart(&s(3));
+    assert!(net.settle(10_000));
+    assert!(!net
+        .events_of(&s(3))
+        .iter()
+        .any(|e| matches!(e, Event::JoinFailure { .. })));
+}
+
+#[test]
+fn a_site_with_no_membership_database_and_nothing_to_start_from_is_refused() {
+    let mut net = Network::empty(8);
+    net.add_site(Config::new(s(1), []));
+    assert!(net.start_error(&s(1)).unwrap().contains("group_creator"));
+}
+
+#[test]
+fn removal_asked_at_a_client_removes_the_site_everywhere() {
+    let mut net = built_group(3, 9);
+    let id = net.request(&s(2), Request::RemoveSite { site: s(3) });
+    net.run_for(1_000);
+    assert_eq!(net.result(id), Some(&Ok(Reply::SiteRemoved { site: s(3) })));
+    assert!(net.events_of(&s(3)).contains(&Event::LocalSiteRemoved));
+    for at in [s(1), s(2)] {
+        assert!(net
+            .events_of(&at)
+            .iter()
+            .any(|e| matches!(e, Event::SiteRemoved { site } if *site == s(3))));
+        assert_eq!(members(&net, &at), vec![s(1), s(2)]);
+    }
+    // The removed site's handle is dead.
+    let after = net.commit(&s(3), Txn::put("k", "v"));
+    assert!(matches!(
+        net.result(after),
+        Some(Err(RequestError::HandleDead { .. }))
+    ));
+}
+
+#[test]
+fn a_client_can_remove_itself_and_its_call_returns_before_the_handle_dies() {
+    let mut net = built_group(3, 10);
+    let id = net.request(&s(3), Request::RemoveSite { site: s(3) });
+    net.run_for(1_000);
+    assert_eq!(net.result(id), Some(&Ok(Reply::SiteRemoved { site: s(3) })));
+    assert!(net.site(&s(3)).unwrap().dead().is_some());
+}
+
+#[test]
+fn elections_and_acks_use_the_new_size_after_removal() {
+    let mut net = built_group(5, 11);
+    for victim in [s(4), s(5)] {
+        let id = net.request(
+            &s(1),
+            Request::RemoveSite {
+                site: victim.clone(),
+            },
+        );
+        net.run_for(500);
+        assert_eq!(
+            net.result(id),
+            Some(&Ok(Reply::SiteRemoved { site: victim }))
+        );
+    }
+    assert_eq!(net.site(&s(1)).unwrap().group_size(), 3);
+    // Two of the remaining three elect a master: a majority of 3, not of 5.
+    net.crash(&s(4));
+    net.crash(&s(5));
+    net.crash(&s(1));
+    assert!(net.run_until_cond(10_000, |n| n.master().is_some()));
+    let master = net.master().unwrap();
+    let id = net.commit(&master, Txn::put("k", "v"));
+    net.run_for(200);
+    assert!(committed(&net, id), "quorum of 3 needs one ack");
+}
+
+#[test]
+fn removing_the_master_is_refused_with_a_clear_error() {
+    let mut net = built_group(3, 12);
+    let id = net.request(&s(2), Request::RemoveSite { site: s(1) });
+    net.run_for(500);
+    assert_eq!(
+        net.result(id),
+        Some(&Err(RequestError::CannotRemoveMaster { master: s(1) }))
+    );
+    assert_eq!(members(&net, &s(1)).len(), 3);
+}
+
+#[test]
+fn a_site_removed_while_down_learns_it_on_restart() {
+    let mut net = built_group(3, 13);
+    net.crash(&s(3));
+    let id = net.request(&s(1), Request::RemoveSite { site: s(3) });
+    net.run_for(500);
+    assert!(matches!(net.result(id), Some(Ok(_))));
+    net.restart(&s(3));
+    net.run_for(5_000);
+    assert!(net.events_of(&s(3)).contains(&Event::LocalSiteRemoved));
+    assert!(net.site(&s(3)).unwrap().dead().is_some());
+}
+
+/// A legacy group: `n` version-1 sites with the full static list, s1 master.
+fn legacy_group(n: usize, seed: u64) -> Network {
+    let mut net = Network::new(n, seed, |i, cfg| {
+        cfg.protocol_version = 1;
+        cfg.priority = if i == 0 { 200 } else { 100 };
+    });
+    assert!(net.settle(10_000));
+    assert_eq!(net.master(), Some(s(1)));
+    net
+}
+
+fn upgrade(net: &mut Network, addr: &SiteAddr) {
+    net.crash(addr);
+    net.reconfigure(addr, |cfg| cfg.protocol_version = 2);
+    net.restart(addr);
+}
+
+fn write_some(net: &mut Network, tag: &str) -> Vec<RequestId> {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        if let Some(master) = net.master() {
+            ids.push(net.commit(&master, Txn::put(format!("{tag}{i}"), "v")));
+        }
+        net.run_for(100);
+    }
+    ids
+}
+
+#[test]
+fn legacy_upgrade_clients_first_master_last_moves_the_group_to_a_membership_database() {
+    let mut net = legacy_group(3, 14);
+    let mut ids = write_some(&mut net, "a");
+    for addr in [s(2), s(3)] {
+        upgrade(&mut net, &addr);
+        assert!(net.settle(10_000));
+        ids.extend(write_some(&mut net, "b"));
+        assert!(
+            !net.site(&s(1)).unwrap().has_membership(),
+            "v1 master writes none"
+        );
+    }
+    upgrade(&mut net, &s(1));
+    assert!(net.settle(20_000));
+    ids.extend(write_some(&mut net, "c"));
+    assert!(net.settle(10_000));
+    for addr in net.addrs() {
+        let site = net.site(&addr).unwrap();
+        assert!(site.has_membership(), "{addr}");
+        assert_eq!(members(&net, &addr), vec![s(1), s(2), s(3)]);
+    }
+    assert!(net
+        .events()
+        .iter()
+        .any(|(_, _, e)| matches!(e, Event::MembershipCreated { .. })));
+    assert!(
+        ids.iter().all(|&id| committed(&net, id)),
+        "writes flowed throughout"
+    );
+    let master = net.master().unwrap();
+    assert!(net.lost_commits(&master).is_empty());
+    assert!(net.violations().is_empty());
+}
+
+#[test]
+fn upgrading_the_master_first_keeps_the_group_on_its_static_list_without_loss() {
+    let mut net = legacy_group(3, 15);
+    let mut ids = write_some(&mut net, "a");
+    upgrade(&mut net, &s(1));
+    assert!(net.settle(20_000));
+    ids.extend(write_some(&mut net, "b"));
+    assert!(net.settle(10_000));
+    for addr in net.addrs() {
+        assert!(
+            !net.site(&addr).unwrap().has_membership(),
+            "{addr}: still legacy"
+        );
+    }
+    // Finishing the upgrade (in any order) then creates the database.
+    upgrade(&mut net, &s(2));
+    upgrade(&mut net, &s(3));
+    assert!(net.settle(20_000));
+    ids.extend(write_some(&mut net, "c"));
+    assert!(net.settle(10_000));
+    assert!(net.site(&net.master().unwrap()).unwrap().has_membership());
+    assert!(ids.iter().all(|&id| committed(&net, id)));
+    let master = net.master().unwrap();
+    assert!(net.lost_commits(&master).is_empty());
+    assert!(net.violations().is_empty());
+}
+
+#[test]
+fn a_version_1_site_has_no_joins_or_removals() {
+    let mut net = legacy_group(3, 16);
+    let id = net.request(&s(1), Request::RemoveSite { site: s(3) });
+    assert!(matches!(
+        net.result(id),
+        Some(Err(RequestError::Invalid(_)))
+    ));
+    net.add_site(joiner(4, 1));
+    net.run_for(3_000);
+    assert!(!net.site(&s(1)).unwrap().db().members().contains_key(&s(4)));
+}
