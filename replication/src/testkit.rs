@@ -529,16 +529,60 @@ impl Network {
         self.run_until_cond(ms, |net| net.quiescent())
     }
 
-    /// True if one live master exists and every running site follows it at its log end.
+    /// True if one live master exists and every running site follows it at its log end
+    /// (sites that stopped for good, such as removed ones, are left out).
     pub fn quiescent(&self) -> bool {
         let Some(master) = self.master() else {
             return false;
         };
         let m = self.site(&master).expect("master is up");
+        self.live_sites()
+            .all(|s| s.master() == Some(&master) && s.last() == m.last() && s.gen() == m.gen())
+    }
+
+    /// Running sites that have not stopped for good, leaving out stranded joiners: sites that
+    /// are not present members and whose helper is gone or not a present member itself (they
+    /// retry forever, as Berkeley DB's do).
+    pub fn live_sites(&self) -> impl Iterator<Item = &Site<MemStorage>> {
         self.nodes
             .values()
             .filter_map(|n| n.site.as_ref())
-            .all(|s| s.master() == Some(&master) && s.last() == m.last() && s.gen() == m.gen())
+            .filter(|s| s.dead().is_none() && !self.stranded(s))
+    }
+
+    fn stranded(&self, site: &Site<MemStorage>) -> bool {
+        let present = |s: &Site<MemStorage>| {
+            s.db()
+                .members()
+                .get(s.addr())
+                .is_some_and(|m| m.state == crate::log::MemberState::Present)
+        };
+        let helper_alive = |h: &SiteAddr| {
+            self.site(h)
+                .is_some_and(|h| h.dead().is_none() && present(h))
+        };
+        !present(site)
+            && site.config().sites.is_empty()
+            && !site.config().helper.as_ref().is_some_and(helper_alive)
+    }
+
+    /// Live sites whose membership database differs from the master's.
+    pub fn membership_divergence(&self) -> Vec<String> {
+        let Some(master) = self.master() else {
+            return vec!["no master".into()];
+        };
+        let expected = self.site(&master).expect("up").db().members().clone();
+        self.live_sites()
+            .filter(|s| s.db().members() != &expected)
+            .map(|s| {
+                format!(
+                    "{}: membership {:?} differs from the master's {:?}",
+                    s.addr(),
+                    s.db().members().keys().collect::<Vec<_>>(),
+                    expected.keys().collect::<Vec<_>>()
+                )
+            })
+            .collect()
     }
 
     /// The log of a site (running or not): every record after its snapshot.
@@ -566,13 +610,14 @@ impl Network {
             let Some(site) = self.nodes.get_mut(&addr).and_then(|n| n.site.as_mut()) else {
                 continue;
             };
+            let stopped = site.dead().is_some();
             let replayed = storage::replay(site.storage()).expect("memory storage replays");
             if &replayed.db != site.db() {
                 out.push(format!(
                     "{addr}: database differs from the replay of its log"
                 ));
             }
-            if addr == master {
+            if addr == master || stopped {
                 continue;
             }
             for record in self.log_of(&addr) {

@@ -171,3 +171,121 @@ fn same_seed_same_history() {
     assert_eq!(a.events(), b.events());
     assert_eq!(a.delivered(), b.delivered());
 }
+
+#[derive(Clone, Debug)]
+enum MemberAction {
+    /// Site 4, 5 or 6 joins through a helper (index into the current sites).
+    Join(usize, usize),
+    /// The site at the first index asks to remove the site at the second.
+    Remove(usize, usize),
+    Commit,
+    Crash(usize),
+    Restart(usize),
+    Partition(u8),
+    Heal,
+    Run(u64),
+}
+
+fn member_action() -> impl Strategy<Value = MemberAction> {
+    prop_oneof![
+        2 => (4..7usize, 0..6usize).prop_map(|(s, h)| MemberAction::Join(s, h)),
+        2 => (0..6usize, 0..6usize).prop_map(|(a, b)| MemberAction::Remove(a, b)),
+        4 => Just(MemberAction::Commit),
+        2 => (0..6usize).prop_map(MemberAction::Crash),
+        2 => (0..6usize).prop_map(MemberAction::Restart),
+        1 => any::<u8>().prop_map(MemberAction::Partition),
+        2 => Just(MemberAction::Heal),
+        4 => (1..3_000u64).prop_map(MemberAction::Run),
+    ]
+}
+
+/// A group created by s1 with s2 and s3 joined, then joins, removals and faults; after healing,
+/// every live site must agree with the master on the membership database, besides the usual
+/// properties.
+fn run_membership_schedule(seed: u64, actions: &[MemberAction]) -> Vec<String> {
+    use replication::site::Config;
+    let mut net = Network::empty(seed);
+    net.add_site(Config::group_creator(Network::addr(1)));
+    for i in 2..=3 {
+        net.add_site(Config::joining(Network::addr(i), Network::addr(1)));
+        net.run_for(2_000);
+    }
+    net.faults = LinkFaults {
+        delay_min_ms: 1,
+        delay_max_ms: 20,
+        ..LinkFaults::default()
+    };
+    for action in actions {
+        match *action {
+            MemberAction::Join(i, helper) => {
+                let addr = Network::addr(i);
+                if !net.addrs().contains(&addr) {
+                    let helper = site(&net, helper);
+                    net.add_site(Config::joining(addr, helper));
+                }
+            }
+            MemberAction::Remove(at, target) => {
+                let (at, target) = (site(&net, at), site(&net, target));
+                net.request(&at, Request::RemoveSite { site: target });
+            }
+            MemberAction::Commit => {
+                if let Some(master) = net.master() {
+                    net.commit(&master, Txn::put("k", "v"));
+                }
+            }
+            MemberAction::Crash(i) => net.crash(&site(&net, i)),
+            MemberAction::Restart(i) => net.restart(&site(&net, i)),
+            MemberAction::Partition(mask) => {
+                let (a, b): (Vec<_>, Vec<_>) = net
+                    .addrs()
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| mask & (1 << i) != 0);
+                let a: Vec<SiteAddr> = a.into_iter().map(|(_, s)| s).collect();
+                let b: Vec<SiteAddr> = b.into_iter().map(|(_, s)| s).collect();
+                net.partition(&[&a, &b]);
+            }
+            MemberAction::Heal => net.heal(),
+            MemberAction::Run(ms) => net.run_for(ms),
+        }
+        net.run_for(5);
+    }
+    net.heal();
+    for addr in net.addrs() {
+        net.restart(&addr);
+    }
+    let settled = net.settle(60_000);
+    if std::env::var("DEBUG_NET").is_ok() {
+        for e in net.events() {
+            println!("{e:?}");
+        }
+        for a in net.addrs() {
+            println!("{a}: {:?}", net.site(&a));
+        }
+    }
+    let mut violations = net.violations().to_vec();
+    if !settled {
+        violations.push(format!(
+            "no stable master 60s after healing (master: {:?})",
+            net.master()
+        ));
+    }
+    if net.master().is_some() {
+        violations.extend(net.check_quiescent_invariants());
+        violations.extend(net.membership_divergence());
+    }
+    violations
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn membership_converges_and_one_master_per_generation_across_joins_and_removals(
+        seed in any::<u64>(),
+        actions in prop::collection::vec(member_action(), 1..30),
+    ) {
+        let violations = run_membership_schedule(seed, &actions);
+        prop_assert!(violations.is_empty(), "violations: {violations:#?}");
+    }
+}

@@ -70,6 +70,14 @@ impl Client {
     fn is_following(&self, from: &SiteAddr, gen: Gen) -> bool {
         self.master.as_ref() == Some(from) && self.master_gen == gen
     }
+
+    /// Forgets a master whose generation is below `term` (we voted or stood in a later one).
+    pub fn drop_master_below(&mut self, term: Gen) {
+        if self.master.is_some() && self.master_gen < term {
+            self.master = None;
+            self.sync = Sync::Idle;
+        }
+    }
 }
 
 impl<S: Storage> Site<S> {
@@ -84,9 +92,18 @@ impl<S: Storage> Site<S> {
                 self.emit(Event::MasterFailure { master });
             }
             if !self.counts_in_group() {
-                // Not (yet) a member: only a join can make us one.
-                if !self.has_membership() && self.cfg.helper.is_some() && self.join_at.is_none() {
-                    self.join_at = Some(now);
+                if !self.has_membership() {
+                    // Not a member yet: only a join can make us one.
+                    if self.cfg.helper.is_some() && self.join_at.is_none() {
+                        self.join_at = Some(now);
+                    }
+                } else if self.join_at.is_none() {
+                    // Our own database says we are leaving or gone, and no master talks to us:
+                    // ask the group, so a master can tell us (`Removed`) or take us back.
+                    let (gen, priority) = (self.meta.gen, self.cfg.priority);
+                    for to in self.recipients() {
+                        self.send(&to, Message::SyncRequest { gen, priority });
+                    }
                 }
             } else if self.cfg.priority > 0 {
                 return self.start_election(false);
@@ -118,12 +135,15 @@ impl<S: Storage> Site<S> {
         last: LogPos,
         _first_lsn: Lsn,
     ) -> Result<(), StorageError> {
-        if gen < self.meta.gen {
-            // A master of an older generation: tell it the news by showing ours, if we are master.
-            if let Role::Master(_) = self.role {
-                let beat = self.heartbeat();
-                self.send(&from, beat);
-            }
+        if gen < self.term() {
+            // A master of a generation older than one we know of, or voted or stood in: it is
+            // stale, and must not be followed (an ack to it could count towards a commit that a
+            // master we voted for lacks). Tell it, so it steps down.
+            let news = match self.role {
+                Role::Master(_) => self.heartbeat(),
+                _ => Message::StaleGeneration { gen: self.term() },
+            };
+            self.send(&from, news);
             self.stats.messages_ignored += 1;
             return Ok(());
         }
@@ -283,9 +303,12 @@ impl<S: Storage> Site<S> {
         gen: Gen,
         records: Vec<LogRecord>,
     ) -> Result<(), StorageError> {
+        // Streaming, and not waiting for the master's snapshot: a request from LSN 0 means our
+        // log diverged inside our own snapshot, so no record of the master's continues it.
         let streaming = match &self.role {
             Role::Client(c) => {
-                c.is_following(&from, gen) && matches!(c.sync, Sync::Streaming { .. })
+                c.is_following(&from, gen)
+                    && matches!(c.sync, Sync::Streaming { request } if request.map(|r| r.0) != Some(0))
             }
             _ => false,
         };

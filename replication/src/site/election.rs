@@ -104,7 +104,7 @@ impl<S: Storage> Site<S> {
     /// only while the other is unreachable: if it is connected, its vote is required.
     fn votes_needed_now(&self) -> usize {
         let needed = self.votes_needed();
-        let other_connected = self.peers.values().any(|p| p.connected);
+        let other_connected = self.others().iter().any(|a| self.is_connected(a));
         if needed == 1 && self.group_size() == 2 && other_connected {
             2
         } else {
@@ -115,11 +115,10 @@ impl<S: Storage> Site<S> {
     fn check_win(&mut self) -> Result<(), StorageError> {
         let needed = self.votes_needed_now();
         let now = self.now;
-        let connected: BTreeSet<&SiteAddr> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(a, _)| a)
+        let connected: Vec<SiteAddr> = self
+            .others()
+            .into_iter()
+            .filter(|a| self.is_connected(a))
             .collect();
         let Role::Electing(e) = &mut self.role else {
             return Ok(());
@@ -128,7 +127,7 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         let since = *e.enough_since.get_or_insert(now);
-        let heard_everyone = connected.iter().all(|a| e.answered.contains(*a));
+        let heard_everyone = connected.iter().all(|a| e.answered.contains(a));
         if e.takeover || heard_everyone || now >= since.plus_ms(e.collect_ms) {
             let (gen, votes) = (e.egen, e.granted.len());
             self.become_master(gen, votes, needed)?;
@@ -177,6 +176,12 @@ impl<S: Storage> Site<S> {
         priority: u32,
         takeover: bool,
     ) -> Result<(), StorageError> {
+        // A master that no longer counts the candidate as a member tells it so.
+        if self.is_master() && self.tell_if_removed(&from) {
+            return Ok(());
+        }
+        // A candidate whose log holds a later generation than ours proves our master is stale.
+        self.saw_later_gen(last.gen)?;
         let (granted, outranked) = self.decide_vote(&from, egen, last, priority, takeover);
         if outranked {
             self.stand_soon(egen)?;
@@ -188,13 +193,15 @@ impl<S: Storage> Site<S> {
                 // The vote is durable before the candidate can count it.
                 self.save_meta()?;
             }
-            // We just helped someone else stand: step aside and give them time.
+            // We just helped someone else stand: step aside and give them time. A master of a
+            // generation below the one we voted in is no longer ours to follow.
             if !matches!(self.role, Role::Client(_)) {
                 self.become_client(None);
             } else {
                 let at = self.now.plus_ms(self.election_delay());
                 if let Some(c) = self.client_mut() {
                     c.election_at = c.election_at.max(at);
+                    c.drop_master_below(egen);
                 }
             }
         }
@@ -227,8 +234,10 @@ impl<S: Storage> Site<S> {
         if egen < floor || (egen == floor && !already_voted_for_it) {
             return (false, false);
         }
-        // Only members vote, and only for members.
-        if priority == 0 || !self.counts_in_group() || !self.group().contains(from) {
+        // Any site may vote, even one whose log does not yet show it as a member (a joiner that
+        // missed its own `Present` record): the candidate counts only the votes of its group,
+        // and a candidate with a stale view has a less advanced log than those who know better.
+        if priority == 0 {
             return (false, false);
         }
         if !takeover {
@@ -297,6 +306,8 @@ impl<S: Storage> Site<S> {
             }
         }
         let me = (self.last(), self.cfg.priority, &self.cfg.addr);
+        // Only the votes of our group count towards winning.
+        let member = self.group().contains(&from);
         let Role::Electing(e) = &mut self.role else {
             self.stats.messages_ignored += 1;
             return Ok(());
@@ -306,7 +317,7 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         e.answered.insert(from.clone());
-        if granted {
+        if granted && member {
             e.granted.insert(from);
         } else if !e.takeover && priority > 0 && outranks((last, priority, &from), me) {
             // A better-placed site is up: let it win rather than win against it.

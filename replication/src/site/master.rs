@@ -322,6 +322,9 @@ impl<S: Storage> Site<S> {
         gen: Gen,
         lsn: Lsn,
     ) -> Result<(), StorageError> {
+        if self.saw_later_gen(gen)? {
+            return Ok(());
+        }
         let last = self.last().lsn;
         let current = gen == self.meta.gen;
         let Some(m) = self.master_mut() else {

@@ -258,6 +258,15 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// A join is over once our own entry reads `Present`, even if the helper's answer was lost
+    /// on the way (the helper may have died after forwarding).
+    pub(super) fn finish_join_if_member(&mut self) {
+        let present = |m: &Member| m.state == MemberState::Present;
+        if self.join_at.is_some() && self.db.members().get(&self.cfg.addr).is_some_and(present) {
+            self.join_at = None;
+        }
+    }
+
     /// A local request to remove `site`.
     pub(super) fn remove_site(
         &mut self,

@@ -143,6 +143,7 @@ impl<S: Storage> Site<S> {
         if let Err(error) = self.dispatch(input) {
             self.die(error);
         }
+        self.finish_join_if_member();
         self.check_invariants();
         std::mem::take(&mut self.outputs)
     }
@@ -227,6 +228,7 @@ impl<S: Storage> Site<S> {
                 self.on_vote(from, egen, granted, gen, last, priority)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
+            Message::StaleGeneration { gen } => self.on_stale_generation(gen),
             Message::JoinRequest { site, priority } => self.on_join_request(from, site, priority),
             Message::JoinReply { site, result } => self.on_join_reply(from, site, result),
             Message::RemoveRequest { site } => self.on_remove_request(from, site),
@@ -371,6 +373,11 @@ impl<S: Storage> Site<S> {
         self.peers.entry(from.clone()).or_default().priority = Some(priority);
     }
 
+    /// Whether a connection to `addr` is up.
+    fn is_connected(&self, addr: &SiteAddr) -> bool {
+        self.peers.get(addr).is_some_and(|p| p.connected)
+    }
+
     /// Whether `addr` may become master: its own word, else its membership entry, else assumed.
     fn is_electable(&self, addr: &SiteAddr) -> bool {
         let live = self.peers.get(addr).and_then(|p| p.priority);
@@ -421,6 +428,57 @@ impl<S: Storage> Site<S> {
         Ok(())
     }
 
+    /// The highest generation this site knows of, has voted in or stood in: a master of an
+    /// older generation is never followed (the rule that keeps an acknowledged commit on every
+    /// later master, as a Raft term does).
+    fn term(&self) -> crate::types::Gen {
+        self.meta.gen.max(self.meta.egen)
+    }
+
+    /// Another site shows a master generation later than ours (in its log or its messages):
+    /// whatever master we are or follow is stale. Adopt the generation and drop that master, so
+    /// the later one (or a new election) can take over. Returns true if it was later.
+    fn saw_later_gen(&mut self, gen: crate::types::Gen) -> Result<bool, StorageError> {
+        if gen <= self.meta.gen {
+            return Ok(false);
+        }
+        self.adopt_gen(gen)?;
+        let stale = match &self.role {
+            Role::Master(_) => true,
+            Role::Electing(e) => e.egen <= gen,
+            Role::Client(c) => c.master.is_some() && c.master_gen < gen,
+        };
+        if stale {
+            if self.is_master() {
+                self.stats.stale_master_steps += 1;
+            }
+            self.become_client(None);
+        }
+        Ok(true)
+    }
+
+    /// A site knows of a generation later than ours: raise our election generation past it (so
+    /// our next election is above it) and, if master, step down.
+    fn on_stale_generation(&mut self, gen: crate::types::Gen) -> Result<(), StorageError> {
+        if gen <= self.term() {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        self.meta.egen = gen;
+        self.meta.voted_for = None;
+        self.save_meta()?;
+        match &mut self.role {
+            Role::Master(_) => {
+                self.stats.stale_master_steps += 1;
+                self.become_client(None);
+            }
+            Role::Electing(e) if e.egen < gen => self.become_client(None),
+            Role::Client(c) => c.drop_master_below(gen),
+            Role::Electing(_) => {}
+        }
+        Ok(())
+    }
+
     /// Appends records to the log and applies them to the database. Not yet durable: the
     /// caller syncs before acknowledging.
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
@@ -463,6 +521,7 @@ impl<S: Storage> Site<S> {
 
     fn become_client(&mut self, master: Option<SiteAddr>) {
         let was_client = matches!(self.role, Role::Client(_));
+        debug_assert!(master.is_none(), "a master is followed through `follow`");
         let mut client = Client::new(self.now);
         let delay = self.election_delay();
         client.election_at = self.now.plus_ms(delay);

@@ -470,11 +470,14 @@ fn an_isolated_master_steps_down_when_it_hears_a_later_generation() {
     );
     net.heal();
     assert!(net.settle(5_000));
-    assert!(!net.site(&old).unwrap().is_master());
-    assert!(net
+    let site = net.site(&old).unwrap();
+    assert!(!site.is_master());
+    // It learns either from the new master's heartbeat or from a client's answer to its own.
+    let heard_master = net
         .events_of(&old)
         .iter()
-        .any(|e| matches!(e, Event::DuplicateMaster { .. })));
+        .any(|e| matches!(e, Event::DuplicateMaster { .. }));
+    assert!(heard_master || site.stats().stale_master_steps > 0);
 }
 
 #[test]
@@ -565,21 +568,21 @@ fn votes_are_durable_and_a_site_votes_once_per_generation() {
         },
     };
     let _ = ask;
-    assert!(granted(&site.step(Time(10), ask_ahead(1, 2))));
+    assert!(granted(&site.step(Time(10), ask_ahead(2, 2))));
     assert!(
-        !granted(&site.step(Time(11), ask_ahead(1, 3))),
+        !granted(&site.step(Time(11), ask_ahead(2, 3))),
         "one vote per generation"
     );
     // After a crash the vote is remembered.
     let storage = site.into_storage();
     let mut site = Site::open(cfg, storage, 2, Time(20)).unwrap();
-    assert!(!granted(&site.step(Time(21), ask_ahead(1, 3))));
+    assert!(!granted(&site.step(Time(21), ask_ahead(2, 3))));
     assert!(
-        granted(&site.step(Time(22), ask_ahead(1, 2))),
+        granted(&site.step(Time(22), ask_ahead(2, 2))),
         "the same candidate again"
     );
     assert!(
-        granted(&site.step(Time(23), ask_ahead(2, 3))),
+        granted(&site.step(Time(23), ask_ahead(3, 3))),
         "a later generation"
     );
 }

@@ -513,6 +513,8 @@ pub struct Stats {
     pub acks_received: u64,
     /// Commits that ended `PermFailed`.
     pub perm_failed: u64,
+    /// Times this site stepped down as master on learning of a later generation.
+    pub stale_master_steps: u64,
     /// Transactions rolled back as client.
     pub txns_rolled_back: u64,
     /// Internal initialisations done.

@@ -98,6 +98,12 @@ pub enum Message {
         /// The master's generation.
         gen: Gen,
     },
+    /// To a master of an older generation: "I know of, voted or stood in generation `gen`;
+    /// you are stale". The master steps down and the group elects again.
+    StaleGeneration {
+        /// The sender's generation.
+        gen: Gen,
+    },
     /// A new site (or a helper on its behalf) to a member: "add `site` to the group".
     JoinRequest {
         /// The joining site.
@@ -182,6 +188,7 @@ impl Message {
             Message::VoteRequest { .. } => "vote_request",
             Message::Vote { .. } => "vote",
             Message::TakeOver { .. } => "take_over",
+            Message::StaleGeneration { .. } => "stale_generation",
             Message::JoinRequest { .. } => "join_request",
             Message::JoinReply { .. } => "join_reply",
             Message::RemoveRequest { .. } => "remove_request",
