@@ -83,6 +83,12 @@ pub enum RecordBody {
     },
     /// A committed transaction.
     Txn(Txn),
+    /// The membership database created whole from a legacy static list (one record, so that no
+    /// log or snapshot ever holds half of it).
+    MembershipCreated {
+        /// Every member.
+        members: BTreeMap<SiteAddr, Member>,
+    },
     /// A change to the group membership database: `site` gets `member`, or leaves (`None`).
     Membership {
         /// The site, by its exact address.
@@ -305,6 +311,7 @@ impl Database {
                     self.members.remove(site);
                 }
             },
+            RecordBody::MembershipCreated { members } => self.members = members.clone(),
             RecordBody::GenStart { .. } => {}
         }
         self.applied = record.pos();

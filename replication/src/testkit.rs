@@ -536,8 +536,10 @@ impl Network {
             return false;
         };
         let m = self.site(&master).expect("master is up");
-        self.live_sites()
-            .all(|s| s.master() == Some(&master) && s.last() == m.last() && s.gen() == m.gen())
+        m.membership_changes_in_flight() == 0
+            && self
+                .live_sites()
+                .all(|s| s.master() == Some(&master) && s.last() == m.last() && s.gen() == m.gen())
     }
 
     /// Running sites that have not stopped for good, leaving out stranded joiners: sites that
@@ -551,18 +553,16 @@ impl Network {
     }
 
     fn stranded(&self, site: &Site<MemStorage>) -> bool {
-        let present = |s: &Site<MemStorage>| {
-            s.db()
-                .members()
-                .get(s.addr())
-                .is_some_and(|m| m.state == crate::log::MemberState::Present)
-        };
+        use crate::log::MemberState;
+        let state = |s: &Site<MemStorage>| s.db().members().get(s.addr()).map(|m| m.state);
+        let never_joined = matches!(state(site), None | Some(MemberState::Adding));
         let helper_alive = |h: &SiteAddr| {
             self.site(h)
-                .is_some_and(|h| h.dead().is_none() && present(h))
+                .is_some_and(|h| h.dead().is_none() && state(h) == Some(MemberState::Present))
         };
-        !present(site)
+        never_joined
             && site.config().sites.is_empty()
+            && !site.config().group_creator
             && !site.config().helper.as_ref().is_some_and(helper_alive)
     }
 
@@ -606,11 +606,13 @@ impl Network {
         };
         let master_log = self.log_of(&master);
         let master_first = master_log.first().map_or(Lsn::MAX, |r| r.lsn);
+        // Removed sites and stranded joiners are not in the group: their logs need not follow.
+        let live: BTreeSet<SiteAddr> = self.live_sites().map(|s| s.addr().clone()).collect();
         for addr in self.addrs() {
             let Some(site) = self.nodes.get_mut(&addr).and_then(|n| n.site.as_mut()) else {
                 continue;
             };
-            let stopped = site.dead().is_some();
+            let stopped = !live.contains(&addr);
             let replayed = storage::replay(site.storage()).expect("memory storage replays");
             if &replayed.db != site.db() {
                 out.push(format!(

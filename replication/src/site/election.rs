@@ -164,7 +164,7 @@ impl<S: Storage> Site<S> {
         self.storage.sync()?;
         let beat = self.heartbeat();
         self.broadcast(beat);
-        Ok(())
+        self.finish_leftover_removals()
     }
 
     /// A candidate asks for our vote.

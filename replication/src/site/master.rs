@@ -47,8 +47,11 @@ pub(super) enum Waiter {
     },
     /// A removal: `site` was recorded as `Removing`.
     Remove { site: SiteAddr, asked_by: Asker },
-    /// Nobody (the second record of a join or removal): acks are still counted, for stats.
-    Nobody,
+    /// Nobody, but the record changes the membership (the second step of a join or removal,
+    /// an undo, the database's creation): no other change may start until it is acknowledged or
+    /// times out, so that two changes never overlap (one site at a time keeps every old and new
+    /// majority overlapping).
+    Change,
 }
 
 /// Who asked for a removal.
@@ -177,7 +180,7 @@ impl<S: Storage> Site<S> {
                 );
             }
             Waiter::Remove { site, asked_by } => self.answer_remove(asked_by, site, Err(error)),
-            Waiter::Nobody => {}
+            Waiter::Change => {}
         }
     }
 
@@ -265,17 +268,17 @@ impl<S: Storage> Site<S> {
                     site,
                     member: Some(member),
                 };
-                self.commit_body(body, Waiter::Nobody)?;
+                self.commit_body(body, Waiter::Change)?;
             }
             Waiter::Remove { site, asked_by } => {
                 let body = RecordBody::Membership {
                     site: site.clone(),
                     member: None,
                 };
-                self.commit_body(body, Waiter::Nobody)?;
+                self.commit_body(body, Waiter::Change)?;
                 self.answer_remove(asked_by, site, Ok(()));
             }
-            Waiter::Nobody => {}
+            Waiter::Change => {}
         }
         Ok(())
     }
@@ -295,7 +298,7 @@ impl<S: Storage> Site<S> {
                     },
                 );
                 let body = RecordBody::Membership { site, member: None };
-                self.commit_body(body, Waiter::Nobody)?;
+                self.commit_body(body, Waiter::Change)?;
             }
             Waiter::Remove { site, asked_by } => {
                 let priority = self.member_priority(&site);
@@ -307,11 +310,11 @@ impl<S: Storage> Site<S> {
                     site: site.clone(),
                     member: Some(member),
                 };
-                self.commit_body(body, Waiter::Nobody)?;
+                self.commit_body(body, Waiter::Change)?;
                 let reason = format!("the group did not acknowledge the removal: {error}");
                 self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
             }
-            Waiter::Nobody => {}
+            Waiter::Change => {}
         }
         Ok(())
     }

@@ -108,7 +108,7 @@ impl<S: Storage> Site<S> {
             site: self.cfg.addr.clone(),
             member: Some(member),
         };
-        self.commit_body(body, Waiter::Nobody)
+        self.commit_body(body, Waiter::Change)
     }
 
     /// Timers of joining and of forwarded removals.
@@ -172,7 +172,14 @@ impl<S: Storage> Site<S> {
             self.send(&from, join_unavail(site, reason));
             return Ok(());
         }
-        let in_flight = self.membership_change_in_flight(&site);
+        if self.join_in_flight(&site) {
+            return Ok(()); // the answer will come when the acks are in
+        }
+        if self.membership_changes_in_flight() > 0 {
+            let reason = "another membership change is in progress".to_string();
+            self.send(&from, join_unavail(site, reason));
+            return Ok(());
+        }
         match self.db.members().get(&site).map(|m| m.state) {
             Some(MemberState::Present) => {
                 let result = JoinResult::Accepted {
@@ -182,7 +189,6 @@ impl<S: Storage> Site<S> {
                 self.send(&from, Message::JoinReply { site, result });
                 Ok(())
             }
-            _ if in_flight => Ok(()), // the answer will come when the acks are in
             Some(MemberState::Removing) => {
                 let reason = format!("{site} is being removed from the group");
                 self.send(&from, join_unavail(site, reason));
@@ -208,14 +214,13 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    fn membership_change_in_flight(&self, site: &SiteAddr) -> bool {
+    /// Whether a join of `site` is waiting for its acks.
+    fn join_in_flight(&self, site: &SiteAddr) -> bool {
         let Role::Master(m) = &self.role else {
             return false;
         };
-        m.pending.values().any(|p| match &p.waiter {
-            Waiter::Join { site: s, .. } | Waiter::Remove { site: s, .. } => s == site,
-            _ => false,
-        })
+        let joining = |w: &Waiter| matches!(w, Waiter::Join { site: s, .. } if s == site);
+        m.pending.values().any(|p| joining(&p.waiter))
     }
 
     /// The answer to a join: ours, or one to relay to the site we helped.
@@ -267,6 +272,42 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// A new master finishes removals its predecessor left half-done: a `Removing` entry with
+    /// nobody waiting would otherwise stay forever, neither counted nor gone.
+    pub(super) fn finish_leftover_removals(&mut self) -> Result<(), StorageError> {
+        if !self.has_membership() {
+            return Ok(());
+        }
+        let leftovers: Vec<SiteAddr> = self
+            .db
+            .members()
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Removing)
+            .map(|(site, _)| site.clone())
+            .collect();
+        for site in leftovers {
+            let body = RecordBody::Membership { site, member: None };
+            self.commit_body(body, Waiter::Change)?;
+        }
+        Ok(())
+    }
+
+    /// Joins and removals the master is still waiting to see acknowledged.
+    pub fn membership_changes_in_flight(&self) -> usize {
+        let Role::Master(m) = &self.role else {
+            return 0;
+        };
+        let changes = m.pending.values();
+        changes
+            .filter(|p| {
+                matches!(
+                    p.waiter,
+                    Waiter::Join { .. } | Waiter::Remove { .. } | Waiter::Change
+                )
+            })
+            .count()
+    }
+
     /// A local request to remove `site`.
     pub(super) fn remove_site(
         &mut self,
@@ -307,8 +348,8 @@ impl<S: Storage> Site<S> {
             );
             return Ok(());
         }
-        if self.membership_change_in_flight(&site) {
-            let reason = format!("a membership change for {site} is in progress");
+        if self.membership_changes_in_flight() > 0 {
+            let reason = "another membership change is in progress".to_string();
             self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
             return Ok(());
         }
@@ -438,6 +479,11 @@ impl<S: Storage> Site<S> {
 
     /// Events for a membership record just applied; `before` is the site's previous entry.
     pub(super) fn note_membership_change(&mut self, record: &LogRecord, before: Option<Member>) {
+        if let RecordBody::MembershipCreated { members } = &record.body {
+            let sites = members.keys().cloned().collect();
+            self.emit(Event::MembershipCreated { sites });
+            return;
+        }
         let RecordBody::Membership { site, member } = &record.body else {
             return;
         };
@@ -476,13 +522,11 @@ impl<S: Storage> Site<S> {
         if !all_upgraded {
             return Ok(());
         }
-        let sites = self.cfg.sites.clone();
-        let gen = self.meta.gen;
-        let mut lsn = self.last().lsn;
-        let records: Vec<LogRecord> = sites
+        let members = self
+            .cfg
+            .sites
             .iter()
             .map(|site| {
-                lsn += 1;
                 let priority = if *site == self.cfg.addr {
                     self.cfg.priority
                 } else {
@@ -492,35 +536,12 @@ impl<S: Storage> Site<S> {
                     state: MemberState::Present,
                     priority,
                 };
-                let body = RecordBody::Membership {
-                    site: site.clone(),
-                    member: Some(member),
-                };
-                LogRecord::new(lsn, gen, body)
+                (site.clone(), member)
             })
             .collect();
-        // One batch, so no site misses a record because the list was half-converted.
-        self.append(&records)?;
-        self.storage.sync()?;
-        for to in self.recipients() {
-            self.send(
-                &to,
-                Message::Log {
-                    gen,
-                    records: records.clone(),
-                },
-            );
-        }
-        self.emit(Event::MembershipCreated { sites });
-        let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
-        if let Role::Master(m) = &mut self.role {
-            let pending = super::master::Pending {
-                waiter: Waiter::Nobody,
-                deadline,
-            };
-            m.pending.insert(lsn, pending);
-        }
-        Ok(())
+        // One record: a log or snapshot holds the whole database or none of it, never a part
+        // that would shrink the group a lagging site counts.
+        self.commit_body(RecordBody::MembershipCreated { members }, Waiter::Change)
     }
 }
 

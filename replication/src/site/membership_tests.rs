@@ -180,12 +180,16 @@ fn the_helper_is_ignored_on_later_starts() {
     let mut net = built_group(3, 7);
     net.crash(&s(3));
     net.reconfigure(&s(3), |cfg| cfg.helper = Some(SiteAddr::new("nowhere:1")));
+    let before = net.events_of(&s(3)).len();
     net.restart(&s(3));
     assert!(net.settle(10_000));
-    assert!(!net
-        .events_of(&s(3))
+    let after_restart = net.events_of(&s(3)).split_off(before);
+    assert!(!after_restart
         .iter()
         .any(|e| matches!(e, Event::JoinFailure { .. })));
+    assert!(after_restart
+        .iter()
+        .any(|e| matches!(e, Event::NewMaster { master, .. } if *master == s(1))));
 }
 
 #[test]
@@ -380,4 +384,27 @@ fn a_version_1_site_has_no_joins_or_removals() {
     net.add_site(joiner(4, 1));
     net.run_for(3_000);
     assert!(!net.site(&s(1)).unwrap().db().members().contains_key(&s(4)));
+}
+
+#[test]
+fn one_membership_change_at_a_time() {
+    // Two removals at once would let each shrink the group the other is counted against.
+    let mut net = built_group(5, 17);
+    let first = net.request(&s(1), Request::RemoveSite { site: s(4) });
+    let second = net.request(&s(1), Request::RemoveSite { site: s(5) });
+    assert!(matches!(
+        net.result(second),
+        Some(Err(RequestError::Unavail { reason })) if reason.contains("in progress")
+    ));
+    net.run_for(500);
+    assert_eq!(
+        net.result(first),
+        Some(&Ok(Reply::SiteRemoved { site: s(4) }))
+    );
+    let again = net.request(&s(1), Request::RemoveSite { site: s(5) });
+    net.run_for(500);
+    assert_eq!(
+        net.result(again),
+        Some(&Ok(Reply::SiteRemoved { site: s(5) }))
+    );
 }
