@@ -211,6 +211,11 @@ impl<S: Storage> Site<S> {
             gen: self.meta.gen,
             last: self.last(),
             priority: self.cfg.priority,
+            master: if granted {
+                None
+            } else {
+                self.master().cloned()
+            },
         };
         self.send(&from, vote);
         Ok(())
@@ -295,7 +300,16 @@ impl<S: Storage> Site<S> {
         gen: Gen,
         last: LogPos,
         priority: u32,
+        master: Option<SiteAddr>,
     ) -> Result<(), StorageError> {
+        if let Some(master) =
+            master.filter(|m| !self.recipients().contains(m) && *m != self.cfg.addr)
+        {
+            // A master we do not count as a member: our membership view is stale (we may have
+            // been removed while away). Ask it directly; it answers `Removed` if so.
+            let (gen, priority) = (self.meta.gen, self.cfg.priority);
+            self.send(&master, Message::SyncRequest { gen, priority });
+        }
         if gen > self.meta.gen {
             // The voter knows a master of a later generation: follow the news, and drop this
             // election if that generation is at or above it.

@@ -223,9 +223,10 @@ impl<S: Storage> Site<S> {
                 gen,
                 last,
                 priority,
+                master,
             } => {
                 self.note_priority(&from, priority);
-                self.on_vote(from, egen, granted, gen, last, priority)
+                self.on_vote(from, egen, granted, gen, last, priority, master)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
             Message::StaleGeneration { gen } => self.on_stale_generation(gen),

@@ -522,6 +522,7 @@ mod tests {
                 gen: 3,
                 last,
                 priority: 10,
+                master: Some(SiteAddr::new("10.0.0.1:7000")),
             },
             Message::TakeOver { gen: 3 },
         ]
@@ -1117,7 +1118,9 @@ mod tests {
                     gen,
                     last,
                     priority,
+                    master: (!granted).then(|| SiteAddr::new("m:1")),
                 }),
+            any::<u64>().prop_map(|gen| Message::StaleGeneration { gen }),
             any::<u64>().prop_map(|gen| Message::TakeOver { gen }),
             (arb_addr(), any::<u32>())
                 .prop_map(|(site, priority)| Message::JoinRequest { site, priority }),

@@ -92,6 +92,9 @@ pub enum Message {
         last: LogPos,
         /// The voter's priority.
         priority: u32,
+        /// The master the voter follows, if it refused because it still hears one: a candidate
+        /// whose membership view is stale (it was removed while away) asks that master.
+        master: Option<SiteAddr>,
     },
     /// Master to the target of a switchover: "you have everything; call an election now".
     TakeOver {
