@@ -48,6 +48,16 @@ impl Election {
     }
 }
 
+/// A voter's answer, as `on_vote` takes it.
+pub(super) struct Ballot {
+    pub egen: Gen,
+    pub granted: bool,
+    pub gen: Gen,
+    pub last: LogPos,
+    pub priority: u32,
+    pub master: Option<SiteAddr>,
+}
+
 /// Berkeley DB's election order: more advanced log, then higher priority, then (to break ties
 /// deterministically) the lower address. True if `a` should be master rather than `b`.
 pub(super) fn outranks(a: (LogPos, u32, &SiteAddr), b: (LogPos, u32, &SiteAddr)) -> bool {
@@ -292,16 +302,15 @@ impl<S: Storage> Site<S> {
     }
 
     /// A voter answered.
-    pub(super) fn on_vote(
-        &mut self,
-        from: SiteAddr,
-        egen: Gen,
-        granted: bool,
-        gen: Gen,
-        last: LogPos,
-        priority: u32,
-        master: Option<SiteAddr>,
-    ) -> Result<(), StorageError> {
+    pub(super) fn on_vote(&mut self, from: SiteAddr, ballot: Ballot) -> Result<(), StorageError> {
+        let Ballot {
+            egen,
+            granted,
+            gen,
+            last,
+            priority,
+            master,
+        } = ballot;
         if let Some(master) =
             master.filter(|m| !self.recipients().contains(m) && *m != self.cfg.addr)
         {

@@ -226,7 +226,15 @@ impl<S: Storage> Site<S> {
                 master,
             } => {
                 self.note_priority(&from, priority);
-                self.on_vote(from, egen, granted, gen, last, priority, master)
+                let ballot = election::Ballot {
+                    egen,
+                    granted,
+                    gen,
+                    last,
+                    priority,
+                    master,
+                };
+                self.on_vote(from, ballot)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
             Message::StaleGeneration { gen } => self.on_stale_generation(gen),

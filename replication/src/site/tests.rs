@@ -279,7 +279,7 @@ fn a_returning_master_rolls_back_what_never_reached_the_new_master() {
     net.settle(2_000);
     assert!(committed(&net, id));
     // Isolate the master; it commits two transactions nobody else sees.
-    net.partition(&[&[old.clone()], &others(&net, &old)]);
+    net.partition(&[std::slice::from_ref(&old), &others(&net, &old)]);
     let lost1 = net.commit(&old, Txn::put("lost", "1"));
     let lost2 = net.commit(&old, Txn::put("lost", "2"));
     net.run_for(10);
@@ -462,7 +462,7 @@ fn an_isolated_master_steps_down_when_it_hears_a_later_generation() {
     let mut net = group(3, 17);
     let old = elected(&mut net);
     let rest = others(&net, &old);
-    net.partition(&[&[old.clone()], &rest]);
+    net.partition(&[std::slice::from_ref(&old), &rest]);
     assert!(net.run_until_cond(10_000, |n| n.master().is_some_and(|m| m != old)));
     assert!(
         net.site(&old).unwrap().is_master(),

@@ -49,15 +49,13 @@ impl Storage for MemStorage {
     }
 
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
-        let mut next = self.last_lsn() + 1;
-        for record in records {
+        for (next, record) in (self.last_lsn() + 1..).zip(records) {
             if record.lsn != next {
                 return Err(StorageError::Invalid(format!(
                     "append of LSN {} where {next} was expected",
                     record.lsn
                 )));
             }
-            next += 1;
         }
         self.log.extend_from_slice(records);
         Ok(())
