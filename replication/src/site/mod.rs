@@ -237,6 +237,11 @@ impl<S: Storage> Site<S> {
                 self.on_vote(from, ballot)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
+            Message::Hello { .. } | Message::Proof { .. } => {
+                // The handshake belongs to the driver; one reaching the core is noise.
+                self.stats.messages_ignored += 1;
+                Ok(())
+            }
             Message::StaleGeneration { gen } => self.on_stale_generation(gen),
             Message::JoinRequest { site, priority } => self.on_join_request(from, site, priority),
             Message::JoinReply { site, result } => self.on_join_reply(from, site, result),

@@ -1121,6 +1121,23 @@ mod tests {
                     master: (!granted).then(|| SiteAddr::new("m:1")),
                 }),
             any::<u64>().prop_map(|gen| Message::StaleGeneration { gen }),
+            (
+                any::<u8>(),
+                any::<u8>(),
+                ".{0,8}",
+                arb_addr(),
+                any::<[u8; 16]>()
+            )
+                .prop_map(|(min_version, max_version, group, site, nonce)| {
+                    Message::Hello {
+                        min_version,
+                        max_version,
+                        group,
+                        site,
+                        nonce,
+                    }
+                }),
+            any::<[u8; 32]>().prop_map(|mac| Message::Proof { mac }),
             any::<u64>().prop_map(|gen| Message::TakeOver { gen }),
             (arb_addr(), any::<u32>())
                 .prop_map(|(site, priority)| Message::JoinRequest { site, priority }),

@@ -7,9 +7,30 @@ use crate::log::{GenHistory, LogRecord, Snapshot};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
 
-/// A message between two sites of a group.
+/// A message between two sites of a group. `Hello` and `Proof` are the handshake
+/// ([`super::handshake`]) and never reach the core; everything else only flows once the
+/// handshake has established the connection.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum Message {
+    /// First message on a connection, both ways: who I am and what I speak.
+    Hello {
+        /// Lowest protocol version the sender speaks.
+        min_version: u8,
+        /// Highest protocol version the sender speaks.
+        max_version: u8,
+        /// The replication group's name.
+        group: String,
+        /// The sender's address, exactly as the group knows it.
+        site: SiteAddr,
+        /// Fresh random bytes for this connection.
+        nonce: [u8; 16],
+    },
+    /// Second message, both ways: an HMAC-SHA256 with the group secret over both sites, both
+    /// nonces, the group and the agreed version. Only a site with the secret can produce it.
+    Proof {
+        /// The MAC.
+        mac: [u8; 32],
+    },
     /// Master to all: "I am master of `gen`; my log ends at `last` and starts at `first_lsn`".
     Heartbeat {
         /// The master's generation.
@@ -181,6 +202,8 @@ impl Message {
     /// A short name for traces and statistics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Message::Hello { .. } => "hello",
+            Message::Proof { .. } => "proof",
             Message::Heartbeat { .. } => "heartbeat",
             Message::Log { .. } => "log",
             Message::SyncRequest { .. } => "sync_request",

@@ -4,6 +4,7 @@
 //! decoding any byte string yields a value or an error, never a panic.
 
 mod frame;
+pub mod handshake;
 mod message;
 
 pub use frame::*;
