@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod log;
+pub mod node;
 pub mod site;
 pub mod storage;
 pub mod testkit;

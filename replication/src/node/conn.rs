@@ -1,0 +1,325 @@
+//! Connections: accepting and dialling, the handshake, then framed messages both ways.
+//!
+//! Every connection starts unauthenticated: nothing it says reaches the node before the handshake
+//! has proven the peer holds the group secret. A malformed frame, a refused handshake or a silent
+//! peer closes the connection; the node counts and logs it. Writes are flushed after each frame
+//! (madsim delivers simulated TCP data only on flush).
+
+use super::NetEvent;
+use crate::types::SiteAddr;
+use crate::wire::handshake::{Handshake, HandshakeConfig, HandshakeStep};
+use crate::wire::{encode_frame_checked, Frame, FrameDecoder, Message};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// What a connection needs from the node's configuration.
+#[derive(Clone, Debug)]
+pub(super) struct ConnConfig {
+    handshake: HandshakeConfig,
+    frame_limit: u32,
+    handshake_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+}
+
+impl ConnConfig {
+    pub fn from_node(cfg: &super::NodeConfig) -> ConnConfig {
+        let versions = if cfg.site.protocol_version >= 2 {
+            1..=cfg.site.protocol_version
+        } else {
+            1..=1
+        };
+        ConnConfig {
+            handshake: HandshakeConfig {
+                group: cfg.group.clone(),
+                site: cfg.site.addr.clone(),
+                secret: cfg.secret.clone(),
+                versions,
+            },
+            frame_limit: cfg.frame_limit,
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+            reconnect_min: Duration::from_millis(cfg.reconnect_min_ms.max(1)),
+            reconnect_max: Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms)),
+        }
+    }
+}
+
+/// Accepts connections until the node goes away.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    cfg: ConnConfig,
+    net: mpsc::Sender<NetEvent>,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut id = 0u64;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if net.is_closed() {
+            return;
+        }
+        id += 1;
+        let nonce = nonce(&mut rng);
+        let cfg = cfg.clone();
+        let net = net.clone();
+        tokio::spawn(async move {
+            run(stream, remote.to_string(), None, cfg, net, id, nonce).await;
+        });
+    }
+}
+
+/// Dials `peer` until a connection is established (backing off between tries), runs it, and
+/// ends when it closes: the node dials again when it next has something to say.
+pub(super) async fn dial_loop(
+    peer: SiteAddr,
+    cfg: ConnConfig,
+    net: mpsc::Sender<NetEvent>,
+    id: u64,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut backoff = cfg.reconnect_min;
+    loop {
+        if net.is_closed() {
+            return;
+        }
+        match tokio::time::timeout(cfg.handshake_timeout, TcpStream::connect(peer.as_str())).await {
+            Ok(Ok(stream)) => {
+                let nonce = nonce(&mut rng);
+                run(
+                    stream,
+                    peer.to_string(),
+                    Some(peer.clone()),
+                    cfg,
+                    net.clone(),
+                    id,
+                    nonce,
+                )
+                .await;
+                let _ = net.send(NetEvent::DialEnded { peer }).await;
+                return;
+            }
+            Ok(Err(error)) => {
+                let error = error.to_string();
+                let _ = net
+                    .send(NetEvent::DialFailed {
+                        peer: peer.clone(),
+                        error,
+                    })
+                    .await;
+            }
+            Err(_) => {
+                let error = "connect timed out".to_string();
+                let _ = net
+                    .send(NetEvent::DialFailed {
+                        peer: peer.clone(),
+                        error,
+                    })
+                    .await;
+            }
+        }
+        // Seeded jitter keeps sites that lost each other from redialling in lockstep.
+        let jitter = rng.next_u64() % (backoff.as_millis() as u64 / 2 + 1);
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(cfg.reconnect_max);
+    }
+}
+
+fn nonce(rng: &mut ChaCha8Rng) -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    rng.fill_bytes(&mut nonce);
+    nonce
+}
+
+/// Why a connection ended before or during the handshake.
+enum Ending {
+    Closed,
+    Refused(String),
+}
+
+/// Runs one connection: handshake, then messages until either side closes.
+async fn run(
+    stream: TcpStream,
+    remote: String,
+    expected: Option<SiteAddr>,
+    cfg: ConnConfig,
+    net: mpsc::Sender<NetEvent>,
+    id: u64,
+    nonce: [u8; 16],
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let versions = cfg.handshake.versions.clone();
+    let mut decoder = FrameDecoder::new(cfg.frame_limit, versions);
+    let shake = tokio::time::timeout(
+        cfg.handshake_timeout,
+        handshake(&mut reader, &mut writer, &mut decoder, &cfg, nonce),
+    )
+    .await;
+    let (peer, version) = match shake {
+        Ok(Ok((peer, version))) => (peer, version),
+        Ok(Err(Ending::Closed)) => return,
+        Ok(Err(Ending::Refused(error))) => {
+            let _ = net.send(NetEvent::Refused { remote, error }).await;
+            return;
+        }
+        Err(_) => {
+            let error = "handshake timed out".to_string();
+            let _ = net.send(NetEvent::Refused { remote, error }).await;
+            return;
+        }
+    };
+    if let Some(expected) = expected.filter(|e| *e != peer) {
+        let error = format!("dialled {expected} but the peer proved to be {peer}");
+        let _ = net.send(NetEvent::Refused { remote, error }).await;
+        return;
+    }
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(super::PEER_QUEUE);
+    let established = NetEvent::Established {
+        id,
+        peer: peer.clone(),
+        version,
+        out: out_tx,
+    };
+    if net.send(established).await.is_err() {
+        return;
+    }
+    let limit = cfg.frame_limit;
+    let writer_net = net.clone();
+    let write_task = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let bytes = match encode_frame_checked(version, &msg, limit) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::warn!(%error, "message not sent");
+                    continue;
+                }
+            };
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+            let sent = NetEvent::Sent {
+                bytes: bytes.len() as u64,
+            };
+            let _ = writer_net.try_send(sent);
+        }
+    });
+    read_messages(&mut reader, &mut decoder, &peer, id, &net).await;
+    write_task.abort();
+    let _ = net.send(NetEvent::Closed { id, peer }).await;
+}
+
+async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut R,
+    writer: &mut W,
+    decoder: &mut FrameDecoder,
+    cfg: &ConnConfig,
+    nonce: [u8; 16],
+) -> Result<(SiteAddr, u8), Ending> {
+    let (mut shake, hello) = Handshake::start(cfg.handshake.clone(), nonce);
+    write_frame(writer, shake.hello_frame_version(), &hello, cfg.frame_limit).await?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(Frame { message, .. }) = next_frame(decoder)? {
+            match shake.on_message(message) {
+                Ok(HandshakeStep::Send(proof)) => {
+                    let version = shake.hello_frame_version();
+                    write_frame(writer, version, &proof, cfg.frame_limit).await?;
+                }
+                Ok(HandshakeStep::Established { peer, version }) => return Ok((peer, version)),
+                Err(error) => return Err(Ending::Refused(error.to_string())),
+            }
+        }
+        let n = reader.read(&mut buf).await.map_err(|_| Ending::Closed)?;
+        if n == 0 {
+            return Err(Ending::Closed);
+        }
+        decoder.push(&buf[..n]);
+    }
+}
+
+fn next_frame(decoder: &mut FrameDecoder) -> Result<Option<Frame>, Ending> {
+    decoder
+        .next_frame()
+        .map_err(|error| Ending::Refused(format!("malformed handshake frame: {error}")))
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: u8,
+    msg: &Message,
+    limit: u32,
+) -> Result<(), Ending> {
+    let bytes =
+        encode_frame_checked(version, msg, limit).map_err(|e| Ending::Refused(e.to_string()))?;
+    writer.write_all(&bytes).await.map_err(|_| Ending::Closed)?;
+    writer.flush().await.map_err(|_| Ending::Closed)
+}
+
+/// Reads framed messages until the peer closes or sends something malformed.
+async fn read_messages<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    decoder: &mut FrameDecoder,
+    peer: &SiteAddr,
+    id: u64,
+    net: &mpsc::Sender<NetEvent>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bytes read since the last message was handed over; reported with the next one.
+    let mut unreported = 0u64;
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(Frame { message, .. })) => {
+                    if matches!(message, Message::Hello { .. } | Message::Proof { .. }) {
+                        let error = "handshake message after the handshake".to_string();
+                        let _ = net
+                            .send(NetEvent::Malformed {
+                                peer: peer.clone(),
+                                error,
+                            })
+                            .await;
+                        return;
+                    }
+                    let received = NetEvent::Received {
+                        id,
+                        peer: peer.clone(),
+                        msg: message,
+                        bytes: std::mem::take(&mut unreported),
+                    };
+                    if net.send(received).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let error = error.to_string();
+                    let _ = net
+                        .send(NetEvent::Malformed {
+                            peer: peer.clone(),
+                            error,
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                unreported += n as u64;
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The node driver: the async shell around a [`Site`]. It owns the site's connections, timers and
+//! storage, feeds the core its inputs and carries out its outputs.
+//!
+//! Written against tokio's API through madsim's shim: built normally it is real tokio over real
+//! TCP; built with `--cfg madsim` the same code runs on madsim's simulated network and clock. The
+//! two worlds differ only in what is injected: the [`Storage`] (files, or the simulator's faulty
+//! disk) and the [`Clock`] (monotonic, or skewed per site). The driver itself must never decide
+//! anything about replication; it must bound every queue, and it must never trust a peer before
+//! the handshake has proven it holds the group secret.
+
+mod conn;
+
+use crate::site::{
+    Config, Event, Input, Output, Reply, Request, RequestError, RequestId, Site, Stats,
+};
+use crate::storage::Storage;
+use crate::types::{SiteAddr, Time};
+use crate::wire::{Message, DEFAULT_FRAME_LIMIT};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where time comes from: the one clock seam of the driver. The simulator injects a clock with
+/// per-site skew and drift; `repsite` uses [`MonotonicClock`].
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since this clock's epoch; never goes backwards for the core (the site clamps).
+    fn now(&self) -> Time;
+}
+
+/// Milliseconds since the clock was made, from tokio's (or madsim's) monotonic clock.
+#[derive(Debug)]
+pub struct MonotonicClock {
+    start: tokio::time::Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        MonotonicClock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+}
+
+/// What a node needs beyond the site's own configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The site.
+    pub site: Config,
+    /// The replication group's name; peers of another group are refused.
+    pub group: String,
+    /// The group secret every member holds.
+    pub secret: Vec<u8>,
+    /// The address to listen on (usually the site's own address).
+    pub listen: String,
+    /// Largest frame accepted or sent.
+    pub frame_limit: u32,
+    /// How long a peer has to complete the handshake.
+    pub handshake_timeout_ms: u64,
+    /// First reconnection delay; doubles on each failure up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnection delay.
+    pub reconnect_max_ms: u64,
+}
+
+impl NodeConfig {
+    /// A node for `site`, listening on its own address, with default limits.
+    pub fn new(site: Config, group: impl Into<String>, secret: impl Into<Vec<u8>>) -> Self {
+        NodeConfig {
+            listen: site.addr.to_string(),
+            site,
+            group: group.into(),
+            secret: secret.into(),
+            frame_limit: DEFAULT_FRAME_LIMIT,
+            handshake_timeout_ms: 2_000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2_000,
+        }
+    }
+}
+
+/// What a node reports: the site's events and what happened to its connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeEvent {
+    /// An event of the site.
+    Site(Event),
+    /// A connection to `peer` passed the handshake.
+    ConnectionEstablished {
+        /// The peer.
+        peer: SiteAddr,
+        /// The agreed protocol version.
+        version: u8,
+    },
+    /// The last connection to `peer` closed.
+    ConnectionBroken {
+        /// The peer.
+        peer: SiteAddr,
+    },
+    /// Dialling `peer` failed; the node retries after a backoff.
+    ConnectTryFailed {
+        /// The peer.
+        peer: SiteAddr,
+        /// Why.
+        error: String,
+    },
+    /// A connection was refused during the handshake (wrong secret, group, version, ...).
+    HandshakeRefused {
+        /// The remote end as the socket reports it.
+        remote: String,
+        /// Why.
+        error: String,
+    },
+    /// A peer sent a frame that did not decode; its connection was closed.
+    MalformedFrame {
+        /// The peer.
+        peer: SiteAddr,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// Counters of a node: the site's statistics and the driver's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The site's statistics.
+    pub site: Stats,
+    /// Peers with an established connection.
+    pub connected_peers: usize,
+    /// Handshakes refused (inbound or outbound).
+    pub handshakes_refused: u64,
+    /// Connections closed for a malformed frame.
+    pub malformed_frames: u64,
+    /// Messages the core sent that no connection could take (the core retries what matters).
+    pub messages_dropped: u64,
+    /// Events dropped because nobody read them fast enough.
+    pub events_dropped: u64,
+    /// Bytes written to peers.
+    pub bytes_sent: u64,
+    /// Bytes read from authenticated peers.
+    pub bytes_received: u64,
+}
+
+/// Requests from the handle to the node task.
+enum Command {
+    Request(Request, oneshot::Sender<Result<Reply, RequestError>>),
+    Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    Stats(oneshot::Sender<NodeStats>),
+}
+
+/// What connection tasks tell the node task.
+enum NetEvent {
+    Established {
+        id: u64,
+        peer: SiteAddr,
+        version: u8,
+        out: mpsc::Sender<Message>,
+    },
+    Received {
+        id: u64,
+        peer: SiteAddr,
+        msg: Message,
+        bytes: u64,
+    },
+    Sent {
+        bytes: u64,
+    },
+    Closed {
+        id: u64,
+        peer: SiteAddr,
+    },
+    Refused {
+        remote: String,
+        error: String,
+    },
+    Malformed {
+        peer: SiteAddr,
+        error: String,
+    },
+    DialFailed {
+        peer: SiteAddr,
+        error: String,
+    },
+    DialEnded {
+        peer: SiteAddr,
+    },
+}
+
+/// Bounds of the node's queues: a slow reader loses events (counted), never memory.
+const COMMAND_QUEUE: usize = 1024;
+const NET_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 4096;
+const PEER_QUEUE: usize = 1024;
+
+/// A handle on a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    addr: SiteAddr,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Why a handle call failed without reaching the site.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("node {0} is not running")]
+pub struct NodeGone(pub SiteAddr);
+
+impl NodeHandle {
+    /// The site's address.
+    pub fn addr(&self) -> &SiteAddr {
+        &self.addr
+    }
+
+    /// Sends a request and waits for the site's answer.
+    pub async fn request(&self, request: Request) -> Result<Result<Reply, RequestError>, NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request(request, tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+
+    /// Reads a key from the site's database.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<u8>>, NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Get(key.into(), tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+
+    /// The node's statistics.
+    pub async fn stats(&self) -> Result<NodeStats, NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+}
+
+struct Peer {
+    id: u64,
+    out: mpsc::Sender<Message>,
+}
+
+/// The node task's state.
+struct Node<S: Storage> {
+    cfg: NodeConfig,
+    site: Site<S>,
+    clock: Arc<dyn Clock>,
+    rng: ChaCha8Rng,
+    peers: BTreeMap<SiteAddr, Peer>,
+    dialing: std::collections::BTreeSet<SiteAddr>,
+    next_conn: u64,
+    next_request: u64,
+    waiting: BTreeMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>>,
+    net_tx: mpsc::Sender<NetEvent>,
+    events: mpsc::Sender<NodeEvent>,
+    stats: NodeStats,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The site could not be opened.
+    #[error(transparent)]
+    Open(#[from] crate::site::OpenError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Starts a node: opens the site on `storage`, listens, and runs until the returned handle and
+/// all its clones are dropped. `seed` drives election jitter, handshake nonces and reconnection
+/// jitter (the real daemon seeds it from the operating system; the simulator from its seed).
+pub async fn start<S: Storage + Send + 'static>(
+    cfg: NodeConfig,
+    storage: S,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>), StartError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let site = Site::open(cfg.site.clone(), storage, rng.next_u64(), clock.now())?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let handle = NodeHandle {
+        addr: cfg.site.addr.clone(),
+        commands: commands_tx,
+    };
+    let accept_cfg = conn::ConnConfig::from_node(&cfg);
+    let accept_net = net_tx.clone();
+    let accept_seed = rng.next_u64();
+    tokio::spawn(conn::accept_loop(
+        listener,
+        accept_cfg,
+        accept_net,
+        accept_seed,
+    ));
+    let node = Node {
+        cfg,
+        site,
+        clock,
+        rng,
+        peers: BTreeMap::new(),
+        dialing: Default::default(),
+        next_conn: 1 << 32, // inbound connections count up from 0, ours from here
+        next_request: 1,
+        waiting: BTreeMap::new(),
+        net_tx,
+        events: events_tx,
+        stats: NodeStats::default(),
+    };
+    tokio::spawn(node.run(commands_rx, net_rx));
+    Ok((handle, events_rx))
+}
+
+impl<S: Storage + Send + 'static> Node<S> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut net: mpsc::Receiver<NetEvent>,
+    ) {
+        // The outputs of opening (the first events, a primordial master's records).
+        self.step(Input::Tick);
+        loop {
+            let wait = match self.site.next_deadline() {
+                Some(at) => Duration::from_millis(at.since(self.clock.now())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break, // every handle dropped: the node stops
+                },
+                Some(event) = net.recv() => self.on_net(event),
+                _ = tokio::time::sleep(wait) => self.step(Input::Tick),
+            }
+        }
+        tracing::info!(site = %self.cfg.site.addr, "node stopped");
+    }
+
+    fn step(&mut self, input: Input) {
+        let now = self.clock.now();
+        for output in self.site.step(now, input) {
+            match output {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::Reply { id, result } => {
+                    if let Some(tx) = self.waiting.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Output::Event(event) => {
+                    tracing::info!(site = %self.cfg.site.addr, ?event, "event");
+                    self.report(NodeEvent::Site(event));
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, event: NodeEvent) {
+        if self.events.try_send(event).is_err() {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    fn send(&mut self, to: SiteAddr, msg: Message) {
+        match self.peers.get(&to) {
+            Some(peer) => {
+                if peer.out.try_send(msg).is_err() {
+                    self.stats.messages_dropped += 1;
+                }
+            }
+            None => {
+                self.stats.messages_dropped += 1;
+                self.dial(to);
+            }
+        }
+    }
+
+    /// Starts a dialler for `peer` unless one runs: it reconnects with backoff until connected.
+    fn dial(&mut self, peer: SiteAddr) {
+        if peer == self.cfg.site.addr || !self.dialing.insert(peer.clone()) {
+            return;
+        }
+        self.next_conn += 1;
+        let cfg = conn::ConnConfig::from_node(&self.cfg);
+        let seed = self.rng.next_u64();
+        tokio::spawn(conn::dial_loop(
+            peer,
+            cfg,
+            self.net_tx.clone(),
+            self.next_conn,
+            seed,
+        ));
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request(request, tx) => {
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.waiting.insert(id, tx);
+                self.step(Input::Request { id, request });
+            }
+            Command::Get(key, tx) => {
+                let _ = tx.send(self.site.get(&key).map(<[u8]>::to_vec));
+            }
+            Command::Stats(tx) => {
+                let mut stats = self.stats.clone();
+                stats.site = self.site.stats();
+                stats.connected_peers = self.peers.len();
+                let _ = tx.send(stats);
+            }
+        }
+    }
+
+    fn on_net(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Established {
+                id,
+                peer,
+                version,
+                out,
+            } => {
+                let fresh = self.peers.insert(peer.clone(), Peer { id, out }).is_none();
+                if fresh {
+                    tracing::info!(site = %self.cfg.site.addr, %peer, version, "connected");
+                    self.report(NodeEvent::ConnectionEstablished {
+                        peer: peer.clone(),
+                        version,
+                    });
+                    self.step(Input::PeerConnected {
+                        addr: peer,
+                        version,
+                    });
+                }
+            }
+            NetEvent::Received {
+                id,
+                peer,
+                msg,
+                bytes,
+            } => {
+                self.stats.bytes_received += bytes;
+                // Messages from a connection that was replaced are still the peer's words.
+                let _ = id;
+                self.step(Input::Message { from: peer, msg });
+            }
+            NetEvent::Sent { bytes } => self.stats.bytes_sent += bytes,
+            NetEvent::Closed { id, peer } => {
+                if self.peers.get(&peer).is_some_and(|p| p.id == id) {
+                    self.peers.remove(&peer);
+                    tracing::info!(site = %self.cfg.site.addr, %peer, "connection broken");
+                    self.report(NodeEvent::ConnectionBroken { peer: peer.clone() });
+                    self.step(Input::PeerDisconnected(peer));
+                }
+            }
+            NetEvent::Refused { remote, error } => {
+                self.stats.handshakes_refused += 1;
+                tracing::warn!(site = %self.cfg.site.addr, %remote, %error, "handshake refused");
+                self.report(NodeEvent::HandshakeRefused { remote, error });
+            }
+            NetEvent::Malformed { peer, error } => {
+                self.stats.malformed_frames += 1;
+                tracing::warn!(site = %self.cfg.site.addr, %peer, %error, "malformed frame");
+                self.report(NodeEvent::MalformedFrame { peer, error });
+            }
+            NetEvent::DialFailed { peer, error } => {
+                self.report(NodeEvent::ConnectTryFailed { peer, error });
+            }
+            NetEvent::DialEnded { peer } => {
+                self.dialing.remove(&peer);
+            }
+        }
+    }
+}
