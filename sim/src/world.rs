@@ -1,0 +1,271 @@
+//! A replication group on madsim: one simulated machine per site, each running the real node
+//! driver; the world keeps each site's disk and clock, crashes and restarts sites, cuts links,
+//! and records a trace of every node event with the simulated time.
+//!
+//! Build a world inside a madsim runtime (`Runtime::with_seed_and_config(seed, ..).block_on`).
+
+use crate::clock::SkewedClock;
+use crate::disk::Disk;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle as SimNode};
+use replication::node::{self, NodeConfig, NodeHandle};
+use replication::site::{Config, Reply, Request, RequestError, RoleKind};
+use replication::types::SiteAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The trace: one line per event, `<simulated ms> <site> <event>`.
+pub type Trace = Arc<Mutex<Vec<String>>>;
+
+struct SimSite {
+    machine: SimNode,
+    disk: Disk,
+    clock: Arc<SkewedClock>,
+    handle: Arc<Mutex<Option<NodeHandle>>>,
+    up: bool,
+}
+
+/// A group of sites on madsim.
+pub struct World {
+    sites: BTreeMap<SiteAddr, SimSite>,
+    trace: Trace,
+    start: tokio::time::Instant,
+}
+
+/// The address of site `i` (from 1): a distinct simulated machine each.
+pub fn site_addr(i: usize) -> SiteAddr {
+    SiteAddr::new(format!("10.0.0.{i}:7000"))
+}
+
+impl World {
+    /// Starts `n` sites of a static group (site `i` configured by `configure(i, cfg)`), all
+    /// sharing `secret`. Each site's node seed is derived from `seed`.
+    pub fn start(n: usize, seed: u64, configure: impl Fn(usize, &mut Config)) -> World {
+        let addrs: Vec<SiteAddr> = (1..=n).map(site_addr).collect();
+        let trace: Trace = Arc::default();
+        let start = tokio::time::Instant::now();
+        let mut sites = BTreeMap::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let mut cfg = Config::new(addr.clone(), addrs.clone());
+            configure(i, &mut cfg);
+            let node_cfg = NodeConfig::new(cfg, "sim", b"group secret".to_vec());
+            let disk = Disk::new();
+            let clock = Arc::new(SkewedClock::new());
+            let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
+            let machine = spawn_site(
+                node_cfg,
+                disk.clone(),
+                clock.clone(),
+                handle.clone(),
+                trace.clone(),
+                start,
+                seed.wrapping_mul(31).wrapping_add(i as u64),
+                i,
+            );
+            let site = SimSite {
+                machine,
+                disk,
+                clock,
+                handle,
+                up: true,
+            };
+            sites.insert(addr.clone(), site);
+        }
+        World {
+            sites,
+            trace,
+            start,
+        }
+    }
+
+    /// Every site's address.
+    pub fn addrs(&self) -> Vec<SiteAddr> {
+        self.sites.keys().cloned().collect()
+    }
+
+    /// The node handle of a running site.
+    pub fn handle(&self, addr: &SiteAddr) -> Option<NodeHandle> {
+        let site = self.sites.get(addr)?;
+        if !site.up {
+            return None;
+        }
+        site.handle.lock().ok()?.clone()
+    }
+
+    /// The site's disk (it outlives crashes).
+    pub fn disk(&self, addr: &SiteAddr) -> Disk {
+        self.sites[addr].disk.clone()
+    }
+
+    /// The site's clock, to skew or drift.
+    pub fn clock(&self, addr: &SiteAddr) -> Arc<SkewedClock> {
+        self.sites[addr].clock.clone()
+    }
+
+    /// Kills a site's machine; the disk loses what was not synced.
+    pub fn crash(&mut self, addr: &SiteAddr) {
+        let site = self.sites.get_mut(addr).expect("known site");
+        Handle::current().kill(site.machine.id());
+        site.disk.crash();
+        site.handle.lock().expect("handle lock").take();
+        site.up = false;
+        self.note(addr, "crashed");
+    }
+
+    /// Restarts a crashed site from its disk.
+    pub fn restart(&mut self, addr: &SiteAddr) {
+        let site = self.sites.get_mut(addr).expect("known site");
+        Handle::current().restart(site.machine.id());
+        site.up = true;
+        self.note(addr, "restarted");
+    }
+
+    /// Cuts every link between the two sides (both directions).
+    pub fn partition(&self, a: &[SiteAddr], b: &[SiteAddr]) {
+        let net = NetSim::current();
+        for x in a {
+            for y in b {
+                let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
+                net.clog_link(x, y);
+                net.clog_link(y, x);
+            }
+        }
+        self.note_all(&format!("partition {a:?} | {b:?}"));
+    }
+
+    /// Repairs every link.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        for x in self.sites.values() {
+            for y in self.sites.values() {
+                net.unclog_link(x.machine.id(), y.machine.id());
+            }
+        }
+        self.note_all("heal");
+    }
+
+    /// The master with the highest generation among running sites, if any.
+    pub async fn master(&self) -> Option<SiteAddr> {
+        let mut best: Option<(u64, SiteAddr)> = None;
+        for addr in self.addrs() {
+            let Some(h) = self.handle(&addr) else {
+                continue;
+            };
+            let Ok(stats) = h.stats().await else { continue };
+            if stats.site.role == RoleKind::Master
+                && best.as_ref().map_or(true, |b| stats.site.gen > b.0)
+            {
+                best = Some((stats.site.gen, addr));
+            }
+        }
+        best.map(|b| b.1)
+    }
+
+    /// Waits (in simulated time) until some site is master, up to `timeout`.
+    pub async fn wait_for_master(&self, timeout: Duration) -> Option<SiteAddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(m) = self.master().await {
+                return Some(m);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Sends a request to a site.
+    pub async fn request(&self, addr: &SiteAddr, request: Request) -> Result<Reply, RequestError> {
+        let Some(h) = self.handle(addr) else {
+            return Err(RequestError::HandleDead {
+                reason: format!("{addr} is down"),
+            });
+        };
+        match h.request(request).await {
+            Ok(result) => result,
+            Err(gone) => Err(RequestError::HandleDead {
+                reason: gone.to_string(),
+            }),
+        }
+    }
+
+    /// The trace so far.
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.lock().expect("trace lock").clone()
+    }
+
+    /// The run's fingerprint.
+    pub fn trace_hash(&self) -> u64 {
+        let trace = self.trace();
+        crate::trace_hash(trace.iter().map(String::as_str))
+    }
+
+    fn note(&self, addr: &SiteAddr, what: &str) {
+        let ms = self.start.elapsed().as_millis();
+        self.trace
+            .lock()
+            .expect("trace lock")
+            .push(format!("{ms} {addr} {what}"));
+    }
+
+    fn note_all(&self, what: &str) {
+        let ms = self.start.elapsed().as_millis();
+        self.trace
+            .lock()
+            .expect("trace lock")
+            .push(format!("{ms} world {what}"));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_site(
+    cfg: NodeConfig,
+    disk: Disk,
+    clock: Arc<SkewedClock>,
+    slot: Arc<Mutex<Option<NodeHandle>>>,
+    trace: Trace,
+    start: tokio::time::Instant,
+    seed: u64,
+    index: usize,
+) -> SimNode {
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1));
+    let name = cfg.site.addr.to_string();
+    Handle::current()
+        .create_node()
+        .name(name)
+        .ip(ip)
+        .init(move || {
+            let (cfg, disk, clock, slot, trace) = (
+                cfg.clone(),
+                disk.clone(),
+                clock.clone(),
+                slot.clone(),
+                trace.clone(),
+            );
+            async move {
+                let addr = cfg.site.addr.clone();
+                let clock: Arc<dyn node::Clock> = clock;
+                let (handle, mut events) = match node::start(cfg, disk, clock, seed).await {
+                    Ok(started) => started,
+                    Err(error) => {
+                        let ms = start.elapsed().as_millis();
+                        trace
+                            .lock()
+                            .expect("trace")
+                            .push(format!("{ms} {addr} failed to start: {error}"));
+                        return;
+                    }
+                };
+                *slot.lock().expect("handle lock") = Some(handle);
+                while let Some(event) = events.recv().await {
+                    let ms = start.elapsed().as_millis();
+                    trace
+                        .lock()
+                        .expect("trace")
+                        .push(format!("{ms} {addr} {event:?}"));
+                }
+            }
+        })
+        .build()
+}
