@@ -146,6 +146,43 @@ impl World {
         self.note_all("heal");
     }
 
+    /// Sets the chance that a packet is lost and the range of delivery delays (madsim's network
+    /// configuration, applied to every link).
+    pub fn set_network(&self, loss_rate: f64, latency: std::ops::Range<Duration>) {
+        NetSim::current().update_config(|cfg| {
+            cfg.packet_loss_rate = loss_rate;
+            cfg.send_latency = latency.clone();
+        });
+        self.note_all(&format!("network loss {loss_rate} latency {latency:?}"));
+    }
+
+    /// Starts one more site with its own configuration and secret (a rogue, a late joiner).
+    pub fn add_site(&mut self, index: usize, cfg: Config, secret: &[u8], seed: u64) {
+        let addr = cfg.addr.clone();
+        let node_cfg = NodeConfig::new(cfg, "sim", secret.to_vec());
+        let disk = Disk::new();
+        let clock = Arc::new(SkewedClock::new());
+        let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
+        let machine = spawn_site(
+            node_cfg,
+            disk.clone(),
+            clock.clone(),
+            handle.clone(),
+            self.trace.clone(),
+            self.start,
+            seed,
+            index,
+        );
+        let site = SimSite {
+            machine,
+            disk,
+            clock,
+            handle,
+            up: true,
+        };
+        self.sites.insert(addr, site);
+    }
+
     /// The master with the highest generation among running sites, if any.
     pub async fn master(&self) -> Option<SiteAddr> {
         let mut best: Option<(u64, SiteAddr)> = None;

@@ -87,3 +87,97 @@ fn the_same_seed_gives_the_same_trace() {
     }
     assert_ne!(trace_hash_of(3), trace_hash_of(4));
 }
+
+#[test]
+fn an_isolated_master_cannot_commit_under_quorum_and_steps_down_on_heal() {
+    run(5, || async {
+        let world = World::start(3, 5, |_, _| {});
+        let old = world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        let rest: Vec<_> = world.addrs().into_iter().filter(|a| *a != old).collect();
+        world.partition(std::slice::from_ref(&old), &rest);
+        let isolated = world
+            .request(&old, Request::Commit(Txn::put("lost", "x")))
+            .await;
+        assert!(
+            matches!(
+                isolated,
+                Err(replication::site::RequestError::PermFailed { .. })
+            ),
+            "{isolated:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let new = world.master().await.expect("the majority elects");
+        assert_ne!(new, old);
+        let ok = world
+            .request(&new, Request::Commit(Txn::put("kept", "y")))
+            .await;
+        assert!(matches!(ok, Ok(Reply::Committed { .. })), "{ok:?}");
+        world.heal();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let stats = world.handle(&old).unwrap().stats().await.unwrap();
+        assert_ne!(
+            stats.site.role,
+            replication::site::RoleKind::Master,
+            "stepped down"
+        );
+        let h = world.handle(&old).unwrap();
+        assert_eq!(h.get("kept").await.unwrap().as_deref(), Some(&b"y"[..]));
+        assert_eq!(h.get("lost").await.unwrap(), None, "rolled back");
+    });
+}
+
+#[test]
+fn a_two_two_one_split_elects_no_one_until_healed() {
+    run(6, || async {
+        let mut world = World::start(5, 6, |_, _| {});
+        let master = world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        world.crash(&master);
+        let rest: Vec<_> = world.addrs().into_iter().filter(|a| *a != master).collect();
+        // Four survivors in two pairs, the fifth (the crashed master) down: no side has 3 votes.
+        world.partition(&rest[..2], &rest[2..]);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(world.master().await, None);
+        world.heal();
+        assert!(world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .is_some());
+    });
+}
+
+#[test]
+fn a_site_without_the_group_secret_is_refused_on_madsim() {
+    run(7, || async {
+        let mut world = World::start(3, 7, |_, _| {});
+        world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        let mut sites = world.addrs();
+        let rogue = sim::world::site_addr(4);
+        sites.push(rogue.clone());
+        let cfg = replication::site::Config::new(rogue.clone(), sites);
+        world.add_site(3, cfg, b"not the secret", 99);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let stats = world.handle(&rogue).unwrap().stats().await.unwrap();
+        assert_eq!(stats.connected_peers, 0);
+        let mut refused = 0;
+        for addr in world.addrs().into_iter().filter(|a| *a != rogue) {
+            refused += world
+                .handle(&addr)
+                .unwrap()
+                .stats()
+                .await
+                .unwrap()
+                .handshakes_refused;
+        }
+        assert!(refused > 0);
+        assert!(world.trace().iter().any(|l| l.contains("HandshakeRefused")));
+    });
+}
