@@ -36,6 +36,13 @@ impl Disk {
         self.lock().unsynced()
     }
 
+    /// Every record of the log (after the snapshot).
+    pub fn log(&self) -> Result<Vec<LogRecord>, StorageError> {
+        let mut disk = self.lock();
+        let first = disk.first_lsn();
+        replication::storage::read_to_end(&mut *disk, first)
+    }
+
     /// The snapshot plus the replayed log: what the site's database must equal.
     pub fn replay(&self) -> Result<Snapshot, StorageError> {
         replication::storage::replay(&mut *self.lock())

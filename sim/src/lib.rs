@@ -7,6 +7,7 @@
 //! Nothing here may read the wall clock, use thread-local randomness, or iterate a hash map
 //! where the order could reach the trace: a run is a function of its seed.
 
+pub mod check;
 pub mod clock;
 pub mod disk;
 #[cfg(madsim)]

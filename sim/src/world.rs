@@ -4,20 +4,45 @@
 //!
 //! Build a world inside a madsim runtime (`Runtime::with_seed_and_config(seed, ..).block_on`).
 
+use crate::check::{self, Observed, Operation, Outcome, Violation};
 use crate::clock::SkewedClock;
 use crate::disk::Disk;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
-use replication::node::{self, NodeConfig, NodeHandle};
+use replication::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use replication::site::{Config, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
+use replication::Txn;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The trace: one line per event, `<simulated ms> <site> <event>`.
-pub type Trace = Arc<Mutex<Vec<String>>>;
+/// What a run records: one line per event (`<simulated ms> <site> <event>`), and the node events
+/// themselves for the checkers.
+#[derive(Default)]
+pub struct TraceLog {
+    lines: Vec<String>,
+    events: Vec<Observed>,
+}
+
+impl TraceLog {
+    fn world(&mut self, ms: u128, what: String) {
+        self.lines.push(format!("{ms} {what}"));
+    }
+
+    fn site(&mut self, ms: u128, site: &SiteAddr, event: NodeEvent) {
+        self.lines.push(format!("{ms} {site} {event:?}"));
+        self.events.push(Observed {
+            ms: ms as u64,
+            site: site.clone(),
+            event,
+        });
+    }
+}
+
+/// The shared trace of a world.
+pub type Trace = Arc<Mutex<TraceLog>>;
 
 struct SimSite {
     machine: SimNode,
@@ -32,6 +57,7 @@ pub struct World {
     sites: BTreeMap<SiteAddr, SimSite>,
     trace: Trace,
     start: tokio::time::Instant,
+    history: Mutex<Vec<Operation>>,
 }
 
 /// The address of site `i` (from 1): a distinct simulated machine each.
@@ -77,6 +103,7 @@ impl World {
             sites,
             trace,
             start,
+            history: Mutex::default(),
         }
     }
 
@@ -229,13 +256,100 @@ impl World {
 
     /// The trace so far.
     pub fn trace(&self) -> Vec<String> {
-        self.trace.lock().expect("trace lock").clone()
+        self.trace.lock().expect("trace lock").lines.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Writes `key = value` through `addr`, as a client would, and records the operation in the
+    /// history with its outcome.
+    pub async fn write(&self, addr: &SiteAddr, key: &str, value: &str) -> Outcome {
+        use replication::site::RequestError as E;
+        let invoked_ms = self.now_ms();
+        let result = self
+            .request(addr, Request::Commit(Txn::put(key, value)))
+            .await;
+        let outcome = match result {
+            Ok(Reply::Committed { lsn }) => Outcome::Ok { lsn },
+            Ok(other) => Outcome::Unknown(format!("unexpected reply {other:?}")),
+            Err(e @ (E::NotMaster { .. } | E::SwitchoverInProgress { .. } | E::Invalid(_))) => {
+                Outcome::Failed(e.to_string())
+            }
+            Err(e) => Outcome::Unknown(e.to_string()),
+        };
+        let op = Operation {
+            site: addr.clone(),
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            invoked_ms,
+            completed_ms: self.now_ms(),
+            outcome: outcome.clone(),
+        };
+        self.history.lock().expect("history lock").push(op);
+        outcome
+    }
+
+    /// The history of client operations so far.
+    pub fn history(&self) -> Vec<Operation> {
+        self.history.lock().expect("history lock").clone()
+    }
+
+    /// Runs every checker on the world as it is now (call it once the group is quiet) and
+    /// returns the violations found, first of each kind.
+    pub async fn check(&self) -> Vec<Violation> {
+        let events = self.trace.lock().expect("trace lock").events.clone();
+        let history = self.history();
+        let mut violations = Vec::new();
+        violations.extend(check::one_master_per_generation(&events));
+        let mut logs = BTreeMap::new();
+        let mut replayed = BTreeMap::new();
+        let mut live = BTreeMap::new();
+        for (addr, site) in &self.sites {
+            if let Ok(log) = site.disk.log() {
+                logs.insert(addr.clone(), log);
+            }
+            if let Ok(snapshot) = site.disk.replay() {
+                replayed.insert(addr.clone(), (snapshot.db.applied(), snapshot.db.digest()));
+            }
+            if let Some(h) = self.handle(addr) {
+                if let Ok(digest) = h.digest().await {
+                    live.insert(addr.clone(), digest);
+                }
+            }
+        }
+        violations.extend(check::database_is_replay(&live, &replayed));
+        violations.extend(check::no_client_accepted_a_write(&history, &events, &logs));
+        match self.master().await {
+            Some(master) => {
+                violations.extend(check::logs_are_prefixes(&master, &logs));
+                let archived = {
+                    use replication::storage::Storage;
+                    self.sites[&master].disk.first_lsn().saturating_sub(1)
+                };
+                let master_log = logs.get(&master).cloned().unwrap_or_default();
+                violations.extend(check::durable_writes_survive(
+                    &history,
+                    &master,
+                    &master_log,
+                    archived,
+                ));
+            }
+            None => violations.push(Violation {
+                invariant: "liveness",
+                site: None,
+                at_ms: Some(self.now_ms()),
+                detail: "no master when the group should be quiet".into(),
+            }),
+        }
+        violations
     }
 
     /// The run's fingerprint.
     pub fn trace_hash(&self) -> u64 {
-        let trace = self.trace();
-        crate::trace_hash(trace.iter().map(String::as_str))
+        let trace = self.trace.lock().expect("trace lock");
+        crate::trace_hash(trace.lines.iter().map(String::as_str))
     }
 
     fn note(&self, addr: &SiteAddr, what: &str) {
@@ -243,7 +357,7 @@ impl World {
         self.trace
             .lock()
             .expect("trace lock")
-            .push(format!("{ms} {addr} {what}"));
+            .world(ms, format!("{addr} {what}"));
     }
 
     fn note_all(&self, what: &str) {
@@ -251,7 +365,7 @@ impl World {
         self.trace
             .lock()
             .expect("trace lock")
-            .push(format!("{ms} world {what}"));
+            .world(ms, format!("world {what}"));
     }
 }
 
@@ -290,17 +404,14 @@ fn spawn_site(
                         trace
                             .lock()
                             .expect("trace")
-                            .push(format!("{ms} {addr} failed to start: {error}"));
+                            .world(ms, format!("{addr} failed to start: {error}"));
                         return;
                     }
                 };
                 *slot.lock().expect("handle lock") = Some(handle);
                 while let Some(event) = events.recv().await {
                     let ms = start.elapsed().as_millis();
-                    trace
-                        .lock()
-                        .expect("trace")
-                        .push(format!("{ms} {addr} {event:?}"));
+                    trace.lock().expect("trace").site(ms, &addr, event);
                 }
             }
         })

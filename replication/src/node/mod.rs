@@ -161,6 +161,7 @@ enum Command {
     Request(Request, oneshot::Sender<Result<Reply, RequestError>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     Stats(oneshot::Sender<NodeStats>),
+    Digest(oneshot::Sender<(crate::types::LogPos, u64)>),
 }
 
 /// What connection tasks tell the node task.
@@ -240,6 +241,16 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Get(key.into(), tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+
+    /// Where the site's database stands and its digest (for integrity checks across sites).
+    pub async fn digest(&self) -> Result<(crate::types::LogPos, u64), NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Digest(tx))
             .await
             .map_err(|_| NodeGone(self.addr.clone()))?;
         rx.await.map_err(|_| NodeGone(self.addr.clone()))
@@ -434,6 +445,10 @@ impl<S: Storage + Send + 'static> Node<S> {
             }
             Command::Get(key, tx) => {
                 let _ = tx.send(self.site.get(&key).map(<[u8]>::to_vec));
+            }
+            Command::Digest(tx) => {
+                let db = self.site.db();
+                let _ = tx.send((db.applied(), db.digest()));
             }
             Command::Stats(tx) => {
                 let mut stats = self.stats.clone();

@@ -1,0 +1,265 @@
+//! Invariant checkers: each looks at what a run left behind (events, the history of client
+//! operations, every site's log and database) and reports the first violation it finds, with the
+//! site, the simulated time and what was wrong. They run on every run.
+//!
+//! A checker must never pass vacuously: each is shown to catch a bug planted in the engine.
+
+use replication::log::LogRecord;
+use replication::node::NodeEvent;
+use replication::site::Event;
+use replication::types::{Gen, LogPos, SiteAddr};
+use std::collections::BTreeMap;
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// The site involved, if one.
+    pub site: Option<SiteAddr>,
+    /// Simulated milliseconds, if known.
+    pub at_ms: Option<u64>,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// One event of a site at a simulated time.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Simulated milliseconds.
+    pub ms: u64,
+    /// The site.
+    pub site: SiteAddr,
+    /// What it reported.
+    pub event: NodeEvent,
+}
+
+/// At most one site ever became master of a given generation.
+pub fn one_master_per_generation(events: &[Observed]) -> Option<Violation> {
+    let mut masters: BTreeMap<Gen, &SiteAddr> = BTreeMap::new();
+    for e in events {
+        if let NodeEvent::Site(Event::BecameMaster { gen }) = e.event {
+            match masters.get(&gen) {
+                Some(other) if **other != e.site => {
+                    return Some(Violation {
+                        invariant: "one_master_per_generation",
+                        site: Some(e.site.clone()),
+                        at_ms: Some(e.ms),
+                        detail: format!(
+                            "{} and {} were both master of generation {gen}",
+                            other, e.site
+                        ),
+                    })
+                }
+                _ => {
+                    masters.insert(gen, &e.site);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every site's log is a prefix of the master's (records archived on the master are skipped).
+pub fn logs_are_prefixes(
+    master: &SiteAddr,
+    logs: &BTreeMap<SiteAddr, Vec<LogRecord>>,
+) -> Option<Violation> {
+    let master_log = logs.get(master)?;
+    let first = master_log.first().map_or(u64::MAX, |r| r.lsn);
+    for (site, log) in logs {
+        if site == master {
+            continue;
+        }
+        let last_master = master_log.last().map_or(0, |r| r.lsn);
+        for record in log {
+            if record.lsn < first {
+                continue;
+            }
+            let i = (record.lsn - first) as usize;
+            if master_log.get(i) != Some(record) {
+                let why = if record.lsn > last_master {
+                    "beyond the master's log".to_string()
+                } else {
+                    format!(
+                        "the master holds {:?}",
+                        master_log.get(i).map(LogRecord::pos)
+                    )
+                };
+                return Some(Violation {
+                    invariant: "client_log_is_prefix",
+                    site: Some(site.clone()),
+                    at_ms: None,
+                    detail: format!(
+                        "record {} differs from the master {master}: {why}",
+                        record.pos()
+                    ),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Each site's database equals the replay of its log: (position, digest) pairs must match.
+pub fn database_is_replay(
+    live: &BTreeMap<SiteAddr, (LogPos, u64)>,
+    replayed: &BTreeMap<SiteAddr, (LogPos, u64)>,
+) -> Option<Violation> {
+    for (site, state) in live {
+        if let Some(replay) = replayed.get(site) {
+            if replay != state {
+                return Some(Violation {
+                    invariant: "database_is_replay",
+                    site: Some(site.clone()),
+                    at_ms: None,
+                    detail: format!(
+                        "database at {} (digest {:016x}) but its log replays to {} (digest {:016x})",
+                        state.0, state.1, replay.0, replay.1
+                    ),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A client operation and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The site asked.
+    pub site: SiteAddr,
+    /// The key written.
+    pub key: Vec<u8>,
+    /// The value written.
+    pub value: Vec<u8>,
+    /// When it was invoked.
+    pub invoked_ms: u64,
+    /// When it completed.
+    pub completed_ms: u64,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed and durable as the policy asks, at this LSN.
+    Ok {
+        /// Its LSN.
+        lsn: u64,
+    },
+    /// Definitely not committed (refused before anything was written).
+    Failed(String),
+    /// Maybe committed (perm failed, or the site went away mid-request).
+    Unknown(String),
+}
+
+/// Every write acknowledged as durable is on the final master: the record at its LSN there
+/// writes its key and value. (Valid when the policy's guarantee covers the faults that happened,
+/// which the caller decides.)
+pub fn durable_writes_survive(
+    history: &[Operation],
+    master: &SiteAddr,
+    master_log: &[LogRecord],
+    archived_up_to: u64,
+) -> Option<Violation> {
+    for op in history {
+        let Outcome::Ok { lsn } = op.outcome else {
+            continue;
+        };
+        if lsn <= archived_up_to {
+            continue; // folded into the snapshot: covered by the prefix and replay checks
+        }
+        let found = master_log
+            .iter()
+            .any(|r| r.lsn == lsn && writes(r, &op.key, &op.value));
+        if !found {
+            return Some(Violation {
+                invariant: "durable_writes_survive",
+                site: Some(op.site.clone()),
+                at_ms: Some(op.completed_ms),
+                detail: format!(
+                    "write of {:?} acknowledged at LSN {lsn} is not on the master {master}",
+                    String::from_utf8_lossy(&op.key)
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// Only masters accept writes: an acknowledged write's record was written in a generation its
+/// site was master of.
+pub fn no_client_accepted_a_write(
+    history: &[Operation],
+    events: &[Observed],
+    logs: &BTreeMap<SiteAddr, Vec<LogRecord>>,
+) -> Option<Violation> {
+    let mut mastered: BTreeMap<&SiteAddr, Vec<Gen>> = BTreeMap::new();
+    for e in events {
+        if let NodeEvent::Site(Event::BecameMaster { gen }) = e.event {
+            mastered.entry(&e.site).or_default().push(gen);
+        }
+    }
+    for op in history {
+        let Outcome::Ok { lsn } = op.outcome else {
+            continue;
+        };
+        // The record that acknowledged write is still at its LSN on the site that took it (a
+        // rolled-back one is gone, and the durability checker speaks for it).
+        let gen = logs
+            .get(&op.site)
+            .and_then(|log| {
+                log.iter()
+                    .find(|r| r.lsn == lsn && writes(r, &op.key, &op.value))
+            })
+            .map(|r| r.gen);
+        let Some(gen) = gen else { continue };
+        if !mastered.get(&op.site).is_some_and(|g| g.contains(&gen)) {
+            return Some(Violation {
+                invariant: "no_client_accepted_a_write",
+                site: Some(op.site.clone()),
+                at_ms: Some(op.completed_ms),
+                detail: format!(
+                    "acknowledged LSN {lsn} of generation {gen}, which it never mastered"
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// True if `record` is a transaction that puts `key = value`.
+fn writes(record: &LogRecord, key: &[u8], value: &[u8]) -> bool {
+    use replication::log::{Op, RecordBody};
+    match &record.body {
+        RecordBody::Txn(txn) => txn
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Put { key: k, value: v } if k == key && v == value)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn became_master(ms: u64, site: &str, gen: Gen) -> Observed {
+        Observed {
+            ms,
+            site: SiteAddr::new(site),
+            event: NodeEvent::Site(Event::BecameMaster { gen }),
+        }
+    }
+
+    #[test]
+    fn two_masters_of_one_generation_are_caught() {
+        let ok = [became_master(1, "a:1", 1), became_master(2, "b:1", 2)];
+        assert_eq!(one_master_per_generation(&ok), None);
+        let bad = [became_master(1, "a:1", 3), became_master(2, "b:1", 3)];
+        let v = one_master_per_generation(&bad).expect("caught");
+        assert_eq!(v.at_ms, Some(2));
+    }
+}
