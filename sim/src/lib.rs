@@ -10,6 +10,7 @@
 pub mod check;
 pub mod clock;
 pub mod disk;
+pub mod faults;
 #[cfg(madsim)]
 pub mod world;
 

@@ -7,6 +7,7 @@
 use crate::check::{self, Observed, Operation, Outcome, Violation};
 use crate::clock::SkewedClock;
 use crate::disk::Disk;
+use crate::faults::{Fault, Schedule};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
 use replication::node::{self, NodeConfig, NodeEvent, NodeHandle};
@@ -210,6 +211,87 @@ impl World {
         self.sites.insert(addr, site);
     }
 
+    /// Applies one fault of a schedule (sites by index, in address order).
+    pub fn apply(&mut self, fault: &Fault) {
+        let addrs = self.addrs();
+        let site = |i: &usize| addrs[*i % addrs.len()].clone();
+        match fault {
+            Fault::Crash { site: i } => {
+                let addr = site(i);
+                if self.sites[&addr].up {
+                    self.crash(&addr);
+                }
+            }
+            Fault::Restart { site: i } => {
+                let addr = site(i);
+                if !self.sites[&addr].up {
+                    self.restart(&addr);
+                }
+            }
+            Fault::Partition { side } => {
+                self.heal();
+                let a: Vec<SiteAddr> = side.iter().map(site).collect();
+                let b: Vec<SiteAddr> = addrs.iter().filter(|x| !a.contains(x)).cloned().collect();
+                if !a.is_empty() && !b.is_empty() {
+                    self.partition(&a, &b);
+                }
+            }
+            Fault::Heal => self.heal(),
+            Fault::Network {
+                loss_per_mille,
+                latency_min_ms,
+                latency_max_ms,
+            } => {
+                let latency = Duration::from_millis(*latency_min_ms)
+                    ..Duration::from_millis((*latency_max_ms).max(*latency_min_ms + 1));
+                self.set_network(f64::from(*loss_per_mille) / 1000.0, latency);
+            }
+            Fault::Skew { site: i, skew_ms } => {
+                let addr = site(i);
+                self.clock(&addr).set_skew_ms(*skew_ms);
+                self.note(&addr, &format!("clock skewed by {skew_ms} ms"));
+            }
+        }
+    }
+
+    /// Runs a schedule under a steady write load: a client writes every `write_every_ms` to
+    /// whoever it believes is master, following `NotMaster` hints, until the schedule's last
+    /// event; then the group is left alone for `settle_ms` before the caller checks it.
+    pub async fn run_schedule(&mut self, schedule: &Schedule, write_every_ms: u64, settle_ms: u64) {
+        let addrs = self.addrs();
+        let mut believed = addrs[0].clone();
+        let mut events = schedule.events.iter().peekable();
+        let mut key = 0u64;
+        while events.peek().is_some() {
+            while let Some(e) = events.next_if(|e| e.at_ms <= self.now_ms()) {
+                self.apply(&e.fault);
+            }
+            key += 1;
+            let outcome = self
+                .write(&believed, &format!("k{}", key % 50), &format!("v{key}"))
+                .await;
+            if let Outcome::Failed(_) | Outcome::Unknown(_) = outcome {
+                // Follow the hint if the site named a master, else try the next site.
+                let hint = match self.request_hint(&believed).await {
+                    Some(master) => master,
+                    None => {
+                        let i = addrs.iter().position(|a| *a == believed).unwrap_or(0);
+                        addrs[(i + 1) % addrs.len()].clone()
+                    }
+                };
+                believed = hint;
+            }
+            tokio::time::sleep(Duration::from_millis(write_every_ms)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+    }
+
+    /// Who `addr` says is master (what a `NotMaster` reply would name).
+    async fn request_hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
+        let stats = self.handle(addr)?.stats().await.ok()?;
+        stats.site.master
+    }
+
     /// The master with the highest generation among running sites, if any.
     pub async fn master(&self) -> Option<SiteAddr> {
         let mut best: Option<(u64, SiteAddr)> = None;
@@ -268,9 +350,14 @@ impl World {
     pub async fn write(&self, addr: &SiteAddr, key: &str, value: &str) -> Outcome {
         use replication::site::RequestError as E;
         let invoked_ms = self.now_ms();
-        let result = self
-            .request(addr, Request::Commit(Txn::put(key, value)))
-            .await;
+        let request = self.request(addr, Request::Commit(Txn::put(key, value)));
+        // A client gives up after a while; the write's fate is then unknown.
+        let result = match tokio::time::timeout(Duration::from_secs(30), request).await {
+            Ok(result) => result,
+            Err(_) => Err(E::HandleDead {
+                reason: format!("no answer from {addr} within 30 s"),
+            }),
+        };
         let outcome = match result {
             Ok(Reply::Committed { lsn }) => Outcome::Ok { lsn },
             Ok(other) => Outcome::Unknown(format!("unexpected reply {other:?}")),

@@ -251,3 +251,28 @@ fn the_checkers_pass_when_an_isolated_master_returns() {
         assert_eq!(violations, vec![]);
     });
 }
+
+/// The swarm: random group sizes and fault schedules drawn from the seed; after everything is
+/// repaired and the group left alone, every checker must pass (liveness included).
+#[test]
+fn random_fault_schedules_keep_every_invariant() {
+    use sim::faults::{FaultMix, Schedule};
+    // `SIM_SEEDS=N` explores more seeds than CI's 12.
+    let seeds: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for seed in 0..seeds {
+        let n = if seed % 2 == 0 { 3 } else { 5 };
+        let schedule = Schedule::generate(seed, n, 20_000, &FaultMix::default());
+        let violations = run(seed, || async {
+            let mut world = World::start(n, seed, |_, _| {});
+            world.run_schedule(&schedule, 50, 15_000).await;
+            world.check().await
+        });
+        assert!(
+            violations.is_empty(),
+            "seed {seed}, {n} sites, schedule:\n{schedule}\nviolations: {violations:#?}"
+        );
+    }
+}

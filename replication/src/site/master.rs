@@ -165,6 +165,23 @@ impl<S: Storage> Site<S> {
         self.resolve_pending()
     }
 
+    /// Mastership is lost with commits, a switchover or membership changes in flight: answer
+    /// every waiter. A commit's fate is unknown (it may survive on the next master or be rolled
+    /// back); a join or removal is reported unavailable, to be retried with the next master.
+    pub(super) fn abandon(&mut self, master: Master) {
+        for (lsn, pending) in master.pending {
+            let error = RequestError::MasterLost { lsn };
+            match pending.waiter {
+                Waiter::Change => {}
+                waiter => self.refuse_waiter(waiter, error),
+            }
+        }
+        if let Some(sd) = master.step_down {
+            let reason = "mastership was lost before the switchover completed".to_string();
+            self.reply(sd.id, Err(RequestError::StepDownFailed { reason }));
+        }
+    }
+
     /// Answers a waiter whose commit could not even start.
     fn refuse_waiter(&mut self, waiter: Waiter, error: RequestError) {
         match waiter {

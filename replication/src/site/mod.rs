@@ -540,7 +540,11 @@ impl<S: Storage> Site<S> {
         let delay = self.election_delay();
         client.election_at = self.now.plus_ms(delay);
         client.master = master;
-        self.role = Role::Client(client);
+        let old = std::mem::replace(&mut self.role, Role::Client(client));
+        if let Role::Master(m) = old {
+            // Whoever waits on this master hears now: it will not answer later.
+            self.abandon(m);
+        }
         if !was_client {
             self.emit(Event::BecameClient { gen: self.meta.gen });
         }

@@ -657,3 +657,20 @@ fn a_dead_site_answers_handle_dead() {
         }]
     ));
 }
+
+#[test]
+fn a_master_that_loses_mastership_answers_its_waiting_commits() {
+    let mut net = Network::new(3, 20, |_, cfg| cfg.timeouts.ack_ms = 60_000);
+    let old = elected(&mut net);
+    let rest = others(&net, &old);
+    net.partition(&[std::slice::from_ref(&old), &rest]);
+    let id = net.commit(&old, Txn::put("k", "v"));
+    assert!(net.run_until_cond(10_000, |n| n.master().is_some_and(|m| m != old)));
+    assert_eq!(net.result(id), None, "still waiting for acks");
+    net.heal();
+    assert!(net.run_until_cond(5_000, |n| n.result(id).is_some()));
+    assert!(matches!(
+        net.result(id),
+        Some(Err(RequestError::MasterLost { .. }))
+    ));
+}

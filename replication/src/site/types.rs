@@ -260,6 +260,15 @@ pub enum RequestError {
         /// Acks needed.
         needed: usize,
     },
+    /// This site stopped being master before the commit at `lsn` was acknowledged: it may
+    /// survive on the next master or be rolled back.
+    #[error(
+        "mastership was lost before the commit at LSN {lsn} was acknowledged: its fate is unknown"
+    )]
+    MasterLost {
+        /// The commit's LSN.
+        lsn: Lsn,
+    },
     /// A switchover to `to` is in progress: new writes wait for the new master.
     #[error("switchover to {to} in progress")]
     SwitchoverInProgress {

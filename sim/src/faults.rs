@@ -1,0 +1,227 @@
+//! Fault schedules as data: a list of timed fault events that can be generated from a seed,
+//! printed, saved, loaded and replayed exactly (and, later, shrunk by dropping events).
+//!
+//! Generation draws everything from a ChaCha stream seeded by the caller, so the same seed and
+//! mix always give the same schedule, on any machine.
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One fault. Sites are named by their index in the world (0-based), so a schedule is
+/// independent of addresses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum Fault {
+    /// Kill a site; its disk loses what was not synced.
+    Crash {
+        /// The site.
+        site: usize,
+    },
+    /// Restart a crashed site from its disk.
+    Restart {
+        /// The site.
+        site: usize,
+    },
+    /// Cut every link between the sites in `side` and the others.
+    Partition {
+        /// One side; the other is everyone else.
+        side: Vec<usize>,
+    },
+    /// Repair every link.
+    Heal,
+    /// Set message loss and delay on every link.
+    Network {
+        /// Chance a packet is lost, in per mille.
+        loss_per_mille: u32,
+        /// Smallest delay.
+        latency_min_ms: u64,
+        /// Largest delay (reordering when above the smallest).
+        latency_max_ms: u64,
+    },
+    /// Offset a site's clock.
+    Skew {
+        /// The site.
+        site: usize,
+        /// Offset in milliseconds.
+        skew_ms: i64,
+    },
+}
+
+/// A fault at a simulated time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// Simulated milliseconds from the start of the run.
+    pub at_ms: u64,
+    /// The fault.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// A fault schedule: events in time order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The events, sorted by time.
+    pub events: Vec<FaultEvent>,
+}
+
+/// Which faults a generated schedule draws, with relative weights (0 disables one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultMix {
+    /// Crash a running site (it is restarted later).
+    pub crash: u32,
+    /// Partition the group in two.
+    pub partition: u32,
+    /// Message loss and delay.
+    pub network: u32,
+    /// Clock skew.
+    pub skew: u32,
+}
+
+impl Default for FaultMix {
+    fn default() -> Self {
+        FaultMix {
+            crash: 3,
+            partition: 3,
+            network: 2,
+            skew: 1,
+        }
+    }
+}
+
+impl Schedule {
+    /// Draws a schedule for `sites` sites over `duration_ms`: faults start after a quiet first
+    /// second and every fault is repaired by `duration_ms` (all sites restarted, links healed,
+    /// the network clean), so the run can end with a liveness check.
+    pub fn generate(seed: u64, sites: usize, duration_ms: u64, mix: &FaultMix) -> Schedule {
+        assert!(sites > 0, "a schedule needs sites");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut events = Vec::new();
+        let mut down = vec![false; sites];
+        let total = mix.crash + mix.partition + mix.network + mix.skew;
+        let mut at = 1_000;
+        while total > 0 && at < duration_ms {
+            let mut pick = (rng.next_u64() % u64::from(total)) as u32;
+            let fault = if pick < mix.crash {
+                let site = (rng.next_u64() % sites as u64) as usize;
+                down[site] = !down[site];
+                if down[site] {
+                    Fault::Crash { site }
+                } else {
+                    Fault::Restart { site }
+                }
+            } else if {
+                pick -= mix.crash;
+                pick < mix.partition
+            } {
+                if rng.next_u64() % 3 == 0 {
+                    Fault::Heal
+                } else {
+                    let side = (0..sites).filter(|_| rng.next_u64() % 2 == 0).collect();
+                    Fault::Partition { side }
+                }
+            } else if {
+                pick -= mix.partition;
+                pick < mix.network
+            } {
+                let min = rng.next_u64() % 20;
+                Fault::Network {
+                    loss_per_mille: (rng.next_u64() % 200) as u32,
+                    latency_min_ms: min,
+                    latency_max_ms: min + rng.next_u64() % 50,
+                }
+            } else {
+                let site = (rng.next_u64() % sites as u64) as usize;
+                Fault::Skew {
+                    site,
+                    skew_ms: (rng.next_u64() % 2_001) as i64 - 1_000,
+                }
+            };
+            events.push(FaultEvent { at_ms: at, fault });
+            at += 200 + rng.next_u64() % 2_000;
+        }
+        // Repair everything at the end.
+        let end = duration_ms;
+        events.push(FaultEvent {
+            at_ms: end,
+            fault: Fault::Heal,
+        });
+        events.push(FaultEvent {
+            at_ms: end,
+            fault: Fault::Network {
+                loss_per_mille: 0,
+                latency_min_ms: 1,
+                latency_max_ms: 10,
+            },
+        });
+        for (site, &is_down) in down.iter().enumerate() {
+            if is_down {
+                events.push(FaultEvent {
+                    at_ms: end,
+                    fault: Fault::Restart { site },
+                });
+            }
+        }
+        Schedule { events }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.events {
+            let what = match &e.fault {
+                Fault::Crash { site } => format!("crash site {site}"),
+                Fault::Restart { site } => format!("restart site {site}"),
+                Fault::Partition { side } => format!("partition {side:?} from the rest"),
+                Fault::Heal => "heal".into(),
+                Fault::Network {
+                    loss_per_mille,
+                    latency_min_ms,
+                    latency_max_ms,
+                } => format!("network loss {loss_per_mille}/1000, latency {latency_min_ms}..{latency_max_ms} ms"),
+                Fault::Skew { site, skew_ms } => format!("skew site {site} by {skew_ms} ms"),
+            };
+            writeln!(f, "{:>8} ms  {what}", e.at_ms)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
+        let mix = FaultMix::default();
+        let a = Schedule::generate(7, 5, 30_000, &mix);
+        assert_eq!(a, Schedule::generate(7, 5, 30_000, &mix));
+        assert_ne!(a, Schedule::generate(8, 5, 30_000, &mix));
+        assert!(a.events.len() > 5, "{a}");
+    }
+
+    #[test]
+    fn a_schedule_ends_with_everything_repaired() {
+        let s = Schedule::generate(3, 3, 20_000, &FaultMix::default());
+        let mut down = [false; 3];
+        for e in &s.events {
+            match e.fault {
+                Fault::Crash { site } => down[site] = true,
+                Fault::Restart { site } => down[site] = false,
+                _ => {}
+            }
+        }
+        assert_eq!(down, [false; 3]);
+        assert!(s.events.iter().rev().any(|e| e.fault == Fault::Heal));
+        assert!(s.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+
+    #[test]
+    fn a_schedule_round_trips_through_json_exactly() {
+        let s = Schedule::generate(11, 5, 20_000, &FaultMix::default());
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        let back: Schedule = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+}
