@@ -31,6 +31,29 @@ impl Disk {
         self.lock().crash();
     }
 
+    /// Power failure that tears the first unsynced record (left in place, failing its checksum).
+    pub fn crash_tearing(&self) {
+        self.lock().crash_tearing();
+    }
+
+    /// Damages the last record of the log, synced or not (bit rot). Returns its LSN.
+    pub fn corrupt_last(&self) -> Option<Lsn> {
+        let mut disk = self.lock();
+        let last = disk.last_lsn();
+        (last >= disk.first_lsn() && disk.corrupt(last)).then_some(last)
+    }
+
+    /// Damages the record at `lsn`. False if the log does not hold it.
+    pub fn corrupt(&self, lsn: Lsn) -> bool {
+        self.lock().corrupt(lsn)
+    }
+
+    /// Opening the disk: a record failing its checksum and everything after it are dropped (the
+    /// site resyncs them from the group). Returns how many records were dropped.
+    pub fn recover(&self) -> usize {
+        self.lock().recover()
+    }
+
     /// Records a crash would lose now.
     pub fn unsynced(&self) -> usize {
         self.lock().unsynced()

@@ -19,6 +19,16 @@ pub enum Fault {
         /// The site.
         site: usize,
     },
+    /// Kill a site and tear the write it was doing (left on disk, failing its checksum).
+    TornCrash {
+        /// The site.
+        site: usize,
+    },
+    /// Damage the last record on a site's disk (bit rot): it must be detected, never served.
+    CorruptDisk {
+        /// The site.
+        site: usize,
+    },
     /// Restart a crashed site from its disk.
     Restart {
         /// The site.
@@ -77,6 +87,9 @@ pub struct FaultMix {
     pub network: u32,
     /// Clock skew.
     pub skew: u32,
+    /// Torn writes at a crash, and corrupted records.
+    #[serde(default)]
+    pub disk: u32,
 }
 
 impl Default for FaultMix {
@@ -86,8 +99,36 @@ impl Default for FaultMix {
             partition: 3,
             network: 2,
             skew: 1,
+            disk: 1,
         }
     }
+}
+
+/// The kinds of fault a mix weighs.
+#[derive(Clone, Copy)]
+enum Kind {
+    Crash,
+    Partition,
+    Network,
+    Skew,
+    Disk,
+}
+
+/// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
+fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
+    for (weight, kind) in [
+        (mix.crash, Kind::Crash),
+        (mix.partition, Kind::Partition),
+        (mix.network, Kind::Network),
+        (mix.skew, Kind::Skew),
+        (mix.disk, Kind::Disk),
+    ] {
+        if pick < weight {
+            return kind;
+        }
+        pick -= weight;
+    }
+    unreachable!("pick is below the mix's total weight")
 }
 
 impl Schedule {
@@ -99,43 +140,45 @@ impl Schedule {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut events = Vec::new();
         let mut down = vec![false; sites];
-        let total = mix.crash + mix.partition + mix.network + mix.skew;
+        let total = mix.crash + mix.partition + mix.network + mix.skew + mix.disk;
         let mut at = 1_000;
         while total > 0 && at < duration_ms {
-            let mut pick = (rng.next_u64() % u64::from(total)) as u32;
-            let fault = if pick < mix.crash {
-                let site = (rng.next_u64() % sites as u64) as usize;
-                down[site] = !down[site];
-                if down[site] {
-                    Fault::Crash { site }
-                } else {
-                    Fault::Restart { site }
+            let kind = pick_kind(mix, (rng.next_u64() % u64::from(total)) as u32);
+            let fault = match kind {
+                Kind::Crash => {
+                    let site = (rng.next_u64() % sites as u64) as usize;
+                    down[site] = !down[site];
+                    if down[site] {
+                        Fault::Crash { site }
+                    } else {
+                        Fault::Restart { site }
+                    }
                 }
-            } else if {
-                pick -= mix.crash;
-                pick < mix.partition
-            } {
-                if rng.next_u64() % 3 == 0 {
-                    Fault::Heal
-                } else {
+                Kind::Partition if rng.next_u64() % 3 == 0 => Fault::Heal,
+                Kind::Partition => {
                     let side = (0..sites).filter(|_| rng.next_u64() % 2 == 0).collect();
                     Fault::Partition { side }
                 }
-            } else if {
-                pick -= mix.partition;
-                pick < mix.network
-            } {
-                let min = rng.next_u64() % 20;
-                Fault::Network {
-                    loss_per_mille: (rng.next_u64() % 200) as u32,
-                    latency_min_ms: min,
-                    latency_max_ms: min + rng.next_u64() % 50,
+                Kind::Network => {
+                    let min = rng.next_u64() % 20;
+                    Fault::Network {
+                        loss_per_mille: (rng.next_u64() % 200) as u32,
+                        latency_min_ms: min,
+                        latency_max_ms: min + rng.next_u64() % 50,
+                    }
                 }
-            } else {
-                let site = (rng.next_u64() % sites as u64) as usize;
-                Fault::Skew {
-                    site,
+                Kind::Skew => Fault::Skew {
+                    site: (rng.next_u64() % sites as u64) as usize,
                     skew_ms: (rng.next_u64() % 2_001) as i64 - 1_000,
+                },
+                Kind::Disk => {
+                    let site = (rng.next_u64() % sites as u64) as usize;
+                    if down[site] || rng.next_u64() % 2 == 0 {
+                        Fault::CorruptDisk { site }
+                    } else {
+                        down[site] = true;
+                        Fault::TornCrash { site }
+                    }
                 }
             };
             events.push(FaultEvent { at_ms: at, fault });
@@ -172,6 +215,8 @@ impl fmt::Display for Schedule {
         for e in &self.events {
             let what = match &e.fault {
                 Fault::Crash { site } => format!("crash site {site}"),
+                Fault::TornCrash { site } => format!("crash site {site}, tearing its last write"),
+                Fault::CorruptDisk { site } => format!("corrupt the last record on site {site}'s disk"),
                 Fault::Restart { site } => format!("restart site {site}"),
                 Fault::Partition { side } => format!("partition {side:?} from the rest"),
                 Fault::Heal => "heal".into(),
@@ -207,7 +252,7 @@ mod tests {
         let mut down = [false; 3];
         for e in &s.events {
             match e.fault {
-                Fault::Crash { site } => down[site] = true,
+                Fault::Crash { site } | Fault::TornCrash { site } => down[site] = true,
                 Fault::Restart { site } => down[site] = false,
                 _ => {}
             }

@@ -59,6 +59,10 @@ pub struct World {
     trace: Trace,
     start: tokio::time::Instant,
     history: Mutex<Vec<Operation>>,
+    /// Sites whose storage failed since their last start.
+    failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
+    /// Set when a fault destroyed acknowledged data: the durability check no longer applies.
+    durability_void: Option<String>,
 }
 
 /// The address of site `i` (from 1): a distinct simulated machine each.
@@ -72,6 +76,7 @@ impl World {
     pub fn start(n: usize, seed: u64, configure: impl Fn(usize, &mut Config)) -> World {
         let addrs: Vec<SiteAddr> = (1..=n).map(site_addr).collect();
         let trace: Trace = Arc::default();
+        let failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>> = Arc::default();
         let start = tokio::time::Instant::now();
         let mut sites = BTreeMap::new();
         for (i, addr) in addrs.iter().enumerate() {
@@ -82,13 +87,16 @@ impl World {
             let clock = Arc::new(SkewedClock::new());
             let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
             let machine = spawn_site(
-                node_cfg,
-                disk.clone(),
-                clock.clone(),
-                handle.clone(),
-                trace.clone(),
-                start,
-                seed.wrapping_mul(31).wrapping_add(i as u64),
+                SiteMachine {
+                    cfg: node_cfg,
+                    disk: disk.clone(),
+                    clock: clock.clone(),
+                    slot: handle.clone(),
+                    trace: trace.clone(),
+                    failed: failed.clone(),
+                    start,
+                    seed: seed.wrapping_mul(31).wrapping_add(i as u64),
+                },
                 i,
             );
             let site = SimSite {
@@ -105,6 +113,8 @@ impl World {
             trace,
             start,
             history: Mutex::default(),
+            failed,
+            durability_void: None,
         }
     }
 
@@ -134,20 +144,53 @@ impl World {
 
     /// Kills a site's machine; the disk loses what was not synced.
     pub fn crash(&mut self, addr: &SiteAddr) {
+        self.crash_with(addr, Disk::crash);
+    }
+
+    /// Kills a site's machine, with `power_failure` deciding what its disk keeps.
+    fn crash_with(&mut self, addr: &SiteAddr, power_failure: fn(&Disk)) {
         let site = self.sites.get_mut(addr).expect("known site");
         Handle::current().kill(site.machine.id());
-        site.disk.crash();
+        power_failure(&site.disk);
         site.handle.lock().expect("handle lock").take();
         site.up = false;
         self.note(addr, "crashed");
     }
 
-    /// Restarts a crashed site from its disk.
+    /// Restarts a crashed site from its disk. Opening the disk drops a torn or corrupt tail, as
+    /// the file storage does; the site resyncs the rest from the group.
     pub fn restart(&mut self, addr: &SiteAddr) {
         let site = self.sites.get_mut(addr).expect("known site");
+        let dropped = site.disk.recover();
         Handle::current().restart(site.machine.id());
         site.up = true;
-        self.note(addr, "restarted");
+        self.failed.lock().expect("failed lock").remove(addr);
+        if dropped > 0 {
+            self.note(
+                addr,
+                &format!("restarted, dropping {dropped} damaged records"),
+            );
+        } else {
+            self.note(addr, "restarted");
+        }
+    }
+
+    /// Restarts sites whose storage failed (an operator would): their node stopped on a
+    /// damaged record and waits to be started again.
+    pub fn restart_failed_sites(&mut self) {
+        let failed: Vec<SiteAddr> = self
+            .failed
+            .lock()
+            .expect("failed lock")
+            .iter()
+            .cloned()
+            .collect();
+        for addr in failed {
+            if self.sites[&addr].up {
+                self.crash(&addr);
+            }
+            self.restart(&addr);
+        }
     }
 
     /// Cuts every link between the two sides (both directions).
@@ -192,13 +235,16 @@ impl World {
         let clock = Arc::new(SkewedClock::new());
         let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
         let machine = spawn_site(
-            node_cfg,
-            disk.clone(),
-            clock.clone(),
-            handle.clone(),
-            self.trace.clone(),
-            self.start,
-            seed,
+            SiteMachine {
+                cfg: node_cfg,
+                disk: disk.clone(),
+                clock: clock.clone(),
+                slot: handle.clone(),
+                trace: self.trace.clone(),
+                failed: self.failed.clone(),
+                start: self.start,
+                seed,
+            },
             index,
         );
         let site = SimSite {
@@ -220,6 +266,32 @@ impl World {
                 let addr = site(i);
                 if self.sites[&addr].up {
                     self.crash(&addr);
+                }
+            }
+            Fault::TornCrash { site: i } => {
+                let addr = site(i);
+                if self.sites[&addr].up {
+                    self.crash_with(&addr, Disk::crash_tearing);
+                }
+            }
+            Fault::CorruptDisk { site: i } => {
+                let addr = site(i);
+                let disk = self.sites[&addr].disk.clone();
+                let synced_end = {
+                    use replication::storage::Storage;
+                    disk.last_lsn() - disk.unsynced() as u64
+                };
+                match disk.corrupt_last() {
+                    Some(lsn) => {
+                        self.note(&addr, &format!("disk record {lsn} corrupted"));
+                        if lsn <= synced_end {
+                            // A synced record may carry an acknowledgement: no ack policy
+                            // promises durability past the loss of acknowledged data.
+                            self.durability_void =
+                                Some(format!("synced record {lsn} on {addr} was corrupted"));
+                        }
+                    }
+                    None => self.note(&addr, "disk corruption found an empty log"),
                 }
             }
             Fault::Restart { site: i } => {
@@ -266,6 +338,7 @@ impl World {
             while let Some(e) = events.next_if(|e| e.at_ms <= self.now_ms()) {
                 self.apply(&e.fault);
             }
+            self.restart_failed_sites();
             key += 1;
             let outcome = self
                 .write(&believed, &format!("k{}", key % 50), &format!("v{key}"))
@@ -416,12 +489,14 @@ impl World {
                     self.sites[&master].disk.first_lsn().saturating_sub(1)
                 };
                 let master_log = logs.get(&master).cloned().unwrap_or_default();
-                violations.extend(check::durable_writes_survive(
-                    &history,
-                    &master,
-                    &master_log,
-                    archived,
-                ));
+                if self.durability_void.is_none() {
+                    violations.extend(check::durable_writes_survive(
+                        &history,
+                        &master,
+                        &master_log,
+                        archived,
+                    ));
+                }
             }
             None => violations.push(Violation {
                 invariant: "liveness",
@@ -456,49 +531,49 @@ impl World {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_site(
+/// Everything a simulated machine needs to run a site, cloned into its init closure.
+#[derive(Clone)]
+struct SiteMachine {
     cfg: NodeConfig,
     disk: Disk,
     clock: Arc<SkewedClock>,
     slot: Arc<Mutex<Option<NodeHandle>>>,
     trace: Trace,
+    failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
     start: tokio::time::Instant,
     seed: u64,
-    index: usize,
-) -> SimNode {
+}
+
+/// Creates the madsim machine for a site: its init (run again at every restart) starts the node
+/// and records its events until the machine is killed.
+fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
     let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1));
-    let name = cfg.site.addr.to_string();
+    let name = machine.cfg.site.addr.to_string();
     Handle::current()
         .create_node()
         .name(name)
         .ip(ip)
         .init(move || {
-            let (cfg, disk, clock, slot, trace) = (
-                cfg.clone(),
-                disk.clone(),
-                clock.clone(),
-                slot.clone(),
-                trace.clone(),
-            );
+            let m = machine.clone();
             async move {
-                let addr = cfg.site.addr.clone();
-                let clock: Arc<dyn node::Clock> = clock;
-                let (handle, mut events) = match node::start(cfg, disk, clock, seed).await {
+                let addr = m.cfg.site.addr.clone();
+                let clock: Arc<dyn node::Clock> = m.clock;
+                let (handle, mut events) = match node::start(m.cfg, m.disk, clock, m.seed).await {
                     Ok(started) => started,
                     Err(error) => {
-                        let ms = start.elapsed().as_millis();
-                        trace
-                            .lock()
-                            .expect("trace")
-                            .world(ms, format!("{addr} failed to start: {error}"));
+                        let ms = m.start.elapsed().as_millis();
+                        let line = format!("{addr} failed to start: {error}");
+                        m.trace.lock().expect("trace").world(ms, line);
                         return;
                     }
                 };
-                *slot.lock().expect("handle lock") = Some(handle);
+                *m.slot.lock().expect("handle lock") = Some(handle);
                 while let Some(event) = events.recv().await {
-                    let ms = start.elapsed().as_millis();
-                    trace.lock().expect("trace").site(ms, &addr, event);
+                    if let NodeEvent::Site(replication::site::Event::StorageFailed { .. }) = event {
+                        m.failed.lock().expect("failed lock").insert(addr.clone());
+                    }
+                    let ms = m.start.elapsed().as_millis();
+                    m.trace.lock().expect("trace").site(ms, &addr, event);
                 }
             }
         })

@@ -28,6 +28,42 @@ impl MemStorage {
         self.log.truncate(self.synced);
     }
 
+    /// A crash that tears the first unsynced record instead of losing it whole: it stays, with
+    /// contents that no longer match its checksum (what a half-written block looks like).
+    pub fn crash_tearing(&mut self) {
+        if self.log.len() > self.synced {
+            self.log.truncate(self.synced + 1);
+            self.log[self.synced].checksum ^= 0x5a5a_5a5a;
+            self.synced = self.log.len();
+        }
+    }
+
+    /// Damages the record at `lsn` (bit rot): it fails its checksum from now on. False if the
+    /// log does not hold that LSN.
+    pub fn corrupt(&mut self, lsn: Lsn) -> bool {
+        match self.index_of(lsn) {
+            Some(i) => {
+                self.log[i].checksum ^= 0xa5a5_a5a5;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What a file storage does when it opens: finds the first record that fails its checksum
+    /// and truncates the log there. Returns how many records were dropped.
+    pub fn recover(&mut self) -> usize {
+        match self.log.iter().position(|r| !r.is_intact()) {
+            Some(bad) => {
+                let dropped = self.log.len() - bad;
+                self.log.truncate(bad);
+                self.synced = self.synced.min(bad);
+                dropped
+            }
+            None => 0,
+        }
+    }
+
     /// Number of appended records that a crash would lose.
     pub fn unsynced(&self) -> usize {
         self.log.len() - self.synced
