@@ -124,6 +124,28 @@ pub fn database_is_replay(
     None
 }
 
+/// Liveness at quiescence: every live site has caught up with the master (same applied
+/// position). Called once faults are repaired and the group was left alone for a bound derived
+/// from its timeouts.
+pub fn all_caught_up(
+    master: &SiteAddr,
+    applied: &BTreeMap<SiteAddr, (LogPos, u64)>,
+    within_ms: u64,
+) -> Option<Violation> {
+    let (target, _) = applied.get(master)?;
+    applied
+        .iter()
+        .find(|(_, (pos, _))| pos != target)
+        .map(|(site, (pos, _))| Violation {
+            invariant: "liveness",
+            site: Some(site.clone()),
+            at_ms: None,
+            detail: format!(
+                "at {pos} while the master {master} is at {target}, {within_ms} ms after the last fault was repaired"
+            ),
+        })
+}
+
 /// A client operation and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation {

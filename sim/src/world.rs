@@ -63,6 +63,8 @@ pub struct World {
     failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
     /// Set when a fault destroyed acknowledged data: the durability check no longer applies.
     durability_void: Option<String>,
+    /// How long the group was left alone before the last check (for the liveness report).
+    quiet_ms: u64,
 }
 
 /// The address of site `i` (from 1): a distinct simulated machine each.
@@ -115,6 +117,7 @@ impl World {
             history: Mutex::default(),
             failed,
             durability_void: None,
+            quiet_ms: 0,
         }
     }
 
@@ -356,7 +359,21 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(write_every_ms)).await;
         }
-        tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+        // Left alone, except that a site whose storage failed is restarted, as an operator would.
+        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(settle_ms);
+        while tokio::time::Instant::now() < quiet_until {
+            self.restart_failed_sites();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.quiet_ms = settle_ms;
+    }
+
+    /// How long a group with `timeouts` may take, once every fault is repaired, to have a master
+    /// and every site caught up: lose the master (heartbeat timeout), hold an election (timeout
+    /// plus jitter) that may collide once and be held again, then a few request rounds to sync.
+    pub fn liveness_bound_ms(timeouts: &replication::site::Timeouts) -> u64 {
+        let election = timeouts.election_timeout_ms + timeouts.election_jitter_ms;
+        timeouts.heartbeat_timeout_ms + 3 * election + 10 * timeouts.request_retry_ms
     }
 
     /// Who `addr` says is master (what a `NotMaster` reply would name).
@@ -483,6 +500,7 @@ impl World {
         violations.extend(check::no_client_accepted_a_write(&history, &events, &logs));
         match self.master().await {
             Some(master) => {
+                violations.extend(check::all_caught_up(&master, &live, self.quiet_ms));
                 violations.extend(check::logs_are_prefixes(&master, &logs));
                 let archived = {
                     use replication::storage::Storage;

@@ -257,17 +257,26 @@ fn the_checkers_pass_when_an_isolated_master_returns() {
 #[test]
 fn random_fault_schedules_keep_every_invariant() {
     use sim::faults::{FaultMix, Schedule};
-    // `SIM_SEEDS=N` explores more seeds than CI's 12.
-    let seeds: u64 = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    for seed in 0..seeds {
+    // `SIM_SEEDS=N` explores more seeds than CI's 12; `SIM_SEED=S` runs that seed alone;
+    // `SIM_QUIET_MS` overrides the liveness bound.
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = env("SIM_SEEDS").unwrap_or(12);
+    let first = env("SIM_SEED").unwrap_or(0);
+    let last = env("SIM_SEED").map_or(seeds, |s| s + 1);
+    for seed in first..last {
         let n = if seed % 2 == 0 { 3 } else { 5 };
         let schedule = Schedule::generate(seed, n, 20_000, &FaultMix::default());
         let violations = run(seed, || async {
             let mut world = World::start(n, seed, |_, _| {});
-            world.run_schedule(&schedule, 50, 15_000).await;
+            let bound = env("SIM_QUIET_MS").unwrap_or_else(|| {
+                World::liveness_bound_ms(&replication::site::Timeouts::default())
+            });
+            world.run_schedule(&schedule, 50, bound).await;
+            if std::env::var("SIM_TRACE").is_ok() {
+                for line in world.trace() {
+                    println!("{line}");
+                }
+            }
             world.check().await
         });
         assert!(

@@ -37,6 +37,10 @@ pub(super) struct Election {
     pub takeover: bool,
     /// How long to listen for a better-placed site once enough votes are held.
     pub collect_ms: u64,
+    /// A pre-vote round: nothing recorded anywhere until a majority would vote for us.
+    pub pre: bool,
+    /// The highest generation the voters told us they know of.
+    pub max_term: Gen,
 }
 
 impl Election {
@@ -56,6 +60,17 @@ pub(super) struct Ballot {
     pub last: LogPos,
     pub priority: u32,
     pub master: Option<SiteAddr>,
+    pub pre: bool,
+    pub term: Gen,
+}
+
+/// A candidate's request, as `on_vote_request` takes it.
+pub(super) struct Ask {
+    pub egen: Gen,
+    pub last: LogPos,
+    pub priority: u32,
+    pub takeover: bool,
+    pub pre: bool,
 }
 
 /// Berkeley DB's election order: more advanced log, then higher priority, then (to break ties
@@ -65,15 +80,27 @@ pub(super) fn outranks(a: (LogPos, u32, &SiteAddr), b: (LogPos, u32, &SiteAddr))
 }
 
 impl<S: Storage> Site<S> {
-    /// Stands for master in a new election generation.
+    /// Stands for master: first a pre-vote (unless the master asked us to take over), then, if a
+    /// majority would vote for us, a real election in a new election generation.
     pub(super) fn start_election(&mut self, takeover: bool) -> Result<(), StorageError> {
+        self.start_round(takeover, !takeover)
+    }
+
+    fn start_round(&mut self, takeover: bool, pre: bool) -> Result<(), StorageError> {
         debug_assert!(self.cfg.priority > 0, "priority-0 sites never stand");
-        let egen = self.meta.gen.max(self.meta.egen) + 1;
-        self.meta.egen = egen;
-        self.meta.voted_for = Some(self.cfg.addr.clone());
-        // The vote for ourselves is durable before anyone hears of the election.
-        self.save_meta()?;
-        self.stats.elections += 1;
+        // Above every generation we or the pre-voters know of, so no vote already cast blocks it.
+        let heard = match &self.role {
+            Role::Electing(e) => e.max_term,
+            _ => 0,
+        };
+        let egen = self.term().max(heard) + 1;
+        if !pre {
+            self.meta.egen = egen;
+            self.meta.voted_for = Some(self.cfg.addr.clone());
+            // The vote for ourselves is durable before anyone hears of the election.
+            self.save_meta()?;
+            self.stats.elections += 1;
+        }
         self.role = Role::Electing(Election {
             egen,
             granted: BTreeSet::from([self.cfg.addr.clone()]),
@@ -82,12 +109,15 @@ impl<S: Storage> Site<S> {
             ends_at: self.now.plus_ms(self.cfg.timeouts.election_timeout_ms),
             takeover,
             collect_ms: self.cfg.timeouts.vote_collect_ms,
+            pre,
+            max_term: heard,
         });
         let request = Message::VoteRequest {
             egen,
             last: self.last(),
             priority: self.cfg.priority,
             takeover,
+            pre,
         };
         self.broadcast(request);
         self.check_win()
@@ -136,6 +166,10 @@ impl<S: Storage> Site<S> {
         if e.granted.len() < needed {
             return Ok(());
         }
+        if e.pre {
+            // A majority would vote for us: now ask for real.
+            return self.start_round(false, false);
+        }
         let since = *e.enough_since.get_or_insert(now);
         let heard_everyone = connected.iter().all(|a| e.answered.contains(a));
         if e.takeover || heard_everyone || now >= since.plus_ms(e.collect_ms) {
@@ -177,26 +211,23 @@ impl<S: Storage> Site<S> {
         self.finish_leftover_removals()
     }
 
-    /// A candidate asks for our vote.
-    pub(super) fn on_vote_request(
-        &mut self,
-        from: SiteAddr,
-        egen: Gen,
-        last: LogPos,
-        priority: u32,
-        takeover: bool,
-    ) -> Result<(), StorageError> {
+    /// A candidate asks for our vote (or, in a pre-vote, whether we would give it).
+    pub(super) fn on_vote_request(&mut self, from: SiteAddr, ask: Ask) -> Result<(), StorageError> {
+        let Ask {
+            egen, last, pre, ..
+        } = ask;
         // A master that no longer counts the candidate as a member tells it so.
         if self.is_master() && self.tell_if_removed(&from) {
             return Ok(());
         }
         // A candidate whose log holds a later generation than ours proves our master is stale.
         self.saw_later_gen(last.gen)?;
-        let (granted, outranked) = self.decide_vote(&from, egen, last, priority, takeover);
+        let (granted, outranked) = self.decide_vote(&from, &ask);
         if outranked {
-            self.stand_soon(egen)?;
+            // In a pre-vote nothing is recorded: only stand sooner ourselves.
+            self.stand_soon(if pre { 0 } else { egen })?;
         }
-        if granted {
+        if granted && !pre {
             if egen > self.meta.egen {
                 self.meta.egen = egen;
                 self.meta.voted_for = Some(from.clone());
@@ -226,27 +257,35 @@ impl<S: Storage> Site<S> {
             } else {
                 self.master().cloned()
             },
+            pre,
+            term: self.term(),
         };
         self.send(&from, vote);
         Ok(())
     }
 
     /// Whether to grant, and whether we refused because we are better placed than the candidate.
-    fn decide_vote(
-        &self,
-        from: &SiteAddr,
-        egen: Gen,
-        last: LogPos,
-        priority: u32,
-        takeover: bool,
-    ) -> (bool, bool) {
+    fn decide_vote(&self, from: &SiteAddr, ask: &Ask) -> (bool, bool) {
+        let Ask {
+            egen,
+            last,
+            priority,
+            takeover,
+            pre,
+        } = *ask;
         // One vote per election generation, and none for a generation that already has (or had)
         // a master we know of.
         let floor = self.meta.gen.max(self.meta.egen);
         let already_voted_for_it = egen == self.meta.egen
             && egen > self.meta.gen
             && self.meta.voted_for.as_ref() == Some(from);
-        if egen < floor || (egen == floor && !already_voted_for_it) {
+        if pre {
+            // Hypothetical: the real round will go above whatever we voted in. Only a generation
+            // that already had a master we know of is out of the question.
+            if egen <= self.meta.gen {
+                return (false, false);
+            }
+        } else if egen < floor || (egen == floor && !already_voted_for_it) {
             return (false, false);
         }
         // Any site may vote, even one whose log does not yet show it as a member (a joiner that
@@ -310,6 +349,8 @@ impl<S: Storage> Site<S> {
             last,
             priority,
             master,
+            pre,
+            term,
         } = ballot;
         if let Some(master) =
             master.filter(|m| !self.recipients().contains(m) && *m != self.cfg.addr)
@@ -335,11 +376,12 @@ impl<S: Storage> Site<S> {
             self.stats.messages_ignored += 1;
             return Ok(());
         };
-        if e.egen != egen {
+        if e.egen != egen || e.pre != pre {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
         e.answered.insert(from.clone());
+        e.max_term = e.max_term.max(term);
         if granted && member {
             e.granted.insert(from);
         } else if !e.takeover && priority > 0 && outranks((last, priority, &from), me) {

@@ -213,9 +213,17 @@ impl<S: Storage> Site<S> {
                 last,
                 priority,
                 takeover,
+                pre,
             } => {
                 self.note_priority(&from, priority);
-                self.on_vote_request(from, egen, last, priority, takeover)
+                let ask = election::Ask {
+                    egen,
+                    last,
+                    priority,
+                    takeover,
+                    pre,
+                };
+                self.on_vote_request(from, ask)
             }
             Message::Vote {
                 egen,
@@ -224,15 +232,19 @@ impl<S: Storage> Site<S> {
                 last,
                 priority,
                 master,
+                pre,
+                term,
             } => {
                 self.note_priority(&from, priority);
                 let ballot = election::Ballot {
+                    term,
                     egen,
                     granted,
                     gen,
                     last,
                     priority,
                     master,
+                    pre,
                 };
                 self.on_vote(from, ballot)
             }

@@ -543,6 +543,7 @@ fn votes_are_durable_and_a_site_votes_once_per_generation() {
             last: LogPos::default(),
             priority: 100,
             takeover: false,
+            pre: false,
         },
     };
     let granted = |out: &[Output]| {
@@ -565,6 +566,7 @@ fn votes_are_durable_and_a_site_votes_once_per_generation() {
             last: LogPos::new(1, 1),
             priority: 100,
             takeover: false,
+            pre: false,
         },
     };
     let _ = ask;

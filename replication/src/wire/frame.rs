@@ -515,6 +515,7 @@ mod tests {
                 last,
                 priority: 50,
                 takeover: true,
+                pre: false,
             },
             Message::Vote {
                 egen: 4,
@@ -523,6 +524,8 @@ mod tests {
                 last,
                 priority: 10,
                 master: Some(SiteAddr::new("10.0.0.1:7000")),
+                pre: false,
+                term: 5,
             },
             Message::TakeOver { gen: 3 },
         ]
@@ -821,7 +824,8 @@ mod tests {
             egen: 1,
             last: LogPos::new(1, 1),
             priority: 1,
-            takeover: true,
+            takeover: false,
+            pre: true,
         });
         *bad_bool.last_mut().unwrap() = 2;
         let mut trailing = codec::encode(&Message::TakeOver { gen: 1 });
@@ -1099,6 +1103,7 @@ mod tests {
                 .prop_map(|(gen, lsn, priority)| Message::Ack { gen, lsn, priority }),
             (any::<u64>(), arb_pos(), any::<u32>(), any::<bool>()).prop_map(
                 |(egen, last, priority, takeover)| Message::VoteRequest {
+                    pre: !takeover && egen % 2 == 0,
                     egen,
                     last,
                     priority,
@@ -1119,6 +1124,8 @@ mod tests {
                     last,
                     priority,
                     master: (!granted).then(|| SiteAddr::new("m:1")),
+                    pre: gen % 2 == 0,
+                    term: gen.wrapping_add(egen),
                 }),
             any::<u64>().prop_map(|gen| Message::StaleGeneration { gen }),
             (

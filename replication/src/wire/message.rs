@@ -100,6 +100,10 @@ pub enum Message {
         /// Sent by the target of a planned switchover: voters skip the checks that protect a
         /// healthy master, since the master itself asked for this election.
         takeover: bool,
+        /// A pre-vote: "would you vote for me?". Nobody records anything; only if a majority
+        /// would does the candidate raise its election generation and ask for real. A site cut
+        /// off from the group thus cannot inflate its generation and disrupt the master later.
+        pre: bool,
     },
     /// Voter to candidate: the answer to `VoteRequest`.
     Vote {
@@ -116,6 +120,11 @@ pub enum Message {
         /// The master the voter follows, if it refused because it still hears one: a candidate
         /// whose membership view is stale (it was removed while away) asks that master.
         master: Option<SiteAddr>,
+        /// The answer to a pre-vote.
+        pre: bool,
+        /// The highest generation the voter knows of, voted or stood in: a candidate must go
+        /// above it to get this vote.
+        term: Gen,
     },
     /// Master to the target of a switchover: "you have everything; call an election now".
     TakeOver {
