@@ -11,7 +11,7 @@ use replication::types::{Gen, LogPos, SiteAddr};
 use std::collections::BTreeMap;
 
 /// A broken invariant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
     /// Which invariant.
     pub invariant: &'static str,

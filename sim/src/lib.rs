@@ -11,6 +11,7 @@ pub mod check;
 pub mod clock;
 pub mod disk;
 pub mod faults;
+pub mod result;
 #[cfg(madsim)]
 pub mod world;
 

@@ -8,6 +8,7 @@ use crate::check::{self, Observed, Operation, Outcome, Violation};
 use crate::clock::SkewedClock;
 use crate::disk::Disk;
 use crate::faults::{Fault, Schedule};
+use crate::result::{Counts, RunOutcome, RunResult};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
 use replication::node::{self, NodeConfig, NodeEvent, NodeHandle};
@@ -471,6 +472,55 @@ impl World {
     /// The history of client operations so far.
     pub fn history(&self) -> Vec<Operation> {
         self.history.lock().expect("history lock").clone()
+    }
+
+    /// Checks the world and packs everything into a [`RunResult`].
+    pub async fn result(&self, scenario: &str, seed: u64) -> RunResult {
+        let violations = self.check().await;
+        let history = self.history();
+        let count =
+            |f: fn(&Outcome) -> bool| history.iter().filter(|op| f(&op.outcome)).count() as u64;
+        let mut messages = 0;
+        for addr in self.addrs() {
+            if let Some(h) = self.handle(&addr) {
+                messages += h.stats().await.map_or(0, |s| s.site.messages_sent);
+            }
+        }
+        let trace = self.trace.lock().expect("trace lock");
+        let elections = trace
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    NodeEvent::Site(replication::site::Event::Elected { .. })
+                )
+            })
+            .count() as u64;
+        RunResult {
+            scenario: scenario.to_string(),
+            seed,
+            outcome: if violations.is_empty() {
+                RunOutcome::Pass
+            } else {
+                RunOutcome::Fail
+            },
+            violations,
+            trace_hash: format!(
+                "{:016x}",
+                crate::trace_hash(trace.lines.iter().map(String::as_str))
+            ),
+            sim_ms: self.now_ms(),
+            counts: Counts {
+                events: trace.events.len() as u64,
+                messages,
+                elections,
+                writes_ok: count(|o| matches!(o, Outcome::Ok { .. })),
+                writes_failed: count(|o| matches!(o, Outcome::Failed(_))),
+                writes_unknown: count(|o| matches!(o, Outcome::Unknown(_))),
+            },
+            trace: trace.lines.clone(),
+        }
     }
 
     /// Runs every checker on the world as it is now (call it once the group is quiet) and

@@ -337,3 +337,65 @@ fn a_corrupted_record_is_detected_never_served_and_the_site_resyncs() {
         }
     });
 }
+
+/// Three scenarios, twenty seeds each: every run gives the same result twice (trace hash and
+/// counts), and the result serializes to JSON.
+#[test]
+fn determinism_across_three_scenarios_and_twenty_seeds() {
+    use sim::faults::{FaultMix, Schedule};
+    async fn failover(seed: u64) -> sim::result::RunResult {
+        let mut world = World::start(3, seed, |_, _| {});
+        let m = world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        for i in 0..5 {
+            world.write(&m, &format!("k{i}"), "v").await;
+        }
+        world.crash(&m);
+        world.wait_for_master(Duration::from_secs(10)).await;
+        world.restart(&m);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        world.result("failover", seed).await
+    }
+    async fn split(seed: u64) -> sim::result::RunResult {
+        let world = World::start(5, seed, |_, _| {});
+        let m = world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        let rest: Vec<_> = world.addrs().into_iter().filter(|a| *a != m).collect();
+        world.partition(&rest[..2], &rest[2..]);
+        world.write(&m, "k", "v").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        world.heal();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        world.result("split", seed).await
+    }
+    async fn swarm(seed: u64) -> sim::result::RunResult {
+        let schedule = Schedule::generate(seed, 3, 10_000, &FaultMix::default());
+        let mut world = World::start(3, seed, |_, _| {});
+        let bound = World::liveness_bound_ms(&replication::site::Timeouts::default());
+        world.run_schedule(&schedule, 100, bound).await;
+        world.result("swarm", seed).await
+    }
+    for seed in 0..20u64 {
+        let runs = [
+            (run(seed, || failover(seed)), run(seed, || failover(seed))),
+            (run(seed, || split(seed)), run(seed, || split(seed))),
+            (run(seed, || swarm(seed)), run(seed, || swarm(seed))),
+        ];
+        for (a, b) in runs {
+            assert_eq!(a.trace_hash, b.trace_hash, "{} seed {seed}", a.scenario);
+            assert_eq!(a.counts, b.counts);
+            assert_eq!(
+                a.outcome,
+                sim::result::RunOutcome::Pass,
+                "{:#?}",
+                a.violations
+            );
+            let json = serde_json::to_string(&a).unwrap();
+            assert!(json.contains("\"trace_hash\""));
+        }
+    }
+}

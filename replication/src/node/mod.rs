@@ -369,6 +369,9 @@ impl<S: Storage + Send + 'static> Node<S> {
                 None => Duration::from_secs(3600),
             };
             tokio::select! {
+                // Fixed order: tokio's default picks a branch at random, which would make a
+                // simulated run depend on more than its seed.
+                biased;
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break, // every handle dropped: the node stops
