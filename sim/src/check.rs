@@ -146,6 +146,23 @@ pub fn all_caught_up(
         })
 }
 
+/// Membership converges: every live site's membership database equals the master's.
+pub fn membership_converges(
+    master: &SiteAddr,
+    members: &BTreeMap<SiteAddr, Vec<SiteAddr>>,
+) -> Option<Violation> {
+    let expected = members.get(master)?;
+    members
+        .iter()
+        .find(|(_, m)| *m != expected)
+        .map(|(site, m)| Violation {
+            invariant: "membership_converges",
+            site: Some(site.clone()),
+            at_ms: None,
+            detail: format!("members {m:?}, the master {master} has {expected:?}"),
+        })
+}
+
 /// A client operation and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation {
@@ -274,6 +291,17 @@ mod tests {
             site: SiteAddr::new(site),
             event: NodeEvent::Site(Event::BecameMaster { gen }),
         }
+    }
+
+    #[test]
+    fn a_site_with_another_membership_is_caught() {
+        let (a, b) = (SiteAddr::new("a:1"), SiteAddr::new("b:1"));
+        let mut members = BTreeMap::new();
+        members.insert(a.clone(), vec![a.clone(), b.clone()]);
+        members.insert(b.clone(), vec![a.clone(), b.clone()]);
+        assert_eq!(membership_converges(&a, &members), None);
+        members.insert(b.clone(), vec![b.clone()]);
+        assert_eq!(membership_converges(&a, &members).unwrap().site, Some(b));
     }
 
     #[test]

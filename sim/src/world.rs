@@ -533,12 +533,19 @@ impl World {
         let mut logs = BTreeMap::new();
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
+        let mut members = BTreeMap::new();
         for (addr, site) in &self.sites {
             if let Ok(log) = site.disk.log() {
                 logs.insert(addr.clone(), log);
             }
             if let Ok(snapshot) = site.disk.replay() {
                 replayed.insert(addr.clone(), (snapshot.db.applied(), snapshot.db.digest()));
+                if site.up {
+                    members.insert(
+                        addr.clone(),
+                        snapshot.db.members().keys().cloned().collect(),
+                    );
+                }
             }
             if let Some(h) = self.handle(addr) {
                 if let Ok(digest) = h.digest().await {
@@ -551,6 +558,7 @@ impl World {
         match self.master().await {
             Some(master) => {
                 violations.extend(check::all_caught_up(&master, &live, self.quiet_ms));
+                violations.extend(check::membership_converges(&master, &members));
                 violations.extend(check::logs_are_prefixes(&master, &logs));
                 let archived = {
                     use replication::storage::Storage;
