@@ -50,6 +50,13 @@ pub enum Fault {
         /// Largest delay (reordering when above the smallest).
         latency_max_ms: u64,
     },
+    /// Make a site's clock run fast or slow.
+    Drift {
+        /// The site.
+        site: usize,
+        /// Rate error in parts per million.
+        drift_ppm: i64,
+    },
     /// Offset a site's clock.
     Skew {
         /// The site.
@@ -167,6 +174,10 @@ impl Schedule {
                         latency_max_ms: min + rng.next_u64() % 50,
                     }
                 }
+                Kind::Skew if rng.next_u64() % 2 == 0 => Fault::Drift {
+                    site: (rng.next_u64() % sites as u64) as usize,
+                    drift_ppm: (rng.next_u64() % 200_001) as i64 - 100_000,
+                },
                 Kind::Skew => Fault::Skew {
                     site: (rng.next_u64() % sites as u64) as usize,
                     skew_ms: (rng.next_u64() % 2_001) as i64 - 1_000,
@@ -226,6 +237,9 @@ impl fmt::Display for Schedule {
                     latency_max_ms,
                 } => format!("network loss {loss_per_mille}/1000, latency {latency_min_ms}..{latency_max_ms} ms"),
                 Fault::Skew { site, skew_ms } => format!("skew site {site} by {skew_ms} ms"),
+                Fault::Drift { site, drift_ppm } => {
+                    format!("drift site {site}'s clock by {drift_ppm} ppm")
+                }
             };
             writeln!(f, "{:>8} ms  {what}", e.at_ms)?;
         }

@@ -322,6 +322,11 @@ impl World {
                     ..Duration::from_millis((*latency_max_ms).max(*latency_min_ms + 1));
                 self.set_network(f64::from(*loss_per_mille) / 1000.0, latency);
             }
+            Fault::Drift { site: i, drift_ppm } => {
+                let addr = site(i);
+                self.clock(&addr).set_drift_ppm(*drift_ppm);
+                self.note(&addr, &format!("clock drifting by {drift_ppm} ppm"));
+            }
             Fault::Skew { site: i, skew_ms } => {
                 let addr = site(i);
                 self.clock(&addr).set_skew_ms(*skew_ms);

@@ -24,6 +24,7 @@ pub(super) struct ConnConfig {
     handshake_timeout: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    idle_timeout: Duration,
 }
 
 impl ConnConfig {
@@ -44,6 +45,7 @@ impl ConnConfig {
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
             reconnect_min: Duration::from_millis(cfg.reconnect_min_ms.max(1)),
             reconnect_max: Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms)),
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms.max(3)),
         }
     }
 }
@@ -196,8 +198,15 @@ async fn run(
     }
     let limit = cfg.frame_limit;
     let writer_net = net.clone();
+    let keepalive = cfg.idle_timeout / 3;
     let write_task = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
+        loop {
+            // A keep-alive after a third of the idle timeout in silence tells the peer we live.
+            let msg = match tokio::time::timeout(keepalive, out_rx.recv()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return,
+                Err(_) => Message::KeepAlive,
+            };
             let bytes = match encode_frame_checked(version, &msg, limit) {
                 Ok(bytes) => bytes,
                 Err(error) => {
@@ -214,7 +223,7 @@ async fn run(
             let _ = writer_net.try_send(sent);
         }
     });
-    read_messages(&mut reader, &mut decoder, &peer, id, &net).await;
+    read_messages(&mut reader, &mut decoder, &peer, id, &net, cfg.idle_timeout).await;
     write_task.abort();
     let _ = net.send(NetEvent::Closed { id, peer }).await;
 }
@@ -273,6 +282,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
     peer: &SiteAddr,
     id: u64,
     net: &mpsc::Sender<NetEvent>,
+    idle_timeout: Duration,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes read since the last message was handed over; reported with the next one.
@@ -281,6 +291,9 @@ async fn read_messages<R: AsyncRead + Unpin>(
         loop {
             match decoder.next_frame() {
                 Ok(Some(Frame { message, .. })) => {
+                    if message == Message::KeepAlive {
+                        continue;
+                    }
                     if matches!(message, Message::Hello { .. } | Message::Proof { .. }) {
                         let error = "handshake message after the handshake".to_string();
                         let _ = net
@@ -314,9 +327,13 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 }
             }
         }
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
+        match tokio::time::timeout(idle_timeout, reader.read(&mut buf)).await {
+            Err(_) => {
+                tracing::info!(%peer, "connection silent past the idle timeout: closing it");
+                return;
+            }
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => {
                 decoder.push(&buf[..n]);
                 unreported += n as u64;
             }

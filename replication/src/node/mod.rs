@@ -77,6 +77,9 @@ pub struct NodeConfig {
     pub reconnect_min_ms: u64,
     /// Longest reconnection delay.
     pub reconnect_max_ms: u64,
+    /// A connection on which nothing arrives for this long is closed (a stalled stream looks
+    /// open forever otherwise); each end sends a keep-alive after a third of it in silence.
+    pub idle_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -91,6 +94,7 @@ impl NodeConfig {
             handshake_timeout_ms: 2_000,
             reconnect_min_ms: 50,
             reconnect_max_ms: 2_000,
+            idle_timeout_ms: 3_000,
         }
     }
 }

@@ -249,7 +249,7 @@ impl<S: Storage> Site<S> {
                 self.on_vote(from, ballot)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
-            Message::Hello { .. } | Message::Proof { .. } => {
+            Message::Hello { .. } | Message::Proof { .. } | Message::KeepAlive => {
                 // The handshake belongs to the driver; one reaching the core is noise.
                 self.stats.messages_ignored += 1;
                 Ok(())

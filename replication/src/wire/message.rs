@@ -131,6 +131,9 @@ pub enum Message {
         /// The master's generation.
         gen: Gen,
     },
+    /// Driver to driver on an idle connection, so that each end can tell a quiet peer from a
+    /// stalled connection. Never reaches the core.
+    KeepAlive,
     /// To a master of an older generation: "I know of, voted or stood in generation `gen`;
     /// you are stale". The master steps down and the group elects again.
     StaleGeneration {
@@ -224,6 +227,7 @@ impl Message {
             Message::Vote { .. } => "vote",
             Message::TakeOver { .. } => "take_over",
             Message::StaleGeneration { .. } => "stale_generation",
+            Message::KeepAlive => "keep_alive",
             Message::JoinRequest { .. } => "join_request",
             Message::JoinReply { .. } => "join_reply",
             Message::RemoveRequest { .. } => "remove_request",
