@@ -70,16 +70,7 @@ fn run_schedule(n: usize, seed: u64, actions: &[Action]) -> Vec<String> {
             }
             Action::Crash(i) => net.crash(&site(&net, i)),
             Action::Restart(i) => net.restart(&site(&net, i)),
-            Action::Partition(mask) => {
-                let (a, b): (Vec<_>, Vec<_>) = net
-                    .addrs()
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| mask & (1 << i) != 0);
-                let a: Vec<SiteAddr> = a.into_iter().map(|(_, s)| s).collect();
-                let b: Vec<SiteAddr> = b.into_iter().map(|(_, s)| s).collect();
-                net.partition(&[&a, &b]);
-            }
+            Action::Partition(mask) => partition_by_mask(&mut net, mask),
             Action::Clog(x, y) => {
                 let (x, y) = (site(&net, x), site(&net, y));
                 if x != y {
@@ -101,6 +92,24 @@ fn run_schedule(n: usize, seed: u64, actions: &[Action]) -> Vec<String> {
     for addr in net.addrs() {
         net.restart(&addr);
     }
+    let mut violations = settle_and_collect(&mut net);
+    // The remaining checks compare with the master, so they need one (reported above if not).
+    let Some(master) = net.master() else {
+        return violations;
+    };
+    violations.extend(net.check_quiescent_invariants());
+    for lost in net.lost_commits(&master) {
+        violations.push(format!(
+            "commit {} acknowledged under quorum is missing from the master {master}",
+            lost.pos()
+        ));
+    }
+    violations
+}
+
+/// Lets a healed network settle and returns the violations seen so far, plus one if no stable
+/// master appeared. `DEBUG_NET=1` prints the event trace and every site's state.
+fn settle_and_collect(net: &mut Network) -> Vec<String> {
     let settled = net.settle(60_000);
     if std::env::var("DEBUG_NET").is_ok() {
         for e in net.events() {
@@ -117,18 +126,19 @@ fn run_schedule(n: usize, seed: u64, actions: &[Action]) -> Vec<String> {
             net.master()
         ));
     }
-    // The remaining checks compare with the master, so they need one (reported above if not).
-    let Some(master) = net.master() else {
-        return violations;
-    };
-    violations.extend(net.check_quiescent_invariants());
-    for lost in net.lost_commits(&master) {
-        violations.push(format!(
-            "commit {} acknowledged under quorum is missing from the master {master}",
-            lost.pos()
-        ));
-    }
     violations
+}
+
+/// Splits the network: sites whose bit is set in `mask` on one side, the rest on the other.
+fn partition_by_mask(net: &mut Network, mask: u8) {
+    let (a, b): (Vec<_>, Vec<_>) = net
+        .addrs()
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| mask & (1 << i) != 0);
+    let a: Vec<SiteAddr> = a.into_iter().map(|(_, s)| s).collect();
+    let b: Vec<SiteAddr> = b.into_iter().map(|(_, s)| s).collect();
+    net.partition(&[&a, &b]);
 }
 
 fn cases() -> u32 {
@@ -235,16 +245,7 @@ fn run_membership_schedule(seed: u64, actions: &[MemberAction]) -> Vec<String> {
             }
             MemberAction::Crash(i) => net.crash(&site(&net, i)),
             MemberAction::Restart(i) => net.restart(&site(&net, i)),
-            MemberAction::Partition(mask) => {
-                let (a, b): (Vec<_>, Vec<_>) = net
-                    .addrs()
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| mask & (1 << i) != 0);
-                let a: Vec<SiteAddr> = a.into_iter().map(|(_, s)| s).collect();
-                let b: Vec<SiteAddr> = b.into_iter().map(|(_, s)| s).collect();
-                net.partition(&[&a, &b]);
-            }
+            MemberAction::Partition(mask) => partition_by_mask(&mut net, mask),
             MemberAction::Heal => net.heal(),
             MemberAction::Run(ms) => net.run_for(ms),
         }
@@ -254,22 +255,7 @@ fn run_membership_schedule(seed: u64, actions: &[MemberAction]) -> Vec<String> {
     for addr in net.addrs() {
         net.restart(&addr);
     }
-    let settled = net.settle(60_000);
-    if std::env::var("DEBUG_NET").is_ok() {
-        for e in net.events() {
-            println!("{e:?}");
-        }
-        for a in net.addrs() {
-            println!("{a}: {:?}", net.site(&a));
-        }
-    }
-    let mut violations = net.violations().to_vec();
-    if !settled {
-        violations.push(format!(
-            "no stable master 60s after healing (master: {:?})",
-            net.master()
-        ));
-    }
+    let mut violations = settle_and_collect(&mut net);
     if net.master().is_some() {
         violations.extend(net.check_quiescent_invariants());
         violations.extend(net.membership_divergence());

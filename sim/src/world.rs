@@ -68,6 +68,9 @@ pub struct World {
     quiet_ms: u64,
 }
 
+/// The secret every site of a world's group holds (a rogue site gets another).
+const GROUP_SECRET: &[u8] = b"group secret";
+
 /// The address of site `i` (from 1): a distinct simulated machine each.
 pub fn site_addr(i: usize) -> SiteAddr {
     SiteAddr::new(format!("10.0.0.{i}:7000"))
@@ -78,48 +81,22 @@ impl World {
     /// sharing `secret`. Each site's node seed is derived from `seed`.
     pub fn start(n: usize, seed: u64, configure: impl Fn(usize, &mut Config)) -> World {
         let addrs: Vec<SiteAddr> = (1..=n).map(site_addr).collect();
-        let trace: Trace = Arc::default();
-        let failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>> = Arc::default();
-        let start = tokio::time::Instant::now();
-        let mut sites = BTreeMap::new();
+        let mut world = World {
+            sites: BTreeMap::new(),
+            trace: Arc::default(),
+            start: tokio::time::Instant::now(),
+            history: Mutex::default(),
+            failed: Arc::default(),
+            durability_void: None,
+            quiet_ms: 0,
+        };
         for (i, addr) in addrs.iter().enumerate() {
             let mut cfg = Config::new(addr.clone(), addrs.clone());
             configure(i, &mut cfg);
-            let node_cfg = NodeConfig::new(cfg, "sim", b"group secret".to_vec());
-            let disk = Disk::new();
-            let clock = Arc::new(SkewedClock::new());
-            let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
-            let machine = spawn_site(
-                SiteMachine {
-                    cfg: node_cfg,
-                    disk: disk.clone(),
-                    clock: clock.clone(),
-                    slot: handle.clone(),
-                    trace: trace.clone(),
-                    failed: failed.clone(),
-                    start,
-                    seed: seed.wrapping_mul(31).wrapping_add(i as u64),
-                },
-                i,
-            );
-            let site = SimSite {
-                machine,
-                disk,
-                clock,
-                handle,
-                up: true,
-            };
-            sites.insert(addr.clone(), site);
+            let site_seed = seed.wrapping_mul(31).wrapping_add(i as u64);
+            world.add_site(i, cfg, GROUP_SECRET, site_seed);
         }
-        World {
-            sites,
-            trace,
-            start,
-            history: Mutex::default(),
-            failed,
-            durability_void: None,
-            quiet_ms: 0,
-        }
+        world
     }
 
     /// Every site's address.
