@@ -253,14 +253,7 @@ impl Storage for FileStorage {
     }
 
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
-        for (next, record) in (self.last_lsn() + 1..).zip(records) {
-            if record.lsn != next {
-                return Err(StorageError::Invalid(format!(
-                    "append of LSN {} where {next} was expected",
-                    record.lsn
-                )));
-            }
-        }
+        super::check_continues(self.last_lsn(), records)?;
         let kept = self.pending.len();
         let mut offset = self.end();
         let mut offsets = Vec::with_capacity(records.len());

@@ -85,14 +85,7 @@ impl Storage for MemStorage {
     }
 
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
-        for (next, record) in (self.last_lsn() + 1..).zip(records) {
-            if record.lsn != next {
-                return Err(StorageError::Invalid(format!(
-                    "append of LSN {} where {next} was expected",
-                    record.lsn
-                )));
-            }
-        }
+        super::check_continues(self.last_lsn(), records)?;
         self.log.extend_from_slice(records);
         Ok(())
     }

@@ -104,6 +104,20 @@ pub trait Storage {
     fn read_meta(&mut self) -> Result<Option<Meta>, StorageError>;
 }
 
+/// Checks that `records` continue a log ending at `last`: consecutive LSNs from `last + 1`.
+/// Every implementation refuses a gap the same way.
+pub fn check_continues(last: Lsn, records: &[LogRecord]) -> Result<(), StorageError> {
+    for (next, record) in (last + 1..).zip(records) {
+        if record.lsn != next {
+            return Err(StorageError::Invalid(format!(
+                "append of LSN {} where {next} was expected",
+                record.lsn
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the whole log from `from` to the end, in bounded batches.
 pub fn read_to_end<S: Storage + ?Sized>(
     storage: &mut S,

@@ -174,7 +174,11 @@ impl Handshake {
                         theirs: min_version..=max_version,
                     });
                 }
-                let mac = self.mac(&self.cfg.site, &site, &self.nonce, &nonce, version);
+                let mac = self
+                    .mac_state(&self.cfg.site, &site, &self.nonce, &nonce, version)
+                    .finalize()
+                    .into_bytes()
+                    .into();
                 self.state = State::AwaitingProof {
                     peer: site,
                     peer_nonce: nonce,
@@ -212,20 +216,6 @@ impl Handshake {
     }
 
     /// The MAC `from` sends to `to`: the direction is part of it, so a proof cannot be reflected.
-    fn mac(
-        &self,
-        from: &SiteAddr,
-        to: &SiteAddr,
-        from_nonce: &[u8; 16],
-        to_nonce: &[u8; 16],
-        version: u8,
-    ) -> [u8; 32] {
-        self.mac_state(from, to, from_nonce, to_nonce, version)
-            .finalize()
-            .into_bytes()
-            .into()
-    }
-
     fn mac_state(
         &self,
         from: &SiteAddr,
