@@ -1,0 +1,143 @@
+//! JUnit XML, the format CI systems read test results from: a run is a test case named by its
+//! seed, a scenario is a test suite. Times are simulated seconds (the wall clock would make the
+//! report differ between two identical runs), and there is no timestamp or host name for the
+//! same reason.
+//!
+//! Every piece of run text goes through [`crate::xml`]: the output must stay well-formed XML 1.0
+//! whatever the engine wrote into a detail or a trace.
+
+use crate::xml::{attr, text};
+use crate::{by_scenario, is_failure, seconds, ReplayCommand};
+use sim::result::RunResult;
+use std::fmt::Write;
+
+/// JUnit XML: one <testsuites name=title>, a <testsuite> per scenario (name, tests, failures, time in simulated seconds), a <testcase name="seed N" classname=scenario time=sim seconds> per run; a failing run gets <failure message="invariant: detail" type="invariant">with every violation and the replay command</failure>; <system-out> carries the trace hash. All text XML-escaped (& < > " ' and control characters that XML 1.0 forbids must be removed or replaced).
+///
+/// Test suites come in the order each scenario is first seen in `runs`, test cases in the order
+/// given. The failure's `message` and `type` come from the first violation (`type` is the
+/// invariant's name, which CI tools group failures by).
+pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
+    let failed = runs.iter().filter(|r| is_failure(r)).count();
+    let total_ms: u64 = runs.iter().map(|r| r.sim_ms).sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{}\">",
+        attr(title),
+        runs.len(),
+        seconds(total_ms)
+    );
+    for group in by_scenario(runs) {
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{}\">",
+            attr(group.scenario),
+            group.runs.len(),
+            group.failed(),
+            seconds(group.sim_ms())
+        );
+        for run in &group.runs {
+            push_testcase(&mut out, run, replay);
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn push_testcase(out: &mut String, run: &RunResult, replay: ReplayCommand) {
+    let _ = writeln!(
+        out,
+        "    <testcase name=\"seed {}\" classname=\"{}\" time=\"{}\">",
+        run.seed,
+        attr(&run.scenario),
+        seconds(run.sim_ms)
+    );
+    if is_failure(run) {
+        let (message, kind) = match run.violations.first() {
+            Some(v) => (format!("{}: {}", v.invariant, v.detail), v.invariant),
+            None => ("failed without a recorded violation".to_string(), "unknown"),
+        };
+        let _ = write!(
+            out,
+            "      <failure message=\"{}\" type=\"{}\">",
+            attr(&message),
+            attr(kind)
+        );
+        for v in &run.violations {
+            let mut line = v.invariant.to_string();
+            if let Some(site) = &v.site {
+                let _ = write!(line, " at {site}");
+            }
+            if let Some(ms) = v.at_ms {
+                let _ = write!(line, ", {} s", seconds(ms));
+            }
+            let _ = writeln!(line, ": {}", v.detail);
+            out.push_str(&text(&line));
+        }
+        let _ = writeln!(
+            out,
+            "{}</failure>",
+            text(&format!("replay: {}", replay(run)))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "      <system-out>trace hash {}</system-out>",
+        text(&run.trace_hash)
+    );
+    out.push_str("    </testcase>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::run;
+    use sim::result::RunOutcome;
+
+    #[test]
+    fn each_scenario_is_a_suite_and_each_run_a_case() {
+        let runs = [
+            run("b", 1, RunOutcome::Fail),
+            run("a", 2, RunOutcome::Pass),
+            run("b", 3, RunOutcome::Pass),
+        ];
+        let xml = suite("T", &runs, &|r| format!("replay {}", r.seed));
+        let suites: Vec<_> = xml
+            .lines()
+            .filter(|l| l.trim_start().starts_with("<testsuite "))
+            .collect();
+        assert_eq!(suites.len(), 2, "{xml}");
+        assert!(
+            suites[0].contains("name=\"b\" tests=\"2\" failures=\"1\""),
+            "{xml}"
+        );
+        assert!(suites[0].contains("time=\"4.000\""), "{xml}");
+        assert!(
+            suites[1].contains("name=\"a\" tests=\"1\" failures=\"0\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testsuites name=\"T\" tests=\"3\" failures=\"1\""),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+        assert!(
+            xml.contains("message=\"liveness: stuck\" type=\"liveness\""),
+            "{xml}"
+        );
+        assert!(xml.contains("replay: replay 1</failure>"), "{xml}");
+        assert!(!xml.contains("replay 3"), "{xml}");
+    }
+
+    #[test]
+    fn a_failing_run_without_violations_still_fails() {
+        let mut broken = run("a", 1, RunOutcome::Fail);
+        broken.violations.clear();
+        let xml = suite("T", &[broken], &|_| "again".into());
+        assert!(
+            xml.contains("message=\"failed without a recorded violation\" type=\"unknown\">replay: again</failure>"),
+            "{xml}"
+        );
+    }
+}
