@@ -36,7 +36,7 @@ pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
             group.failed(),
             seconds(group.sim_ms())
         );
-        for run in &group.runs {
+        for (_, run) in &group.runs {
             push_testcase(&mut out, run, replay);
         }
         out.push_str("  </testsuite>\n");

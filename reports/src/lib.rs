@@ -102,19 +102,19 @@ pub(crate) fn is_failure(run: &RunResult) -> bool {
 pub(crate) struct ScenarioRuns<'a> {
     /// The scenario's name.
     pub(crate) scenario: &'a str,
-    /// Its runs.
-    pub(crate) runs: Vec<&'a RunResult>,
+    /// Its runs, each with its position in the input (to find what belongs to it, like its page).
+    pub(crate) runs: Vec<(usize, &'a RunResult)>,
 }
 
 impl ScenarioRuns<'_> {
     /// How many of the runs failed.
     pub(crate) fn failed(&self) -> usize {
-        self.runs.iter().filter(|r| is_failure(r)).count()
+        self.runs.iter().filter(|(_, r)| is_failure(r)).count()
     }
 
     /// Simulated milliseconds over all the runs.
     pub(crate) fn sim_ms(&self) -> u64 {
-        self.runs.iter().map(|r| r.sim_ms).sum()
+        self.runs.iter().map(|(_, r)| r.sim_ms).sum()
     }
 }
 
@@ -122,7 +122,7 @@ impl ScenarioRuns<'_> {
 pub(crate) fn by_scenario(runs: &[RunResult]) -> Vec<ScenarioRuns<'_>> {
     let mut groups: Vec<ScenarioRuns> = Vec::new();
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for run in runs {
+    for (position, run) in runs.iter().enumerate() {
         let i = *index.entry(&run.scenario).or_insert_with(|| {
             groups.push(ScenarioRuns {
                 scenario: &run.scenario,
@@ -130,7 +130,7 @@ pub(crate) fn by_scenario(runs: &[RunResult]) -> Vec<ScenarioRuns<'_>> {
             });
             groups.len() - 1
         });
-        groups[i].runs.push(run);
+        groups[i].runs.push((position, run));
     }
     groups
 }
@@ -194,8 +194,10 @@ pub(crate) mod tests {
         let groups = by_scenario(&runs);
         let names: Vec<_> = groups.iter().map(|g| g.scenario).collect();
         assert_eq!(names, ["b", "a"]);
-        let seeds: Vec<_> = groups[0].runs.iter().map(|r| r.seed).collect();
+        let seeds: Vec<_> = groups[0].runs.iter().map(|(_, r)| r.seed).collect();
         assert_eq!(seeds, [3, 1]);
+        let positions: Vec<_> = groups[1].runs.iter().map(|(i, _)| *i).collect();
+        assert_eq!(positions, [1, 3]);
         assert_eq!(groups[0].failed(), 1);
         assert_eq!(groups[1].failed(), 0);
         assert_eq!(groups[0].sim_ms(), 4000);

@@ -79,8 +79,9 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
 
 /// A suite/explore summary: title, totals (runs, passed, failed), a table per scenario (seeds run, passed, failed, elections/writes totals), and a list of failures each with its first violation and replay command.
 ///
-/// The scenario table has one row per scenario, in the order each is first seen in `runs`;
-/// failures are listed in the order given.
+/// The scenario table has one row per scenario, in the order each is first seen in `runs`, and
+/// failures are listed in the same order, each scenario's in the order given (as in the JUnit
+/// report), so a reader finds a scenario's failures where its row is.
 pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
     render_suite(title, runs, replay, &[])
 }
@@ -93,6 +94,7 @@ pub(crate) fn render_suite(
     replay: ReplayCommand,
     pages: &[Option<String>],
 ) -> String {
+    let groups = by_scenario(runs);
     let failed = runs.iter().filter(|r| is_failure(r)).count();
     let mut out = String::new();
     let _ = writeln!(out, "# {}\n", text(title));
@@ -114,8 +116,9 @@ pub(crate) fn render_suite(
         );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for group in by_scenario(runs) {
-            let total =
-                |count: fn(&RunResult) -> u64| -> u64 { group.runs.iter().map(|r| count(r)).sum() };
+            let total = |count: fn(&RunResult) -> u64| -> u64 {
+                group.runs.iter().map(|(_, r)| count(r)).sum()
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -136,7 +139,11 @@ pub(crate) fn render_suite(
     if failed == 0 {
         out.push_str("None.\n");
     }
-    for (i, run) in runs.iter().enumerate().filter(|(_, r)| is_failure(r)) {
+    let failures = groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .filter(|(_, r)| is_failure(r));
+    for &(i, run) in failures {
         let _ = write!(out, "### {}, seed {}", code(&run.scenario, false), run.seed);
         if let Some(Some(page)) = pages.get(i) {
             // Page names are made file-safe by the caller: no character here needs escaping.
@@ -277,9 +284,16 @@ pub(crate) fn code(raw: &str, in_table: bool) -> String {
     if raw.is_empty() {
         return String::new();
     }
-    if raw.contains(['\n', '\r']) || raw.chars().any(char::is_control) {
+    if raw.contains(['\n', '\r']) {
         return text(raw);
     }
+    let mut visible = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if !crate::push_visible_control(&mut visible, c) {
+            visible.push(c);
+        }
+    }
+    let raw = visible.as_str();
     let fence = "`".repeat(longest_run(raw, '`') + 1);
     // A span that starts or ends with a backtick needs a space to keep it apart from the fence;
     // one that starts and ends with a space loses one at each end, so it gets them back.
@@ -384,6 +398,11 @@ mod tests {
     }
 
     #[test]
+    fn code_shows_control_characters_as_escapes() {
+        assert_eq!(code("bell\u{7} tab\t", false), "`bell\\u{7} tab\t`");
+    }
+
+    #[test]
     fn code_blocks_outlast_the_backticks_inside() {
         assert_eq!(code_block("cargo sim"), "```sh\ncargo sim\n```\n");
         assert_eq!(code_block("a ```` b"), "`````sh\na ```` b\n`````\n");
@@ -436,6 +455,21 @@ mod tests {
         assert!(
             !page.contains("replay 1"),
             "a passing run has no replay: {page}"
+        );
+    }
+
+    #[test]
+    fn failures_are_listed_by_scenario_like_the_table() {
+        let runs = [
+            bare_run("b", 1, RunOutcome::Fail),
+            bare_run("a", 2, RunOutcome::Fail),
+            bare_run("b", 3, RunOutcome::Fail),
+        ];
+        let page = suite("T", &runs, &|_| String::new());
+        let headings: Vec<_> = page.lines().filter(|l| l.starts_with("### ")).collect();
+        assert_eq!(
+            headings,
+            ["### `b`, seed 1", "### `b`, seed 3", "### `a`, seed 2"]
         );
     }
 
