@@ -3,7 +3,7 @@
 //! report differ between two identical runs), and there is no timestamp or host name for the
 //! same reason.
 //!
-//! Every piece of run text goes through [`crate::xml`]: the output must stay well-formed XML 1.0
+//! Every piece of run text goes through the `xml` module: the output must stay well-formed XML 1.0
 //! whatever the engine wrote into a detail or a trace.
 
 use crate::xml::{attr, text};
@@ -11,11 +11,12 @@ use crate::{by_scenario, is_failure, seconds, ReplayCommand};
 use sim::result::RunResult;
 use std::fmt::Write;
 
-/// JUnit XML: one <testsuites name=title>, a <testsuite> per scenario (name, tests, failures, time in simulated seconds), a <testcase name="seed N" classname=scenario time=sim seconds> per run; a failing run gets <failure message="invariant: detail" type="invariant">with every violation and the replay command</failure>; <system-out> carries the trace hash. All text XML-escaped (& < > " ' and control characters that XML 1.0 forbids must be removed or replaced).
+/// JUnit XML: one `<testsuites name=title>`, a `<testsuite>` per scenario (name, tests, failures, time in simulated seconds), a `<testcase name="seed N" classname=scenario time=sim seconds>` per run; a failing run gets `<failure message="invariant: detail" type="invariant">` with every violation and the replay command `</failure>`; `<system-out>` carries the trace hash. All text XML-escaped (`& < > " '` and control characters that XML 1.0 forbids must be removed or replaced).
 ///
 /// Test suites come in the order each scenario is first seen in `runs`, test cases in the order
 /// given. The failure's `message` and `type` come from the first violation (`type` is the
-/// invariant's name, which CI tools group failures by).
+/// invariant's name, which CI tools group failures by). A forbidden control character is
+/// replaced by a visible escape (`\u{1b}`), so the reader still sees that one was there.
 pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
     let failed = runs.iter().filter(|r| is_failure(r)).count();
     let total_ms: u64 = runs.iter().map(|r| r.sim_ms).sum();

@@ -2,7 +2,7 @@
 //! who has to decide what broke and replay it. GitHub-flavoured Markdown (tables).
 //!
 //! Text from a run (scenario names, violation details, trace events) may hold any character, so
-//! every piece of it goes through [`text`] or [`code`] here; a raw `|` or line break would tear a
+//! every piece of it goes through `text` or `code` here; a raw `|` or line break would tear a
 //! table apart and a raw `<` could hide the rest of a cell as HTML.
 
 use crate::timeline::{self, Row, Timeline};
@@ -11,10 +11,10 @@ use sim::check::Violation;
 use sim::result::RunResult;
 use std::fmt::Write;
 
-/// Shown where a value is absent (no site, no time).
+/// Shown in a table cell where a value is absent (no site, no time).
 const NONE: &str = "—";
 
-/// One run: outcome, seed, trace hash, simulated time, counts, each violation (invariant, site, time, detail), the replay command, and a timeline: the trace lines (format "<ms> <site-or-world> <event>") rendered as a table (time in seconds with ms, who, what); long traces are cut to the lines around the first violation time plus the first/last lines, saying how many were left out.
+/// One run: outcome, seed, trace hash, simulated time, counts, each violation (invariant, site, time, detail), the replay command, and a timeline: the trace lines (format `<ms> <site-or-world> <event>`) rendered as a table (time in seconds with ms, who, what); long traces are cut to the lines around the first violation time plus the first/last lines, saying how many were left out.
 pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -57,7 +57,7 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
                 "| {} | {} | {} | {} | {} |",
                 i + 1,
                 code(v.invariant, true),
-                site(v, true),
+                site(v),
                 time(v.at_ms),
                 text(&v.detail)
             );
@@ -115,7 +115,7 @@ pub(crate) fn render_suite(
             "| Scenario | Seeds run | Passed | Failed | Elections | Writes ok | Writes failed | Writes unknown |\n",
         );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        for group in by_scenario(runs) {
+        for group in &groups {
             let total = |count: fn(&RunResult) -> u64| -> u64 {
                 group.runs.iter().map(|(_, r)| count(r)).sum()
             };
@@ -152,14 +152,14 @@ pub(crate) fn render_suite(
         out.push_str("\n\n");
         match run.violations.first() {
             Some(v) => {
-                let _ = write!(
-                    out,
-                    "First violation: {} at {}, {}: {}",
-                    code(v.invariant, false),
-                    site(v, false),
-                    time(v.at_ms),
-                    text(&v.detail)
-                );
+                let _ = write!(out, "First violation: {}", code(v.invariant, false));
+                if let Some(site) = &v.site {
+                    let _ = write!(out, " at {}", code(site.as_str(), false));
+                }
+                if let Some(ms) = v.at_ms {
+                    let _ = write!(out, ", {} s", seconds(ms));
+                }
+                let _ = write!(out, ": {}", text(&v.detail));
                 match run.violations.len() - 1 {
                     0 => out.push_str("\n\n"),
                     1 => out.push_str(" (and 1 more)\n\n"),
@@ -184,10 +184,10 @@ fn outcome(result: &RunResult) -> &'static str {
     }
 }
 
-fn site(v: &Violation, in_table: bool) -> String {
+fn site(v: &Violation) -> String {
     v.site
         .as_ref()
-        .map_or_else(|| NONE.to_string(), |s| code(s.as_str(), in_table))
+        .map_or_else(|| NONE.to_string(), |s| code(s.as_str(), true))
 }
 
 fn time(ms: Option<u64>) -> String {
@@ -236,7 +236,7 @@ fn push_timeline(out: &mut String, timeline: &Timeline) {
                 out,
                 "| {} | {} | **violation: {}** |",
                 v.at_ms.map_or_else(String::new, seconds),
-                site(v, true),
+                site(v),
                 code(v.invariant, true)
             ),
             Row::LeftOut(n) => writeln!(
@@ -470,6 +470,16 @@ mod tests {
         assert_eq!(
             headings,
             ["### `b`, seed 1", "### `b`, seed 3", "### `a`, seed 2"]
+        );
+    }
+
+    #[test]
+    fn a_failure_without_site_or_time_reads_without_gaps() {
+        let runs = [bare_run("a", 1, RunOutcome::Fail)];
+        let page = suite("T", &runs, &|_| String::new());
+        assert!(
+            page.contains("\nFirst violation: `liveness`: stuck\n"),
+            "{page}"
         );
     }
 
