@@ -1,3 +1,10 @@
-//! The repsim scenario language, catalog, runner and CLI. Not started yet.
+//! The repsim scenario layer: the scenario language ([`spec`]), the runner that plays a
+//! scenario on the simulated world ([`run`], simulated build only), failure files and their
+//! shrinking, and what the `repsim` command line needs around them.
 
-pub use reports;
+pub mod failure;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod shrink;
+pub mod spec;

@@ -1,14 +1,658 @@
 //! `repsim`: the simulation command line (run it as `cargo sim ...`).
+//!
+//! Every command prints how to replay what failed. Exit status: 0 when every run passed, 1 when
+//! a run broke an invariant, 2 for bad input (a scenario file, a failure file, an argument).
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-/// Deterministic simulation of a Berkeley-DB-style replication group.
-///
-/// Scenario commands (list, run, explore, replay, shrink, suite) arrive with the scenario issue.
+/// Deterministic simulation of a Berkeley-DB-style replication group: play scenarios with a
+/// seed, explore seeds, replay and shrink failures, run the whole catalog.
 #[derive(Parser, Debug)]
-#[command(name = "repsim", version)]
-struct Cli {}
+#[command(name = "repsim", version = scenarios::failure::BUILD_ID)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the scenarios of the catalog (or of DIR).
+    List {
+        /// Scenario directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one scenario with one seed.
+    Run {
+        /// A catalog name or a path to a .toml file.
+        scenario: String,
+        /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the trace too.
+        #[arg(long)]
+        trace: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Run one scenario over a range of seeds; save every failure.
+    Explore {
+        /// A catalog name or a path to a .toml file.
+        scenario: String,
+        /// Seeds, as A..B (B excluded) or A..=B.
+        #[arg(long, value_parser = parse_seeds)]
+        seeds: SeedRange,
+        /// Parallel runs (one simulation runtime per worker thread).
+        #[arg(long, default_value_t = default_jobs())]
+        jobs: usize,
+        /// Stop at the first failure.
+        #[arg(long)]
+        stop_at_first: bool,
+        /// Where failure files go.
+        #[arg(long, default_value = "failures")]
+        failures: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Replay a failure file exactly.
+    Replay {
+        /// The failure file.
+        file: PathBuf,
+        /// Print the trace too.
+        #[arg(long)]
+        trace: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Shrink a failure file's fault schedule while the same invariant still breaks.
+    Shrink {
+        /// The failure file.
+        file: PathBuf,
+        /// Where the smaller failure goes (default: next to it, with `.shrunk.json`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run every scenario in the catalog (or DIR) on K seeds; fail on any violation.
+    Suite {
+        /// Scenario directory.
+        dir: Option<PathBuf>,
+        /// Seeds per scenario (1..=K).
+        #[arg(long, default_value_t = 8)]
+        seeds: u64,
+        /// Parallel runs.
+        #[arg(long, default_value_t = default_jobs())]
+        jobs: usize,
+        /// Where failure files go.
+        #[arg(long, default_value = "failures")]
+        failures: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// Output options shared by the run commands.
+#[derive(Args, Debug, Default)]
+struct Output {
+    /// Print run results as JSON (one array) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write a Markdown report (index.md and a page per failure) into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Write JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
+/// A range of seeds.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(madsim), allow(dead_code))]
+struct SeedRange(std::ops::Range<u64>);
+
+fn parse_seeds(text: &str) -> Result<SeedRange, String> {
+    let bad = || format!("expected seeds as A..B or A..=B, not {text:?}");
+    let (a, b, inclusive) = if let Some((a, b)) = text.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = text.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(bad());
+    };
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive { b + 1 } else { b };
+    if end <= a {
+        return Err(format!("the seed range {text:?} is empty"));
+    }
+    Ok(SeedRange(a..end))
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::dispatch(cli.command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("repsim: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The catalog directory of this source tree.
+fn catalog_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog")
+}
+
+/// Lists a scenario directory (no simulation needed, so every build has it).
+pub(crate) fn list(dir: &Path, json: bool) -> Result<ExitCode, String> {
+    let mut rows = Vec::new();
+    for f in scenarios::spec::catalog_files(dir).map_err(|e| e.to_string())? {
+        let s = scenarios::spec::Scenario::load(&f).map_err(|e| e.to_string())?;
+        rows.push(s);
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|s| serde_json::json!({ "name": s.name, "file": s.path, "summary": s.summary }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+    } else {
+        let width = rows.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for s in &rows {
+            println!("{:width$}  {}", console::style(&s.name).bold(), s.summary);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(madsim))]
+mod commands {
+    use super::{catalog_dir, list, Command};
+    use std::process::ExitCode;
+
+    /// Without `--cfg madsim` there is no simulator to run: say how to get one.
+    pub fn dispatch(command: Command) -> Result<ExitCode, String> {
+        match command {
+            Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
+            _ => Err("this build has no simulator: run repsim as `cargo sim ...` (it builds with --cfg madsim)".into()),
+        }
+    }
+}
+
+#[cfg(madsim)]
+mod commands {
+    use super::{catalog_dir, list, Command, Output};
+    use console::style;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use scenarios::failure::{Failure, BUILD_ID};
+    use scenarios::run::{run, Played};
+    use scenarios::spec::{catalog_files, Scenario};
+    use sim::check::Violation;
+    use sim::result::{RunOutcome, RunResult};
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    pub fn dispatch(command: Command) -> Result<ExitCode, String> {
+        match command {
+            Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
+            Command::Run {
+                scenario,
+                seed,
+                trace,
+                out,
+            } => {
+                let scenario = resolve(&scenario)?;
+                let played = run_caught(&scenario, seed, None);
+                let failures = save_failures(
+                    &scenario,
+                    std::slice::from_ref(&played),
+                    Path::new("failures"),
+                )?;
+                if trace && !out.json {
+                    print_trace(&played.result);
+                }
+                finish(
+                    &out,
+                    &[played],
+                    &failures,
+                    &format!("{} seed {seed}", scenario.name),
+                )
+            }
+            Command::Explore {
+                scenario,
+                seeds,
+                jobs,
+                stop_at_first,
+                failures,
+                out,
+            } => {
+                let scenario = resolve(&scenario)?;
+                let work: Vec<(usize, u64)> = seeds.0.clone().map(|s| (0, s)).collect();
+                let started = std::time::Instant::now();
+                let played = run_many(
+                    std::slice::from_ref(&scenario),
+                    &work,
+                    jobs,
+                    stop_at_first,
+                    out.json,
+                );
+                let saved = save_failures(&scenario, &played, &failures)?;
+                let title = format!(
+                    "explore {} seeds {}..{}",
+                    scenario.name, seeds.0.start, seeds.0.end
+                );
+                summary_line(&played, started, out.json);
+                finish(&out, &played, &saved, &title)
+            }
+            Command::Replay { file, trace, out } => {
+                let failure = Failure::load(&file).map_err(|e| e.to_string())?;
+                let scenario = Scenario::load(&failure.scenario_file).map_err(|e| e.to_string())?;
+                if failure.build != BUILD_ID && !out.json {
+                    eprintln!(
+                        "{} this failure was found by build {}, this is {BUILD_ID}: the replay may differ",
+                        style("note:").yellow(),
+                        failure.build
+                    );
+                }
+                let played = run_caught(&scenario, failure.seed, Some(&failure.schedule));
+                if trace && !out.json {
+                    print_trace(&played.result);
+                }
+                let reproduced = played.result.trace_hash == failure.trace_hash;
+                if !out.json {
+                    println!(
+                        "{}",
+                        if reproduced {
+                            "replay reproduced the failing run exactly (same trace hash)"
+                                .to_string()
+                        } else {
+                            format!(
+                                "replay gave trace {} where the failure had {}",
+                                played.result.trace_hash, failure.trace_hash
+                            )
+                        }
+                    );
+                }
+                finish(
+                    &out,
+                    &[played],
+                    &[(0, file)],
+                    &format!("replay {}", failure.scenario),
+                )
+            }
+            Command::Shrink { file, out } => shrink(&file, out),
+            Command::Suite {
+                dir,
+                seeds,
+                jobs,
+                failures,
+                out,
+            } => {
+                let dir = dir.unwrap_or_else(catalog_dir);
+                let files = catalog_files(&dir).map_err(|e| e.to_string())?;
+                let mut catalog = Vec::new();
+                for f in &files {
+                    catalog.push(Scenario::load(f).map_err(|e| e.to_string())?);
+                }
+                let work: Vec<(usize, u64)> = (0..catalog.len())
+                    .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
+                    .collect();
+                let started = std::time::Instant::now();
+                let played = run_many(&catalog, &work, jobs, false, out.json);
+                let mut saved = Vec::new();
+                for scenario in &catalog {
+                    let mine: Vec<Played> = played
+                        .iter()
+                        .filter(|p| p.result.scenario == scenario.name)
+                        .cloned()
+                        .collect();
+                    saved.extend(save_failures(scenario, &mine, &failures)?);
+                }
+                summary_line(&played, started, out.json);
+                finish(
+                    &out,
+                    &played,
+                    &saved,
+                    &format!("suite {} on {seeds} seeds", dir.display()),
+                )
+            }
+        }
+    }
+
+    /// A scenario by catalog name or path.
+    fn resolve(name: &str) -> Result<Scenario, String> {
+        let as_path = Path::new(name);
+        let path = if as_path.extension().is_some_and(|x| x == "toml")
+            || as_path.components().count() > 1
+        {
+            as_path.to_path_buf()
+        } else {
+            let path = catalog_dir().join(format!("{name}.toml"));
+            if !path.exists() {
+                let names: Vec<String> = catalog_files(&catalog_dir())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| p.file_stem()?.to_str().map(str::to_string))
+                    .collect();
+                return Err(format!(
+                    "no scenario {name:?} in the catalog; there are: {}",
+                    names.join(", ")
+                ));
+            }
+            path
+        };
+        Scenario::load(&path).map_err(|e| e.to_string())
+    }
+
+    /// Runs a seed, turning a panic in the engine or the world into a failed run (the panic
+    /// message is the violation), so one bad seed does not stop an exploration.
+    fn run_caught(
+        scenario: &Scenario,
+        seed: u64,
+        schedule: Option<&sim::faults::Schedule>,
+    ) -> Played {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(scenario, seed, schedule)
+        }));
+        outcome.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            Played {
+                result: RunResult {
+                    scenario: scenario.name.clone(),
+                    seed,
+                    outcome: RunOutcome::Fail,
+                    violations: vec![Violation {
+                        invariant: "no_panic",
+                        site: None,
+                        at_ms: None,
+                        detail: message,
+                    }],
+                    trace_hash: String::new(),
+                    sim_ms: 0,
+                    counts: Default::default(),
+                    trace: Vec::new(),
+                },
+                schedule: schedule.cloned().unwrap_or_default(),
+                summary: String::new(),
+            }
+        })
+    }
+
+    /// Runs `(scenario index, seed)` pairs on `jobs` worker threads (each simulation gets its own
+    /// runtime on a thread started outside any simulation), with a progress bar. Results come
+    /// back in the order of `work`, whatever the threads' timing.
+    fn run_many(
+        catalog: &[Scenario],
+        work: &[(usize, u64)],
+        jobs: usize,
+        stop_at_first: bool,
+        quiet: bool,
+    ) -> Vec<Played> {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(work.len() as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} runs, {msg} [{elapsed_precise}, eta {eta}]",
+            )
+            .expect("template"),
+        );
+        bar.set_message("0 failed");
+        let next = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<Played>>> = Mutex::new(vec![None; work.len()]);
+        // madsim prints a hint for every panicking run; the panic is reported as a violation.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.max(1) {
+                scope.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(which, seed)) = work.get(i) else {
+                        return;
+                    };
+                    let played = run_caught(&catalog[which], seed, None);
+                    if played.result.outcome == RunOutcome::Fail {
+                        let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                        bar.set_message(format!("{n} failed"));
+                        bar.println(format!(
+                            "{} {} seed {seed}: {}",
+                            style("FAIL").red().bold(),
+                            played.result.scenario,
+                            first_violation(&played.result)
+                        ));
+                        if stop_at_first {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    results.lock().expect("results")[i] = Some(played);
+                    bar.inc(1);
+                });
+            }
+        });
+        std::panic::set_hook(hook);
+        bar.finish_and_clear();
+        results
+            .into_inner()
+            .expect("results")
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn first_violation(r: &RunResult) -> String {
+        r.violations.first().map_or("failed".into(), |v| {
+            format!("{}: {}", v.invariant, v.detail)
+        })
+    }
+
+    /// Saves a failure file for each failing run; returns (index in `played`, path).
+    fn save_failures(
+        scenario: &Scenario,
+        played: &[Played],
+        dir: &Path,
+    ) -> Result<Vec<(usize, PathBuf)>, String> {
+        let mut saved = Vec::new();
+        for (i, p) in played.iter().enumerate() {
+            if p.result.outcome != RunOutcome::Fail {
+                continue;
+            }
+            let mut invariants: Vec<String> = p
+                .result
+                .violations
+                .iter()
+                .map(|v| v.invariant.to_string())
+                .collect();
+            invariants.dedup();
+            let failure = Failure {
+                scenario: scenario.name.clone(),
+                scenario_file: scenario.path.clone(),
+                seed: p.result.seed,
+                invariants,
+                detail: first_violation(&p.result),
+                trace_hash: p.result.trace_hash.clone(),
+                build: BUILD_ID.into(),
+                schedule: p.schedule.clone(),
+            };
+            let path = dir.join(failure.file_name());
+            failure.save(&path).map_err(|e| e.to_string())?;
+            saved.push((i, path));
+        }
+        Ok(saved)
+    }
+
+    fn summary_line(played: &[Played], started: std::time::Instant, json: bool) {
+        if json {
+            return;
+        }
+        let failed = played
+            .iter()
+            .filter(|p| p.result.outcome == RunOutcome::Fail)
+            .count();
+        let sim_s: f64 = played.iter().map(|p| p.result.sim_ms as f64 / 1000.0).sum();
+        let wall = started.elapsed().as_secs_f64();
+        let verdict = if failed == 0 {
+            style("all passed".to_string()).green()
+        } else {
+            style(format!("{failed} failed")).red()
+        };
+        println!(
+            "{} runs, {verdict}; {sim_s:.0} simulated s in {wall:.1} wall s ({:.0}x real time)",
+            played.len(),
+            sim_s / wall.max(1e-9)
+        );
+    }
+
+    fn print_trace(r: &RunResult) {
+        for line in &r.trace {
+            println!("{line}");
+        }
+    }
+
+    /// Prints the results (text or JSON), writes the reports, and picks the exit status.
+    fn finish(
+        out: &Output,
+        played: &[Played],
+        failures: &[(usize, PathBuf)],
+        title: &str,
+    ) -> Result<ExitCode, String> {
+        // A failure's replay command names its saved file; a passing run's names its seed.
+        let replay_of = |r: &RunResult| -> String {
+            let saved = failures.iter().find(|(j, _)| {
+                played
+                    .get(*j)
+                    .is_some_and(|p| p.result.scenario == r.scenario && p.result.seed == r.seed)
+            });
+            match saved {
+                Some((_, path)) => format!("cargo sim replay {}", path.display()),
+                None => format!("cargo sim run {} --seed {}", r.scenario, r.seed),
+            }
+        };
+        let results: Vec<RunResult> = played.iter().map(|p| p.result.clone()).collect();
+        if out.json {
+            let shown: Vec<RunResult> = results
+                .iter()
+                .map(|r| RunResult {
+                    trace: Vec::new(),
+                    ..r.clone()
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&shown).expect("json"));
+        } else {
+            for (i, p) in played.iter().enumerate() {
+                let r = &p.result;
+                if r.outcome == RunOutcome::Pass && played.len() > 1 {
+                    continue;
+                }
+                let verdict = if r.outcome == RunOutcome::Pass {
+                    style("PASS").green().bold()
+                } else {
+                    style("FAIL").red().bold()
+                };
+                println!(
+                    "{verdict} {} seed {}: {:.1} simulated s, {} elections, writes {} ok / {} failed / {} unknown, trace {}",
+                    r.scenario,
+                    r.seed,
+                    r.sim_ms as f64 / 1000.0,
+                    r.counts.elections,
+                    r.counts.writes_ok,
+                    r.counts.writes_failed,
+                    r.counts.writes_unknown,
+                    r.trace_hash
+                );
+                for v in &r.violations {
+                    let at = v.at_ms.map_or(String::new(), |ms| {
+                        format!(" at {:.3}s", ms as f64 / 1000.0)
+                    });
+                    let site = v
+                        .site
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(" on {s}"));
+                    println!(
+                        "  {} {}{site}{at}: {}",
+                        style("violation").red(),
+                        v.invariant,
+                        v.detail
+                    );
+                }
+                if r.outcome == RunOutcome::Fail {
+                    if let Some((_, path)) = failures.iter().find(|(j, _)| *j == i) {
+                        println!("  saved {}", path.display());
+                    }
+                    println!("  replay: {}", replay_of(r));
+                }
+            }
+        }
+        // The reports get the traces (the timeline of a failure).
+        if let Some(dir) = &out.report {
+            let index = reports::write_report_dir(dir, title, &results, &replay_of)
+                .map_err(|e| e.to_string())?;
+            if !out.json {
+                println!("report: {}", index.display());
+            }
+        }
+        if let Some(file) = &out.junit {
+            std::fs::write(file, reports::junit::suite(title, &results, &replay_of))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        let any_failed = played.iter().any(|p| p.result.outcome == RunOutcome::Fail);
+        Ok(if any_failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    fn shrink(file: &Path, out: Option<PathBuf>) -> Result<ExitCode, String> {
+        let failure = Failure::load(file).map_err(|e| e.to_string())?;
+        let scenario = Scenario::load(&failure.scenario_file).map_err(|e| e.to_string())?;
+        let events = failure.schedule.events.len();
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(format!("shrinking {events} fault events"));
+        let shrunk = scenarios::shrink::shrink(&scenario, &failure, |tries, left| {
+            bar.set_message(format!("{tries} runs tried, {left} fault events left"));
+            bar.tick();
+        });
+        bar.finish_and_clear();
+        let Some(shrunk) = shrunk else {
+            return Err(format!(
+                "{}: the failure does not reproduce on this build ({BUILD_ID}), so there is nothing to shrink",
+                file.display()
+            ));
+        };
+        let out = out.unwrap_or_else(|| file.with_extension("shrunk.json"));
+        shrunk.failure.save(&out).map_err(|e| e.to_string())?;
+        println!(
+            "shrunk {} to {} fault events (before the final repairs) in {} runs; still breaks {}: {}",
+            shrunk.events_before, shrunk.events_after, shrunk.tries, shrunk.failure.invariants[0], shrunk.failure.detail
+        );
+        println!("schedule:\n{}", shrunk.failure.schedule);
+        println!(
+            "saved {}\nreplay: cargo sim replay {}",
+            out.display(),
+            out.display()
+        );
+        Ok(ExitCode::from(1))
+    }
 }

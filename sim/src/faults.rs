@@ -85,6 +85,7 @@ pub struct Schedule {
 
 /// Which faults a generated schedule draws, with relative weights (0 disables one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultMix {
     /// Crash a running site (it is restarted later).
     pub crash: u32,

@@ -46,12 +46,143 @@ impl TraceLog {
 /// The shared trace of a world.
 pub type Trace = Arc<Mutex<TraceLog>>;
 
+/// Where a running site's node handle is found: empty while the site is down.
+type Slot = Arc<Mutex<Option<NodeHandle>>>;
+
 struct SimSite {
     machine: SimNode,
     disk: Disk,
     clock: Arc<SkewedClock>,
-    handle: Arc<Mutex<Option<NodeHandle>>>,
+    /// Read at every (re)start, so an upgrade or a changed flag takes effect at the next restart.
+    cfg: Arc<Mutex<NodeConfig>>,
+    handle: Slot,
     up: bool,
+    paused: bool,
+}
+
+/// What simulated clients share: the sites' handles, the history they write, and the clock they
+/// time operations with. Cheap to clone into a background load task.
+#[derive(Clone)]
+struct Clients {
+    slots: Arc<Mutex<BTreeMap<SiteAddr, Slot>>>,
+    history: Arc<Mutex<Vec<Operation>>>,
+    start: tokio::time::Instant,
+}
+
+impl Clients {
+    /// Simulated milliseconds since the world was made.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn handle(&self, addr: &SiteAddr) -> Option<NodeHandle> {
+        let slots = self.slots.lock().expect("slots lock");
+        let slot = slots.get(addr)?;
+        let handle = slot.lock().expect("handle lock").clone();
+        handle
+    }
+
+    async fn request(&self, addr: &SiteAddr, request: Request) -> Result<Reply, RequestError> {
+        let Some(h) = self.handle(addr) else {
+            return Err(RequestError::HandleDead {
+                reason: format!("{addr} is down"),
+            });
+        };
+        match h.request(request).await {
+            Ok(result) => result,
+            Err(gone) => Err(RequestError::HandleDead {
+                reason: gone.to_string(),
+            }),
+        }
+    }
+
+    /// Commits `key = value` through `addr` as a client would (giving up after 30 s, when the
+    /// write's fate becomes unknown) and records the operation in the history.
+    async fn commit(&self, addr: &SiteAddr, key: &str, value: &str) -> Result<Reply, RequestError> {
+        let invoked_ms = self.now_ms();
+        let request = self.request(addr, Request::Commit(Txn::put(key, value)));
+        let result = match tokio::time::timeout(Duration::from_secs(30), request).await {
+            Ok(result) => result,
+            Err(_) => Err(RequestError::HandleDead {
+                reason: format!("no answer from {addr} within 30 s"),
+            }),
+        };
+        let op = Operation {
+            site: addr.clone(),
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            invoked_ms,
+            completed_ms: self.now_ms(),
+            outcome: outcome_of(&result),
+        };
+        self.history.lock().expect("history lock").push(op);
+        result
+    }
+
+    /// Who `addr` says is master (what a `NotMaster` reply would name).
+    async fn hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
+        let stats = self.handle(addr)?.stats().await.ok()?;
+        stats.site.master
+    }
+
+    /// One client's steady load: a write every `every_ms` to whoever it believes is master,
+    /// following hints (or trying the next site) after a failure, until `stop` is set.
+    async fn load(self, every_ms: u64, stop: Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::Ordering;
+        let mut key = 0u64;
+        let mut believed: Option<SiteAddr> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let addrs: Vec<SiteAddr> = self
+                .slots
+                .lock()
+                .expect("slots lock")
+                .keys()
+                .cloned()
+                .collect();
+            let target = believed.clone().unwrap_or_else(|| addrs[0].clone());
+            key += 1;
+            let result = self
+                .commit(&target, &format!("k{}", key % 50), &format!("load{key}"))
+                .await;
+            if result.is_err() {
+                believed = Some(match self.hint(&target).await {
+                    Some(master) => master,
+                    None => {
+                        let i = addrs.iter().position(|a| *a == target).unwrap_or(0);
+                        addrs[(i + 1) % addrs.len()].clone()
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(every_ms)).await;
+        }
+    }
+}
+
+/// How a client classifies a commit's result: refused outright, acknowledged, or unknown.
+fn outcome_of(result: &Result<Reply, RequestError>) -> Outcome {
+    use replication::site::RequestError as E;
+    match result {
+        Ok(Reply::Committed { lsn }) => Outcome::Ok { lsn: *lsn },
+        Ok(other) => Outcome::Unknown(format!("unexpected reply {other:?}")),
+        Err(e @ (E::NotMaster { .. } | E::SwitchoverInProgress { .. } | E::Invalid(_))) => {
+            Outcome::Failed(e.to_string())
+        }
+        Err(e) => Outcome::Unknown(e.to_string()),
+    }
+}
+
+/// A background load started by [`World::start_load`].
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: madsim::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Stops the load after its write in flight and waits for it.
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+    }
 }
 
 /// A group of sites on madsim.
@@ -59,7 +190,7 @@ pub struct World {
     sites: BTreeMap<SiteAddr, SimSite>,
     trace: Trace,
     start: tokio::time::Instant,
-    history: Mutex<Vec<Operation>>,
+    clients: Clients,
     /// Sites whose storage failed since their last start.
     failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
     /// Set when a fault destroyed acknowledged data: the durability check no longer applies.
@@ -76,20 +207,18 @@ pub fn site_addr(i: usize) -> SiteAddr {
     SiteAddr::new(format!("10.0.0.{i}:7000"))
 }
 
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
 impl World {
     /// Starts `n` sites of a static group (site `i` configured by `configure(i, cfg)`), all
     /// sharing `secret`. Each site's node seed is derived from `seed`.
     pub fn start(n: usize, seed: u64, configure: impl Fn(usize, &mut Config)) -> World {
         let addrs: Vec<SiteAddr> = (1..=n).map(site_addr).collect();
-        let mut world = World {
-            sites: BTreeMap::new(),
-            trace: Arc::default(),
-            start: tokio::time::Instant::now(),
-            history: Mutex::default(),
-            failed: Arc::default(),
-            durability_void: None,
-            quiet_ms: 0,
-        };
+        let mut world = World::new();
         for (i, addr) in addrs.iter().enumerate() {
             let mut cfg = Config::new(addr.clone(), addrs.clone());
             configure(i, &mut cfg);
@@ -97,6 +226,24 @@ impl World {
             world.add_site(i, cfg, GROUP_SECRET, site_seed);
         }
         world
+    }
+
+    /// An empty world; sites come with [`World::add_site`].
+    pub fn new() -> World {
+        let start = tokio::time::Instant::now();
+        World {
+            sites: BTreeMap::new(),
+            trace: Arc::default(),
+            start,
+            clients: Clients {
+                slots: Arc::default(),
+                history: Arc::default(),
+                start,
+            },
+            failed: Arc::default(),
+            durability_void: None,
+            quiet_ms: 0,
+        }
     }
 
     /// Every site's address.
@@ -111,6 +258,46 @@ impl World {
             return None;
         }
         site.handle.lock().ok()?.clone()
+    }
+
+    /// Whether the site is running (started and not crashed; a paused site is running).
+    pub fn is_up(&self, addr: &SiteAddr) -> bool {
+        self.sites.get(addr).is_some_and(|s| s.up)
+    }
+
+    /// Changes a site's configuration for its next restart (a crash and restart upgrades a
+    /// site's protocol version this way; creator and helper flags only matter at a first start).
+    pub fn reconfigure(&mut self, addr: &SiteAddr, change: impl FnOnce(&mut Config)) {
+        let site = self.sites.get(addr).expect("known site");
+        change(&mut site.cfg.lock().expect("cfg lock").site);
+    }
+
+    /// Freezes a site's machine: its tasks stop running and its timers wait, but its
+    /// connections stay open (a long GC pause, a stopped VM).
+    pub fn pause(&mut self, addr: &SiteAddr) {
+        let site = self.sites.get_mut(addr).expect("known site");
+        if site.up && !site.paused {
+            Handle::current().pause(site.machine.id());
+            site.paused = true;
+            self.note(addr, "paused");
+        }
+    }
+
+    /// Lets a paused site run again.
+    pub fn resume(&mut self, addr: &SiteAddr) {
+        let site = self.sites.get_mut(addr).expect("known site");
+        if site.paused {
+            Handle::current().resume(site.machine.id());
+            site.paused = false;
+            self.note(addr, "resumed");
+        }
+    }
+
+    /// Cuts the link from `from` to `to` only: `to` no longer hears `from`.
+    pub fn clog(&self, from: &SiteAddr, to: &SiteAddr) {
+        let net = NetSim::current();
+        net.clog_link(self.sites[from].machine.id(), self.sites[to].machine.id());
+        self.note_all(&format!("clog {from} -> {to}"));
     }
 
     /// The site's disk (it outlives crashes).
@@ -128,9 +315,52 @@ impl World {
         self.crash_with(addr, Disk::crash);
     }
 
+    /// Kills a site's machine and tears the write it was doing: the torn record stays on disk,
+    /// failing its checksum, until the restart drops it.
+    pub fn crash_tearing(&mut self, addr: &SiteAddr) {
+        self.crash_with(addr, Disk::crash_tearing);
+    }
+
+    /// Damages the last record on a site's disk (bit rot): the site must detect it and never
+    /// serve it. Damage to a synced record may destroy an acknowledged write, so the
+    /// durability check stands down for the rest of the run.
+    pub fn corrupt(&mut self, addr: &SiteAddr) {
+        let disk = self.sites[addr].disk.clone();
+        let synced_end = {
+            use replication::storage::Storage;
+            disk.last_lsn() - disk.unsynced() as u64
+        };
+        match disk.corrupt_last() {
+            Some(lsn) => {
+                self.note(addr, &format!("disk record {lsn} corrupted"));
+                if lsn <= synced_end {
+                    self.durability_void =
+                        Some(format!("synced record {lsn} on {addr} was corrupted"));
+                }
+            }
+            None => self.note(addr, "disk corruption found an empty log"),
+        }
+    }
+
+    /// Offsets a site's clock.
+    pub fn skew(&self, addr: &SiteAddr, skew_ms: i64) {
+        self.clock(addr).set_skew_ms(skew_ms);
+        self.note(addr, &format!("clock skewed by {skew_ms} ms"));
+    }
+
+    /// Makes a site's clock run fast (positive) or slow.
+    pub fn drift(&self, addr: &SiteAddr, drift_ppm: i64) {
+        self.clock(addr).set_drift_ppm(drift_ppm);
+        self.note(addr, &format!("clock drifting by {drift_ppm} ppm"));
+    }
+
     /// Kills a site's machine, with `power_failure` deciding what its disk keeps.
     fn crash_with(&mut self, addr: &SiteAddr, power_failure: fn(&Disk)) {
         let site = self.sites.get_mut(addr).expect("known site");
+        if site.paused {
+            Handle::current().resume(site.machine.id());
+            site.paused = false;
+        }
         Handle::current().kill(site.machine.id());
         power_failure(&site.disk);
         site.handle.lock().expect("handle lock").take();
@@ -211,13 +441,22 @@ impl World {
     /// Starts one more site with its own configuration and secret (a rogue, a late joiner).
     pub fn add_site(&mut self, index: usize, cfg: Config, secret: &[u8], seed: u64) {
         let addr = cfg.addr.clone();
-        let node_cfg = NodeConfig::new(cfg, "sim", secret.to_vec());
+        assert!(
+            !self.sites.contains_key(&addr),
+            "{addr} is already in the world"
+        );
+        let node_cfg = Arc::new(Mutex::new(NodeConfig::new(cfg, "sim", secret.to_vec())));
         let disk = Disk::new();
         let clock = Arc::new(SkewedClock::new());
-        let handle: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
+        let handle: Slot = Arc::default();
+        self.clients
+            .slots
+            .lock()
+            .expect("slots lock")
+            .insert(addr.clone(), handle.clone());
         let machine = spawn_site(
             SiteMachine {
-                cfg: node_cfg,
+                cfg: node_cfg.clone(),
                 disk: disk.clone(),
                 clock: clock.clone(),
                 slot: handle.clone(),
@@ -232,10 +471,13 @@ impl World {
             machine,
             disk,
             clock,
+            cfg: node_cfg,
             handle,
             up: true,
+            paused: false,
         };
-        self.sites.insert(addr, site);
+        self.sites.insert(addr.clone(), site);
+        self.note(&addr, "started");
     }
 
     /// Applies one fault of a schedule (sites by index, in address order).
@@ -252,29 +494,10 @@ impl World {
             Fault::TornCrash { site: i } => {
                 let addr = site(i);
                 if self.sites[&addr].up {
-                    self.crash_with(&addr, Disk::crash_tearing);
+                    self.crash_tearing(&addr);
                 }
             }
-            Fault::CorruptDisk { site: i } => {
-                let addr = site(i);
-                let disk = self.sites[&addr].disk.clone();
-                let synced_end = {
-                    use replication::storage::Storage;
-                    disk.last_lsn() - disk.unsynced() as u64
-                };
-                match disk.corrupt_last() {
-                    Some(lsn) => {
-                        self.note(&addr, &format!("disk record {lsn} corrupted"));
-                        if lsn <= synced_end {
-                            // A synced record may carry an acknowledgement: no ack policy
-                            // promises durability past the loss of acknowledged data.
-                            self.durability_void =
-                                Some(format!("synced record {lsn} on {addr} was corrupted"));
-                        }
-                    }
-                    None => self.note(&addr, "disk corruption found an empty log"),
-                }
-            }
+            Fault::CorruptDisk { site: i } => self.corrupt(&site(i)),
             Fault::Restart { site: i } => {
                 let addr = site(i);
                 if !self.sites[&addr].up {
@@ -299,16 +522,8 @@ impl World {
                     ..Duration::from_millis((*latency_max_ms).max(*latency_min_ms + 1));
                 self.set_network(f64::from(*loss_per_mille) / 1000.0, latency);
             }
-            Fault::Drift { site: i, drift_ppm } => {
-                let addr = site(i);
-                self.clock(&addr).set_drift_ppm(*drift_ppm);
-                self.note(&addr, &format!("clock drifting by {drift_ppm} ppm"));
-            }
-            Fault::Skew { site: i, skew_ms } => {
-                let addr = site(i);
-                self.clock(&addr).set_skew_ms(*skew_ms);
-                self.note(&addr, &format!("clock skewed by {skew_ms} ms"));
-            }
+            Fault::Drift { site: i, drift_ppm } => self.drift(&site(i), *drift_ppm),
+            Fault::Skew { site: i, skew_ms } => self.skew(&site(i), *skew_ms),
         }
     }
 
@@ -342,13 +557,44 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(write_every_ms)).await;
         }
-        // Left alone, except that a site whose storage failed is restarted, as an operator would.
-        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(settle_ms);
+        self.settle(settle_ms).await;
+    }
+
+    /// Leaves the group alone for `quiet_ms` before the checks, except that a site whose
+    /// storage failed is restarted, as an operator would. The liveness checks then expect every
+    /// live site caught up.
+    pub async fn settle(&mut self, quiet_ms: u64) {
+        self.note_all(&format!("left alone for {quiet_ms} ms"));
+        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(quiet_ms);
         while tokio::time::Instant::now() < quiet_until {
             self.restart_failed_sites();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.quiet_ms = settle_ms;
+        self.quiet_ms = quiet_ms;
+    }
+
+    /// Every site event recorded so far, in order.
+    pub fn events(&self) -> Vec<Observed> {
+        self.trace.lock().expect("trace lock").events.clone()
+    }
+
+    /// The members a site's membership database lists (empty for a static legacy group).
+    pub fn members(&self, addr: &SiteAddr) -> Vec<SiteAddr> {
+        self.sites[addr]
+            .disk
+            .replay()
+            .map(|s| s.db.members().keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A running site's database fingerprint (applied position and content digest).
+    pub async fn digest(&self, addr: &SiteAddr) -> Option<(replication::LogPos, u64)> {
+        self.handle(addr)?.digest().await.ok()
+    }
+
+    /// Records a line of the scenario's own (an expectation, a step) in the trace.
+    pub fn note_scenario(&self, what: &str) {
+        self.note_all(what);
     }
 
     /// How long a group with `timeouts` may take, once every fault is repaired, to have a master
@@ -361,8 +607,7 @@ impl World {
 
     /// Who `addr` says is master (what a `NotMaster` reply would name).
     async fn request_hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
-        let stats = self.handle(addr)?.stats().await.ok()?;
-        stats.site.master
+        self.clients.hint(addr).await
     }
 
     /// The master with the highest generation among running sites, if any.
@@ -396,17 +641,15 @@ impl World {
 
     /// Sends a request to a site.
     pub async fn request(&self, addr: &SiteAddr, request: Request) -> Result<Reply, RequestError> {
-        let Some(h) = self.handle(addr) else {
-            return Err(RequestError::HandleDead {
-                reason: format!("{addr} is down"),
-            });
-        };
-        match h.request(request).await {
-            Ok(result) => result,
-            Err(gone) => Err(RequestError::HandleDead {
-                reason: gone.to_string(),
-            }),
-        }
+        self.clients.request(addr, request).await
+    }
+
+    /// Starts a background client writing every `every_ms` to whoever it believes is master;
+    /// its operations go into the history like every other write.
+    pub fn start_load(&self, every_ms: u64) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = madsim::task::spawn(self.clients.clone().load(every_ms, stop.clone()));
+        Load { stop, task }
     }
 
     /// The trace so far.
@@ -414,46 +657,30 @@ impl World {
         self.trace.lock().expect("trace lock").lines.clone()
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Simulated milliseconds since the world was made.
+    pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
     /// Writes `key = value` through `addr`, as a client would, and records the operation in the
     /// history with its outcome.
     pub async fn write(&self, addr: &SiteAddr, key: &str, value: &str) -> Outcome {
-        use replication::site::RequestError as E;
-        let invoked_ms = self.now_ms();
-        let request = self.request(addr, Request::Commit(Txn::put(key, value)));
-        // A client gives up after a while; the write's fate is then unknown.
-        let result = match tokio::time::timeout(Duration::from_secs(30), request).await {
-            Ok(result) => result,
-            Err(_) => Err(E::HandleDead {
-                reason: format!("no answer from {addr} within 30 s"),
-            }),
-        };
-        let outcome = match result {
-            Ok(Reply::Committed { lsn }) => Outcome::Ok { lsn },
-            Ok(other) => Outcome::Unknown(format!("unexpected reply {other:?}")),
-            Err(e @ (E::NotMaster { .. } | E::SwitchoverInProgress { .. } | E::Invalid(_))) => {
-                Outcome::Failed(e.to_string())
-            }
-            Err(e) => Outcome::Unknown(e.to_string()),
-        };
-        let op = Operation {
-            site: addr.clone(),
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            invoked_ms,
-            completed_ms: self.now_ms(),
-            outcome: outcome.clone(),
-        };
-        self.history.lock().expect("history lock").push(op);
-        outcome
+        outcome_of(&self.commit(addr, key, value).await)
+    }
+
+    /// Like [`World::write`], but returns the site's own answer.
+    pub async fn commit(
+        &self,
+        addr: &SiteAddr,
+        key: &str,
+        value: &str,
+    ) -> Result<Reply, RequestError> {
+        self.clients.commit(addr, key, value).await
     }
 
     /// The history of client operations so far.
     pub fn history(&self) -> Vec<Operation> {
-        self.history.lock().expect("history lock").clone()
+        self.clients.history.lock().expect("history lock").clone()
     }
 
     /// Checks the world and packs everything into a [`RunResult`].
@@ -592,7 +819,7 @@ impl World {
 /// Everything a simulated machine needs to run a site, cloned into its init closure.
 #[derive(Clone)]
 struct SiteMachine {
-    cfg: NodeConfig,
+    cfg: Arc<Mutex<NodeConfig>>,
     disk: Disk,
     clock: Arc<SkewedClock>,
     slot: Arc<Mutex<Option<NodeHandle>>>,
@@ -606,7 +833,7 @@ struct SiteMachine {
 /// and records its events until the machine is killed.
 fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
     let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1));
-    let name = machine.cfg.site.addr.to_string();
+    let name = machine.cfg.lock().expect("cfg lock").site.addr.to_string();
     Handle::current()
         .create_node()
         .name(name)
@@ -614,9 +841,10 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
         .init(move || {
             let m = machine.clone();
             async move {
-                let addr = m.cfg.site.addr.clone();
+                let cfg = m.cfg.lock().expect("cfg lock").clone();
+                let addr = cfg.site.addr.clone();
                 let clock: Arc<dyn node::Clock> = m.clock;
-                let (handle, mut events) = match node::start(m.cfg, m.disk, clock, m.seed).await {
+                let (handle, mut events) = match node::start(cfg, m.disk, clock, m.seed).await {
                     Ok(started) => started,
                     Err(error) => {
                         let ms = m.start.elapsed().as_millis();

@@ -367,6 +367,12 @@ impl<S: Storage + Send + 'static> Node<S> {
     ) {
         // The outputs of opening (the first events, a primordial master's records).
         self.step(Input::Tick);
+        // Connect to the whole group at once, as Berkeley DB's replication manager does: a
+        // site that dialled only when it first had something to say would miss the first
+        // election's vote requests, and the best-placed site could lose it for being silent.
+        for peer in self.site.peers() {
+            self.dial(peer);
+        }
         loop {
             let wait = match self.site.next_deadline() {
                 Some(at) => Duration::from_millis(at.since(self.clock.now())),

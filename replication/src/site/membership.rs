@@ -60,6 +60,11 @@ impl<S: Storage> Site<S> {
         all.into_iter().filter(|s| *s != self.cfg.addr).collect()
     }
 
+    /// The sites a driver should keep connections to: every other site that follows the log.
+    pub fn peers(&self) -> Vec<SiteAddr> {
+        self.recipients()
+    }
+
     /// True if this site counts in the group, and so may vote and stand.
     pub(super) fn counts_in_group(&self) -> bool {
         self.group().contains(&self.cfg.addr)

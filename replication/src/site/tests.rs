@@ -127,6 +127,14 @@ fn with_equal_logs_the_higher_priority_wins() {
         let mut net = Network::new(3, seed, |i, cfg| cfg.priority = [10, 50, 20][i]);
         assert_eq!(elected(&mut net), s(2), "seed {seed}");
     }
+    // In a larger group the best site must win even when a majority would have voted for
+    // another candidate before hearing from it.
+    for seed in 0..20 {
+        let mut net = Network::new(5, seed, |i, cfg| {
+            cfg.priority = if i == 0 { 200 } else { 100 }
+        });
+        assert_eq!(elected(&mut net), s(1), "5 sites, seed {seed}");
+    }
 }
 
 #[test]

@@ -1,0 +1,951 @@
+//! The scenario language: a TOML file describing a group, a timeline of steps with
+//! expectations, optional random faults, and the invariants to check.
+//!
+//! Parsing happens in two passes. Serde reads the TOML into the raw shapes below (unknown keys
+//! are refused there, with toml's line and column); then [`Scenario::from_file`] validates what
+//! serde cannot (exactly one action per step, site names that exist, times in order) and reports
+//! the line of the offending step. Either way the error names the file, the line and what was
+//! expected. See `scenarios/README.md` for the format with a worked example.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use sim::faults::FaultMix;
+use sim::replication::site::{AckPolicy, Timeouts};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A scenario file that could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct SpecError {
+    /// The file.
+    pub file: String,
+    /// 1-based line (0 when the whole file is at fault).
+    pub line: usize,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+/// A duration written as `"250ms"`, `"3s"`, `"1.5s"` or `"2m"`, held in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// Parses `"250ms"`, `"3s"`, `"1.5s"`, `"2m"`.
+    pub fn parse(text: &str) -> Result<Millis, String> {
+        let text = text.trim();
+        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1_000.0)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60_000.0)
+        } else {
+            return Err(format!(
+                "a duration such as \"250ms\", \"3s\" or \"2m\", not {text:?}"
+            ));
+        };
+        let value: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| format!("a number before the unit in {text:?}"))?;
+        if !(0.0..=1e12).contains(&value) {
+            return Err(format!(
+                "a non-negative duration of sensible size, not {text:?}"
+            ));
+        }
+        Ok(Millis((value * scale).round() as u64))
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 1_000 == 0 {
+            write!(f, "{}s", self.0 / 1_000)
+        } else {
+            write!(f, "{}ms", self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Millis::parse(&text).map_err(|e| de::Error::custom(format!("expected {e}")))
+    }
+}
+
+/// One site name or a list of them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged, expecting = "a site name or a list of site names")]
+pub enum Names {
+    /// One site.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Names {
+    /// The names, in order.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Names::One(n) => vec![n.clone()],
+            Names::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// How the group is formed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    /// Every site is configured with the full static site list (the legacy way).
+    #[default]
+    Static,
+    /// A membership database: one site creates the group, the others join through a helper.
+    Database,
+}
+
+/// `[group]`: what every site shares.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// The sites' names, in address order (the first is 10.0.0.1).
+    pub sites: Vec<String>,
+    /// Static site list or membership database.
+    #[serde(default)]
+    pub membership: Membership,
+    /// The acknowledgement policy.
+    #[serde(default)]
+    pub ack_policy: AckPolicy,
+    /// The protocol version every site speaks unless its own table says otherwise.
+    #[serde(default = "default_version")]
+    pub protocol_version: u8,
+    /// In a two-site group, whether a lone client may not elect itself.
+    #[serde(default = "yes")]
+    pub two_site_strict: bool,
+    /// Timer overrides (milliseconds), as the engine names them.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn default_version() -> u8 {
+    2
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[sites.NAME]`: one site's own settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Election priority (default 100; 0 never becomes master).
+    pub priority: Option<u32>,
+    /// Protocol version (1 = legacy, 2 = membership database).
+    pub version: Option<u8>,
+    /// Creates the group at its first start (membership = "database").
+    pub creator: Option<bool>,
+    /// The member it joins through at its first start (membership = "database").
+    pub helper: Option<String>,
+    /// When the site first starts (default "0s"); `start = "never"` leaves it to a step.
+    pub start: Option<String>,
+    /// Holds a different group secret (a rogue site the group must refuse).
+    #[serde(default)]
+    pub rogue: bool,
+}
+
+/// `[faults]`: a random fault schedule drawn from the seed and laid over the timeline.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsSpec {
+    /// When the first fault may come.
+    #[serde(default)]
+    pub from: Millis,
+    /// When every fault is repaired.
+    pub until: Millis,
+    /// Relative weights of each kind of fault.
+    #[serde(default)]
+    pub mix: FaultMix,
+}
+
+/// `[swarm]`: the group itself is drawn from the seed (size, policy, fault mix).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSpec {
+    /// Group sizes to pick from.
+    pub sizes: Vec<usize>,
+    /// Ack policies to pick from.
+    pub policies: Vec<AckPolicy>,
+}
+
+/// `[check]`: which invariants the run checks (all of them unless skipped, with a reason).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Invariants not to check.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Why they are skipped (required when `skip` is not empty).
+    pub why: Option<String>,
+}
+
+/// `[run]`: the run's shape.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// How long the group is left alone after the last step before the checks (default: the
+    /// liveness bound derived from the timeouts).
+    pub settle: Option<Millis>,
+}
+
+/// The invariants a run can check, as the checkers name them.
+pub const INVARIANTS: &[&str] = &[
+    "one_master_per_generation",
+    "durable_writes_survive",
+    "logs_are_prefixes",
+    "database_is_replay",
+    "membership_converges",
+    "no_client_accepted_a_write",
+    "all_caught_up",
+    "liveness",
+    "expectation",
+];
+
+/// The site events an expectation can name (the engine's `Event` variants and the driver's).
+pub const EVENTS: &[&str] = &[
+    "BecameMaster",
+    "BecameClient",
+    "NewMaster",
+    "Elected",
+    "ElectionFailed",
+    "MasterFailure",
+    "DuplicateMaster",
+    "PermFailed",
+    "WouldRollback",
+    "RolledBack",
+    "InitDone",
+    "StartupDone",
+    "SteppedDown",
+    "JoinFailure",
+    "SiteAdded",
+    "SiteRemoved",
+    "LocalSiteRemoved",
+    "MembershipCreated",
+    "StorageFailed",
+    "ConnectionEstablished",
+    "ConnectionBroken",
+    "HandshakeRefused",
+];
+
+/// Request outcomes an expectation can name: `ok` or a `RequestError` variant.
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "any",
+    "NotMaster",
+    "PermFailed",
+    "MasterLost",
+    "SwitchoverInProgress",
+    "StepDownFailed",
+    "Unavail",
+    "CannotRemoveMaster",
+    "Invalid",
+    "HandleDead",
+];
+
+/// `write = { via = "A", count = 3, expect = "ok" }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WriteSpec {
+    /// The site the client asks.
+    pub via: String,
+    /// How many writes, one after another.
+    #[serde(default = "one")]
+    pub count: u64,
+    /// What each must return (`ok`, `any`, or an error such as `PermFailed`).
+    #[serde(default = "any")]
+    pub expect: String,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn any() -> String {
+    "any".into()
+}
+
+/// `remove = { site = "C", via = "B", expect = "ok" }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveSpec {
+    /// The site to remove.
+    pub site: String,
+    /// The site asked.
+    pub via: String,
+    /// Expected outcome.
+    #[serde(default = "any")]
+    pub expect: String,
+}
+
+/// `step_down = { via = "A", to = "B", expect = "ok" }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepDownSpec {
+    /// The master asked.
+    pub via: String,
+    /// The site that takes over.
+    pub to: String,
+    /// Expected outcome.
+    #[serde(default = "any")]
+    pub expect: String,
+}
+
+/// `archive = { via = "A", keep = 5 }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSpec {
+    /// The master asked.
+    pub via: String,
+    /// Log records to keep behind the snapshot.
+    #[serde(default)]
+    pub keep: u64,
+    /// Expected outcome.
+    #[serde(default = "any")]
+    pub expect: String,
+}
+
+/// `upgrade = { site = "A", version = 2 }`: restart a site speaking another protocol version.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// The site.
+    pub site: String,
+    /// Its new protocol version.
+    pub version: u8,
+}
+
+/// `reconfigure = { site = "A", creator = true, helper = "C" }`: flags for the next restart.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReconfigureSpec {
+    /// The site.
+    pub site: String,
+    /// Set or clear the group-creator flag.
+    pub creator: Option<bool>,
+    /// Set the helper.
+    pub helper: Option<String>,
+    /// Set the priority.
+    pub priority: Option<u32>,
+}
+
+/// `network = { loss = 0.05, latency = ["1ms", "30ms"] }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Chance a packet is lost, 0 to 1.
+    #[serde(default)]
+    pub loss: f64,
+    /// Smallest and largest delivery delay.
+    pub latency: Option<[Millis; 2]>,
+}
+
+/// `clog = { from = "A", to = "B" }`: one direction of one link.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClogSpec {
+    /// Sender.
+    pub from: String,
+    /// Receiver that stops hearing it.
+    pub to: String,
+}
+
+/// `skew = { site = "A", ms = -300 }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkewSpec {
+    /// The site.
+    pub site: String,
+    /// Offset in milliseconds.
+    pub ms: i64,
+}
+
+/// `drift = { site = "A", ppm = 50000 }`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    /// The site.
+    pub site: String,
+    /// Rate error in parts per million.
+    pub ppm: i64,
+}
+
+/// `load = { every = "50ms" }`: a background client writing steadily until `stop_load`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// Time between writes.
+    pub every: Millis,
+}
+
+/// `expect = { ... }`: a condition on the world, checked when the step comes (or waited for
+/// up to `within`, or required to hold for `for`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// Who is master: a site name, `"any"` or `"none"`.
+    pub master: Option<String>,
+    /// An event a site reported (see [`EVENTS`]).
+    pub event: Option<String>,
+    /// The site for `event` (any site if absent).
+    pub site: Option<String>,
+    /// Only events at or after this time count (default: the run's start).
+    pub since: Option<Millis>,
+    /// Exactly this many matching events.
+    pub count: Option<u64>,
+    /// At least this many matching events (the default is at least one).
+    pub at_least: Option<u64>,
+    /// For `JoinFailure`, `StorageFailed`, `HandshakeRefused`: the reason contains this text.
+    pub reason: Option<String>,
+    /// For `RolledBack`: at least this many transactions rolled back in all.
+    pub txns_at_least: Option<u64>,
+    /// The master's membership database holds exactly these sites.
+    pub members: Option<Vec<String>>,
+    /// Every running site has the same database (digest) as the master.
+    pub in_sync: Option<bool>,
+    /// Wait up to this long for the condition.
+    pub within: Option<Millis>,
+    /// The condition must hold, checked every 50 ms, for this long.
+    #[serde(rename = "for")]
+    pub holds_for: Option<Millis>,
+}
+
+/// One `[[step]]` as written: a time and exactly one action.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at: Millis,
+    start: Option<Names>,
+    crash: Option<Names>,
+    torn_crash: Option<Names>,
+    restart: Option<Names>,
+    pause: Option<Names>,
+    resume: Option<Names>,
+    isolate: Option<Names>,
+    corrupt: Option<Names>,
+    partition: Option<Vec<Vec<String>>>,
+    clog: Option<ClogSpec>,
+    heal: Option<bool>,
+    network: Option<NetworkSpec>,
+    skew: Option<SkewSpec>,
+    drift: Option<DriftSpec>,
+    write: Option<WriteSpec>,
+    load: Option<LoadSpec>,
+    stop_load: Option<bool>,
+    remove: Option<RemoveSpec>,
+    step_down: Option<StepDownSpec>,
+    archive: Option<ArchiveSpec>,
+    upgrade: Option<UpgradeSpec>,
+    reconfigure: Option<ReconfigureSpec>,
+    expect: Option<ExpectSpec>,
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start sites that have not started yet.
+    Start(Vec<String>),
+    /// Kill sites (unsynced writes lost).
+    Crash(Vec<String>),
+    /// Kill sites, tearing their last write.
+    TornCrash(Vec<String>),
+    /// Restart crashed sites.
+    Restart(Vec<String>),
+    /// Freeze sites.
+    Pause(Vec<String>),
+    /// Unfreeze sites.
+    Resume(Vec<String>),
+    /// Cut each site from every other.
+    Isolate(Vec<String>),
+    /// Damage the last record on each site's disk.
+    Corrupt(Vec<String>),
+    /// Cut every link between different sides (sites not named form one more side).
+    Partition(Vec<Vec<String>>),
+    /// Cut one direction of one link.
+    Clog(ClogSpec),
+    /// Repair every link.
+    Heal,
+    /// Loss and delay on every link.
+    Network(NetworkSpec),
+    /// Offset a clock.
+    Skew(SkewSpec),
+    /// Make a clock run fast or slow.
+    Drift(DriftSpec),
+    /// Client writes.
+    Write(WriteSpec),
+    /// Start the background load.
+    Load(LoadSpec),
+    /// Stop it.
+    StopLoad,
+    /// Remove a site from the group.
+    Remove(RemoveSpec),
+    /// Planned switchover.
+    StepDown(StepDownSpec),
+    /// Archive the master's log.
+    Archive(ArchiveSpec),
+    /// Restart a site with another protocol version.
+    Upgrade(UpgradeSpec),
+    /// Change a site's flags for its next restart.
+    Reconfigure(ReconfigureSpec),
+    /// Check a condition.
+    Expect(ExpectSpec),
+}
+
+/// A validated step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// When it happens (simulated time from the start).
+    pub at: Millis,
+    /// What it does.
+    pub action: Action,
+    /// Where it is written (for messages).
+    pub line: usize,
+}
+
+/// The file as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    summary: String,
+    group: Option<GroupSpec>,
+    #[serde(default)]
+    sites: BTreeMap<String, SiteSpec>,
+    swarm: Option<SwarmSpec>,
+    faults: Option<FaultsSpec>,
+    #[serde(default)]
+    check: CheckSpec,
+    run: Option<RunSpec>,
+    #[serde(default)]
+    step: Vec<toml::Spanned<RawStep>>,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Its name (the file's stem).
+    pub name: String,
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// One line saying what it shows.
+    pub summary: String,
+    /// The group (absent for a swarm, whose group comes from the seed).
+    pub group: Option<GroupSpec>,
+    /// Per-site settings.
+    pub sites: BTreeMap<String, SiteSpec>,
+    /// A group drawn from the seed.
+    pub swarm: Option<SwarmSpec>,
+    /// Random faults.
+    pub faults: Option<FaultsSpec>,
+    /// Invariants not checked.
+    pub skip: Vec<String>,
+    /// Quiet time before the checks.
+    pub settle: Option<Millis>,
+    /// The timeline, in time order.
+    pub steps: Vec<Step>,
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read the scenario file: {e}"),
+        })?;
+        Scenario::from_text(path, &text)
+    }
+
+    /// Parses and validates scenario text; `path` names it in errors and gives its name.
+    pub fn from_text(path: &Path, text: &str) -> Result<Scenario, SpecError> {
+        let file = path.display().to_string();
+        let fail = |line: usize, message: String| SpecError {
+            file: file.clone(),
+            line,
+            message,
+        };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            fail(line, e.message().trim().to_string())
+        })?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("scenario")
+            .to_string();
+        let line_at = |needle: &str| text.find(needle).map_or(0, |offset| line_of(text, offset));
+
+        // The group: written, or drawn from the seed.
+        match (&raw.group, &raw.swarm) {
+            (None, None) => {
+                return Err(fail(
+                    0,
+                    "expected a [group] table (or a [swarm] table for a group drawn from the seed)"
+                        .into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(fail(
+                    line_at("[swarm]"),
+                    "expected either [group] or [swarm], not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        let names: Vec<String> = match (&raw.group, &raw.swarm) {
+            (Some(group), _) => group.sites.clone(),
+            (None, Some(swarm)) => {
+                let largest = swarm.sizes.iter().copied().max().unwrap_or(0);
+                if swarm.sizes.is_empty() || swarm.policies.is_empty() {
+                    return Err(fail(
+                        line_at("[swarm]"),
+                        "expected at least one size and one policy in [swarm]".into(),
+                    ));
+                }
+                if swarm.sizes.iter().any(|&n| !(1..=9).contains(&n)) {
+                    return Err(fail(
+                        line_at("sizes"),
+                        "expected group sizes from 1 to 9".into(),
+                    ));
+                }
+                swarm_names(largest)
+            }
+            (None, None) => unreachable!("checked above"),
+        };
+        if let Some(group) = &raw.group {
+            let at = line_at("sites");
+            if group.sites.is_empty() || group.sites.len() > 9 {
+                return Err(fail(at, "expected from 1 to 9 sites in [group]".into()));
+            }
+            for (i, n) in group.sites.iter().enumerate() {
+                if n.is_empty() || group.sites[..i].contains(n) {
+                    return Err(fail(
+                        at,
+                        format!("expected distinct site names, got {n:?} twice or empty"),
+                    ));
+                }
+            }
+        }
+        let known = |n: &str| names.iter().any(|x| x == n);
+        for (site, spec) in &raw.sites {
+            let at = line_at(&format!("[sites.{site}]"));
+            if !known(site) {
+                return Err(fail(
+                    at,
+                    format!("[sites.{site}]: expected one of the group's sites {names:?}"),
+                ));
+            }
+            if let Some(helper) = &spec.helper {
+                if !known(helper) {
+                    return Err(fail(
+                        at,
+                        format!("helper {helper:?}: expected one of the group's sites {names:?}"),
+                    ));
+                }
+            }
+            if let Some(start) = &spec.start {
+                if start != "never" {
+                    Millis::parse(start)
+                        .map_err(|e| fail(at, format!("start: expected \"never\" or {e}")))?;
+                }
+            }
+            if let Some(v) = spec.version {
+                if !(1..=2).contains(&v) {
+                    return Err(fail(at, format!("version {v}: expected 1 or 2")));
+                }
+            }
+        }
+
+        for skipped in &raw.check.skip {
+            if !INVARIANTS.contains(&skipped.as_str()) {
+                return Err(fail(
+                    line_at("skip"),
+                    format!("unknown invariant {skipped:?}: expected one of {INVARIANTS:?}"),
+                ));
+            }
+        }
+        if !raw.check.skip.is_empty() && raw.check.why.as_deref().map_or(true, str::is_empty) {
+            return Err(fail(
+                line_at("skip"),
+                "expected `why = \"...\"` saying why invariants are skipped".into(),
+            ));
+        }
+        if let Some(faults) = &raw.faults {
+            if faults.until <= faults.from {
+                return Err(fail(
+                    line_at("[faults]"),
+                    "expected `until` after `from` in [faults]".into(),
+                ));
+            }
+        }
+
+        let mut steps = Vec::new();
+        let mut previous = Millis(0);
+        for spanned in &raw.step {
+            let line = line_of(text, spanned.span().start);
+            let step = validate_step(spanned.get_ref(), &known).map_err(|m| fail(line, m))?;
+            if step.at < previous {
+                return Err(fail(
+                    line,
+                    format!(
+                        "expected steps in time order: {} comes after {}",
+                        step.at, previous
+                    ),
+                ));
+            }
+            previous = step.at;
+            steps.push(Step { line, ..step });
+        }
+
+        Ok(Scenario {
+            name,
+            path: path.to_path_buf(),
+            summary: raw.summary,
+            group: raw.group,
+            sites: raw.sites,
+            swarm: raw.swarm,
+            faults: raw.faults,
+            skip: raw.check.skip,
+            settle: raw.run.and_then(|r| r.settle),
+            steps,
+        })
+    }
+}
+
+/// Site names of a drawn group: A, B, C, ...
+pub fn swarm_names(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| char::from(b'A' + i as u8).to_string())
+        .collect()
+}
+
+fn check_names<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    known: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    for n in names {
+        if !known(n) {
+            return Err(format!("unknown site {n:?}: expected a site of [group]"));
+        }
+    }
+    Ok(())
+}
+
+fn check_outcome(outcome: &str) -> Result<(), String> {
+    if OUTCOMES.contains(&outcome) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown outcome {outcome:?}: expected one of {OUTCOMES:?}"
+        ))
+    }
+}
+
+/// Checks one step: exactly one action, and every name it uses known.
+fn validate_step(raw: &RawStep, known: &dyn Fn(&str) -> bool) -> Result<Step, String> {
+    let mut actions = Vec::new();
+    let names = |field: &Option<Names>,
+                 make: fn(Vec<String>) -> Action,
+                 actions: &mut Vec<Action>|
+     -> Result<(), String> {
+        if let Some(n) = field {
+            let list = n.list();
+            check_names(&list, known)?;
+            actions.push(make(list));
+        }
+        Ok(())
+    };
+    names(&raw.start, Action::Start, &mut actions)?;
+    names(&raw.crash, Action::Crash, &mut actions)?;
+    names(&raw.torn_crash, Action::TornCrash, &mut actions)?;
+    names(&raw.restart, Action::Restart, &mut actions)?;
+    names(&raw.pause, Action::Pause, &mut actions)?;
+    names(&raw.resume, Action::Resume, &mut actions)?;
+    names(&raw.isolate, Action::Isolate, &mut actions)?;
+    names(&raw.corrupt, Action::Corrupt, &mut actions)?;
+    if let Some(sides) = &raw.partition {
+        check_names(sides.iter().flatten(), known)?;
+        actions.push(Action::Partition(sides.clone()));
+    }
+    if let Some(c) = &raw.clog {
+        check_names([&c.from, &c.to], known)?;
+        actions.push(Action::Clog(c.clone()));
+    }
+    match raw.heal {
+        Some(true) => actions.push(Action::Heal),
+        Some(false) => return Err("expected `heal = true`".into()),
+        None => {}
+    }
+    if let Some(n) = &raw.network {
+        if !(0.0..=1.0).contains(&n.loss) {
+            return Err(format!(
+                "network loss {}: expected a chance from 0 to 1",
+                n.loss
+            ));
+        }
+        if let Some([lo, hi]) = n.latency {
+            if hi < lo {
+                return Err("network latency: expected [smallest, largest]".into());
+            }
+        }
+        actions.push(Action::Network(n.clone()));
+    }
+    if let Some(s) = &raw.skew {
+        check_names([&s.site], known)?;
+        actions.push(Action::Skew(s.clone()));
+    }
+    if let Some(d) = &raw.drift {
+        check_names([&d.site], known)?;
+        actions.push(Action::Drift(d.clone()));
+    }
+    if let Some(w) = &raw.write {
+        check_names([&w.via], known)?;
+        check_outcome(&w.expect)?;
+        actions.push(Action::Write(w.clone()));
+    }
+    if let Some(l) = &raw.load {
+        if l.every.0 == 0 {
+            return Err("load every: expected a positive duration".into());
+        }
+        actions.push(Action::Load(l.clone()));
+    }
+    match raw.stop_load {
+        Some(true) => actions.push(Action::StopLoad),
+        Some(false) => return Err("expected `stop_load = true`".into()),
+        None => {}
+    }
+    if let Some(r) = &raw.remove {
+        check_names([&r.site, &r.via], known)?;
+        check_outcome(&r.expect)?;
+        actions.push(Action::Remove(r.clone()));
+    }
+    if let Some(s) = &raw.step_down {
+        check_names([&s.via, &s.to], known)?;
+        check_outcome(&s.expect)?;
+        actions.push(Action::StepDown(s.clone()));
+    }
+    if let Some(a) = &raw.archive {
+        check_names([&a.via], known)?;
+        check_outcome(&a.expect)?;
+        actions.push(Action::Archive(a.clone()));
+    }
+    if let Some(u) = &raw.upgrade {
+        check_names([&u.site], known)?;
+        if !(1..=2).contains(&u.version) {
+            return Err(format!("upgrade version {}: expected 1 or 2", u.version));
+        }
+        actions.push(Action::Upgrade(u.clone()));
+    }
+    if let Some(r) = &raw.reconfigure {
+        check_names([&r.site], known)?;
+        check_names(r.helper.iter(), known)?;
+        actions.push(Action::Reconfigure(r.clone()));
+    }
+    if let Some(e) = &raw.expect {
+        validate_expect(e, known)?;
+        actions.push(Action::Expect(e.clone()));
+    }
+    match actions.len() {
+        1 => Ok(Step {
+            at: raw.at,
+            action: actions.pop().expect("one action"),
+            line: 0,
+        }),
+        0 => Err("expected one action in this step (start, crash, restart, partition, heal, write, expect, ...)".into()),
+        n => Err(format!("expected one action per step, found {n}: split them into steps at the same time")),
+    }
+}
+
+fn validate_expect(e: &ExpectSpec, known: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let conditions = [
+        e.master.is_some(),
+        e.event.is_some(),
+        e.members.is_some(),
+        e.in_sync.is_some(),
+    ]
+    .iter()
+    .filter(|&&c| c)
+    .count();
+    if conditions != 1 {
+        return Err(
+            "expected exactly one of `master`, `event`, `members`, `in_sync` in `expect`".into(),
+        );
+    }
+    if e.within.is_some() && e.holds_for.is_some() {
+        return Err("expected `within` or `for` in `expect`, not both".into());
+    }
+    if let Some(m) = &e.master {
+        if m != "any" && m != "none" {
+            check_names([m], known)?;
+        }
+    }
+    if let Some(ev) = &e.event {
+        if !EVENTS.contains(&ev.as_str()) {
+            return Err(format!("unknown event {ev:?}: expected one of {EVENTS:?}"));
+        }
+        if e.count.is_some() && e.at_least.is_some() {
+            return Err("expected `count` or `at_least`, not both".into());
+        }
+    } else if e.site.is_some()
+        || e.count.is_some()
+        || e.at_least.is_some()
+        || e.reason.is_some()
+        || e.since.is_some()
+        || e.txns_at_least.is_some()
+    {
+        return Err(
+            "`site`, `since`, `count`, `at_least`, `reason` and `txns_at_least` go with `event`"
+                .into(),
+        );
+    }
+    check_names(e.site.iter(), known)?;
+    check_names(e.members.iter().flatten(), known)?;
+    if e.in_sync == Some(false) {
+        return Err("expected `in_sync = true`".into());
+    }
+    Ok(())
+}
+
+/// Every scenario file (`*.toml`) in `dir`, sorted by name.
+pub fn catalog_files(dir: &Path) -> Result<Vec<PathBuf>, SpecError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SpecError {
+        file: dir.display().to_string(),
+        line: 0,
+        message: format!("cannot read the scenario directory: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The latency range a [`NetworkSpec`] asks for (default 1 to 10 ms).
+pub fn latency_range(n: &NetworkSpec) -> Range<u64> {
+    match n.latency {
+        Some([lo, hi]) => lo.0..hi.0.max(lo.0 + 1),
+        None => 1..10,
+    }
+}
