@@ -16,12 +16,11 @@ use sim::replication::node::NodeEvent;
 use sim::replication::site::{Config, Event, Reply, Request, RequestError};
 use sim::replication::types::SiteAddr;
 use sim::result::{RunOutcome, RunResult};
-use sim::world::{site_addr, Load, World};
+use sim::world::{site_addr, Load, World, GROUP_SECRET};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The secret of the simulated group, and the one a rogue site holds instead.
-const GROUP_SECRET: &[u8] = b"group secret";
+/// The secret a rogue site holds instead of the group's.
 const ROGUE_SECRET: &[u8] = b"not the group secret";
 
 /// The default quiet time when a scenario names none and its faults end: long enough for the

@@ -197,10 +197,12 @@ pub struct World {
     durability_void: Option<String>,
     /// How long the group was left alone before the last check (for the liveness report).
     quiet_ms: u64,
+    /// Sites started without the group secret: refused by the group, not checked as members.
+    outsiders: std::collections::BTreeSet<SiteAddr>,
 }
 
 /// The secret every site of a world's group holds (a rogue site gets another).
-const GROUP_SECRET: &[u8] = b"group secret";
+pub const GROUP_SECRET: &[u8] = b"group secret";
 
 /// The address of site `i` (from 1): a distinct simulated machine each.
 pub fn site_addr(i: usize) -> SiteAddr {
@@ -243,6 +245,7 @@ impl World {
             failed: Arc::default(),
             durability_void: None,
             quiet_ms: 0,
+            outsiders: Default::default(),
         }
     }
 
@@ -438,9 +441,14 @@ impl World {
         self.note_all(&format!("network loss {loss_rate} latency {latency:?}"));
     }
 
-    /// Starts one more site with its own configuration and secret (a rogue, a late joiner).
+    /// Starts one more site with its own configuration and secret (a rogue, a late joiner). A
+    /// site without [`GROUP_SECRET`] is an outsider: the group must refuse it, so the checkers
+    /// do not expect it to hold the group's data.
     pub fn add_site(&mut self, index: usize, cfg: Config, secret: &[u8], seed: u64) {
         let addr = cfg.addr.clone();
+        if secret != GROUP_SECRET {
+            self.outsiders.insert(addr.clone());
+        }
         assert!(
             !self.sites.contains_key(&addr),
             "{addr} is already in the world"
@@ -743,7 +751,11 @@ impl World {
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
         let mut members = BTreeMap::new();
-        for (addr, site) in &self.sites {
+        let group = self
+            .sites
+            .iter()
+            .filter(|(a, _)| !self.outsiders.contains(*a));
+        for (addr, site) in group {
             if let Ok(log) = site.disk.log() {
                 logs.insert(addr.clone(), log);
             }

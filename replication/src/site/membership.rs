@@ -132,7 +132,7 @@ impl<S: Storage> Site<S> {
         }
         if let (Some(at), Some(helper)) = (self.join_at, self.cfg.helper.clone()) {
             if now >= at {
-                if at > self.started {
+                if at > self.started && !self.join_answered {
                     // A retry: the last request went unanswered.
                     let reason = format!("no answer from the helper {helper}");
                     self.emit(Event::JoinFailure { reason });
@@ -142,6 +142,7 @@ impl<S: Storage> Site<S> {
                 let t = &self.cfg.timeouts;
                 let wait = t.join_retry_ms.max(t.ack_ms + t.request_retry_ms);
                 self.join_at = Some(now.plus_ms(wait));
+                self.join_answered = false;
                 let site = self.cfg.addr.clone();
                 let priority = self.cfg.priority;
                 self.send(&helper, Message::JoinRequest { site, priority });
@@ -262,6 +263,7 @@ impl<S: Storage> Site<S> {
                 self.follow(master, gen, LogPos::default())
             }
             JoinResult::Unavail { reason } => {
+                self.join_answered = true;
                 self.emit(Event::JoinFailure { reason });
                 Ok(())
             }

@@ -176,6 +176,29 @@ fn a_join_without_enough_acks_is_unavail_and_nothing_is_half_recorded() {
 }
 
 #[test]
+fn a_retry_after_an_unavail_answer_is_not_reported_as_silence() {
+    let mut net = built_group(3, 6);
+    net.crash(&s(2));
+    net.crash(&s(3));
+    net.add_site(joiner(4, 1));
+    net.run_for(6_000);
+    let reasons: Vec<String> = net
+        .events_of(&s(4))
+        .iter()
+        .filter_map(|e| match e {
+            Event::JoinFailure { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons.len() >= 2, "{reasons:?}");
+    // The helper answered every request: no failure may blame its silence.
+    assert!(
+        reasons.iter().all(|r| !r.contains("no answer")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
 fn the_helper_is_ignored_on_later_starts() {
     let mut net = built_group(3, 7);
     net.crash(&s(3));

@@ -74,6 +74,9 @@ pub struct Site<S: Storage> {
     dead: Option<String>,
     /// While joining: when to ask the helper (again).
     join_at: Option<Time>,
+    /// Whether the helper answered the last join request (with `Unavail`): a retry after an
+    /// answer is not a silence to report.
+    join_answered: bool,
     /// When this site was opened.
     started: Time,
     /// Removal requests forwarded to the master: the site to remove and when to give up.
@@ -111,6 +114,7 @@ impl<S: Storage> Site<S> {
             history,
             peers: BTreeMap::new(),
             join_at: None,
+            join_answered: false,
             started: now,
             removes: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
