@@ -12,6 +12,14 @@ echo "== unit and property tests (real build)"
 cargo test --workspace 2>&1 | tee -a "$out" | grep -E '^(test result|running|error|failures|---- )|panicked' || true
 echo "== simulated tests (--cfg madsim, target/sim)"
 cargo sim-test 2>&1 | tee -a "$out" | grep -E '^(test result|error|failures|---- )|panicked' || true
+echo "== the scenario suite on 3 seeds (cargo sim suite --seeds 3)"
+# Counted as one test: it passes when every catalog scenario passes on every seed.
+if cargo sim suite --seeds 3 --failures target/sim/failures 2>&1 | tee -a "$out.suite" | tail -20; then
+  echo "test result: ok. 1 passed; 0 failed (suite)" >> "$out"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (suite)" >> "$out"
+fi
+rm -f "$out.suite"
 
 passed=$(grep -Eo '[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')

@@ -598,7 +598,7 @@ mod commands {
                 }
                 if r.outcome == RunOutcome::Fail {
                     if let Some((_, path)) = failures.iter().find(|(j, _)| *j == i) {
-                        println!("  saved {}", path.display());
+                        println!("  failure file: {}", path.display());
                     }
                     println!("  replay: {}", replay_of(r));
                 }

@@ -673,24 +673,34 @@ async fn holds(
 }
 
 /// A short account of the run for snapshots: who was master when, key events, final state.
+/// Membership news is told once, as the master of the moment reports it, not once per site.
 async fn summarise(world: &World, names: &BTreeMap<SiteAddr, String>) -> String {
     let name = |a: &SiteAddr| names.get(a).cloned().unwrap_or_else(|| a.to_string());
     let mut lines = Vec::new();
+    let mut master: Option<SiteAddr> = None;
     for o in world.events() {
         let NodeEvent::Site(event) = &o.event else {
             continue;
         };
+        let from_master = master.as_ref() == Some(&o.site);
         let what = match event {
-            Event::BecameMaster { gen } => format!("master of generation {gen}"),
+            Event::BecameMaster { gen } => {
+                master = Some(o.site.clone());
+                format!("master of generation {gen}")
+            }
+            Event::BecameClient { .. } if from_master => {
+                master = None;
+                continue;
+            }
             Event::RolledBack { txns, .. } => format!("rolled back {} transactions", txns.len()),
             Event::InitDone { .. } => "internal init done".into(),
             Event::SteppedDown { to } => format!("stepped down to {}", name(to)),
-            Event::SiteAdded { site } => format!("added {}", name(site)),
-            Event::SiteRemoved { site } => format!("removed {}", name(site)),
-            Event::LocalSiteRemoved => "removed from the group".into(),
-            Event::MembershipCreated { sites } => {
+            Event::SiteAdded { site } if from_master => format!("added {}", name(site)),
+            Event::SiteRemoved { site } if from_master => format!("removed {}", name(site)),
+            Event::MembershipCreated { sites } if from_master => {
                 format!("membership created with {} sites", sites.len())
             }
+            Event::LocalSiteRemoved => "removed from the group".into(),
             Event::StorageFailed { .. } => "storage failed".into(),
             _ => continue,
         };

@@ -949,3 +949,141 @@ pub fn latency_range(n: &NetworkSpec) -> Range<u64> {
         None => 1..10,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+summary = "a test"
+
+[group]
+sites = ["A", "B", "C"]
+
+[sites.A]
+priority = 200
+
+[[step]]
+at = "1.5s"
+crash = "A"
+
+[[step]]
+at = "2s"
+expect = { master = "B", within = "5s" }
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, SpecError> {
+        Scenario::from_text(Path::new("catalog/t.toml"), text)
+    }
+
+    /// The error for `text`, which must name the file and `line` and contain `wanted`.
+    fn error_at(text: &str, line: usize, wanted: &str) {
+        let err = parse(text).expect_err("the file is bad");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("catalog/t.toml:{line}: ")),
+            "{shown}"
+        );
+        assert!(shown.contains(wanted), "{shown}");
+    }
+
+    #[test]
+    fn a_good_file_parses_into_steps_with_their_lines() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.name, "t");
+        assert_eq!(s.steps.len(), 2);
+        assert_eq!(s.steps[0].at, Millis(1_500));
+        assert_eq!(s.steps[0].action, Action::Crash(vec!["A".into()]));
+        assert_eq!(s.steps[0].line, 10);
+        assert!(
+            matches!(&s.steps[1].action, Action::Expect(e) if e.master.as_deref() == Some("B"))
+        );
+    }
+
+    #[test]
+    fn durations_take_ms_s_and_m() {
+        assert_eq!(Millis::parse("250ms"), Ok(Millis(250)));
+        assert_eq!(Millis::parse("1.5s"), Ok(Millis(1_500)));
+        assert_eq!(Millis::parse("2m"), Ok(Millis(120_000)));
+        assert!(Millis::parse("5").is_err());
+        assert!(Millis::parse("-1s").is_err());
+        assert!(Millis::parse("xs").is_err());
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_line_and_the_keys_expected() {
+        let bad = GOOD.replace("crash = \"A\"", "crush = \"A\"");
+        error_at(&bad, 12, "unknown field `crush`");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_line_and_the_format() {
+        let bad = GOOD.replace("at = \"1.5s\"", "at = \"soon\"");
+        error_at(&bad, 11, "expected a duration such as \"250ms\"");
+    }
+
+    #[test]
+    fn a_step_with_two_actions_or_none_is_refused() {
+        let two = GOOD.replace("crash = \"A\"", "crash = \"A\"\nheal = true");
+        error_at(&two, 10, "one action per step, found 2");
+        let none = GOOD.replace("crash = \"A\"", "");
+        error_at(&none, 10, "expected one action in this step");
+    }
+
+    #[test]
+    fn an_unknown_site_is_named_with_the_step_line() {
+        let bad = GOOD.replace("crash = \"A\"", "crash = \"Z\"");
+        error_at(&bad, 10, "unknown site \"Z\"");
+        let bad = GOOD.replace("[sites.A]", "[sites.Q]");
+        error_at(&bad, 7, "[sites.Q]: expected one of the group's sites");
+    }
+
+    #[test]
+    fn steps_out_of_time_order_are_refused() {
+        let bad = GOOD.replace("at = \"2s\"", "at = \"1s\"");
+        error_at(&bad, 14, "expected steps in time order");
+    }
+
+    #[test]
+    fn expectations_name_known_events_and_outcomes() {
+        let bad = GOOD.replace("master = \"B\", within", "event = \"Exploded\", within");
+        error_at(&bad, 14, "unknown event \"Exploded\"");
+        let bad = GOOD.replace(
+            "expect = { master = \"B\", within = \"5s\" }",
+            "write = { via = \"A\", expect = \"Fine\" }",
+        );
+        error_at(&bad, 14, "unknown outcome \"Fine\"");
+        let bad = GOOD.replace("within = \"5s\"", "within = \"5s\", for = \"1s\"");
+        error_at(&bad, 14, "`within` or `for`");
+    }
+
+    #[test]
+    fn skipping_an_invariant_needs_a_known_name_and_a_reason() {
+        let bad = format!("{GOOD}\n[check]\nskip = [\"liveness\"]\n");
+        error_at(&bad, 19, "why");
+        let bad = format!("{GOOD}\n[check]\nskip = [\"speed\"]\nwhy = \"x\"\n");
+        error_at(&bad, 19, "unknown invariant \"speed\"");
+    }
+
+    #[test]
+    fn a_file_without_a_group_or_with_broken_toml_is_refused() {
+        error_at("summary = \"x\"\n", 0, "expected a [group] table");
+        error_at("summary = \"x\"\n[group\n", 2, "");
+        let err = Scenario::load(Path::new("/nonexistent/x.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/x.toml:0: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_catalog_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
+        let files = catalog_files(&dir).unwrap();
+        assert!(files.len() >= 19, "{files:?}");
+        for f in files {
+            Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

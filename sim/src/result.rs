@@ -47,6 +47,7 @@ pub struct RunResult {
     pub sim_ms: u64,
     /// What happened, counted.
     pub counts: Counts,
-    /// The trace, one line per event.
+    /// The trace, one line per event (left out of JSON when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
 }
