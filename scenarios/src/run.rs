@@ -240,9 +240,73 @@ async fn play(
     timeline.sort_by_key(|(at, rank, _)| (*at, *rank));
 
     let mut failed: Vec<Violation> = Vec::new();
+    let settle = scenario
+        .settle
+        .map_or_else(|| default_settle(&group.configs[0].timeouts), |m| m.0);
+    // A run that goes on long past its last step is stuck (a wait on a site that never
+    // answers): stop it and say so, rather than simulate forever.
+    let last_at = timeline.last().map_or(0, |(at, _, _)| *at);
+    let limit = Duration::from_millis(last_at + settle + 300_000);
+    let played = tokio::time::timeout(
+        limit,
+        play_timeline(
+            &mut world,
+            &group,
+            &addrs,
+            &addr,
+            &timeline,
+            fault_end_of(&schedule),
+            settle,
+            &mut failed,
+        ),
+    )
+    .await;
+    if played.is_err() {
+        failed.push(Violation {
+            invariant: "run_finishes",
+            site: None,
+            at_ms: Some(world.now_ms()),
+            detail: format!(
+                "the run was still going {} s after its last step",
+                limit.as_secs()
+            ),
+        });
+    }
+
+    let mut result = world.result(&scenario.name, seed).await;
+    result.violations.extend(failed);
+    result
+        .violations
+        .retain(|v| !scenario.skip.iter().any(|s| s == v.invariant));
+    result.outcome = if result.violations.is_empty() {
+        RunOutcome::Pass
+    } else {
+        RunOutcome::Fail
+    };
+    let summary = summarise(&world, &name_of).await;
+    (result, summary)
+}
+
+/// When the fault schedule ends (0 without one).
+fn fault_end_of(schedule: &Schedule) -> u64 {
+    schedule.events.last().map_or(0, |e| e.at_ms)
+}
+
+/// Plays the timeline, keeps a swarm's load until its faults end, and lets the group settle.
+/// Failed expectations go into `failed`.
+#[allow(clippy::too_many_arguments)]
+async fn play_timeline(
+    world: &mut World,
+    group: &Group,
+    addrs: &[SiteAddr],
+    addr: &dyn Fn(&str) -> SiteAddr,
+    timeline: &[(u64, u8, Item<'_>)],
+    fault_end: u64,
+    settle: u64,
+    failed: &mut Vec<Violation>,
+) {
     let mut load: Option<Load> = None;
-    let fault_end = schedule.events.last().map_or(0, |e| e.at_ms);
-    for (at, _, item) in &timeline {
+    for (at, _, item) in timeline {
         let now = world.now_ms();
         if *at > now {
             tokio::time::sleep(Duration::from_millis(at - now)).await;
@@ -256,7 +320,7 @@ async fn play(
                 if group.swarm_load && load.is_none() {
                     load = Some(world.start_load(50));
                 }
-                let outcome = perform(&mut world, &group, &addrs, &addr, step, &mut load).await;
+                let outcome = perform(world, group, addrs, addr, step, &mut load).await;
                 if let Err(detail) = outcome {
                     let detail = format!("line {}: {detail}", step.line);
                     world.note_scenario(&format!("expectation failed: {detail}"));
@@ -280,23 +344,7 @@ async fn play(
     if let Some(l) = load.take() {
         l.stop().await;
     }
-    let settle = scenario
-        .settle
-        .map_or_else(|| default_settle(&group.configs[0].timeouts), |m| m.0);
     world.settle(settle).await;
-
-    let mut result = world.result(&scenario.name, seed).await;
-    result.violations.extend(failed);
-    result
-        .violations
-        .retain(|v| !scenario.skip.iter().any(|s| s == v.invariant));
-    result.outcome = if result.violations.is_empty() {
-        RunOutcome::Pass
-    } else {
-        RunOutcome::Fail
-    };
-    let summary = summarise(&world, &name_of).await;
-    (result, summary)
 }
 
 /// What a request returned, named as scenario files name outcomes.

@@ -213,6 +213,8 @@ pub const INVARIANTS: &[&str] = &[
     "all_caught_up",
     "liveness",
     "expectation",
+    "run_finishes",
+    "no_panic",
 ];
 
 /// The site events an expectation can name (the engine's `Event` variants and the driver's).

@@ -121,7 +121,7 @@ impl Clients {
 
     /// Who `addr` says is master (what a `NotMaster` reply would name).
     async fn hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
-        let stats = self.handle(addr)?.stats().await.ok()?;
+        let stats = answer(self.handle(addr)?.stats()).await?;
         stats.site.master
     }
 
@@ -156,6 +156,15 @@ impl Clients {
             tokio::time::sleep(Duration::from_millis(every_ms)).await;
         }
     }
+}
+
+/// A site's answer to a query, if it comes within a second of simulated time: a paused site
+/// answers nothing, and the world must not wait on it forever.
+async fn answer<T, E>(query: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(1), query)
+        .await
+        .ok()?
+        .ok()
 }
 
 /// How a client classifies a commit's result: refused outright, acknowledged, or unknown.
@@ -597,7 +606,7 @@ impl World {
 
     /// A running site's database fingerprint (applied position and content digest).
     pub async fn digest(&self, addr: &SiteAddr) -> Option<(replication::LogPos, u64)> {
-        self.handle(addr)?.digest().await.ok()
+        answer(self.handle(addr)?.digest()).await
     }
 
     /// Records a line of the scenario's own (an expectation, a step) in the trace.
@@ -625,7 +634,9 @@ impl World {
             let Some(h) = self.handle(&addr) else {
                 continue;
             };
-            let Ok(stats) = h.stats().await else { continue };
+            let Some(stats) = answer(h.stats()).await else {
+                continue;
+            };
             if stats.site.role == RoleKind::Master
                 && best.as_ref().map_or(true, |b| stats.site.gen > b.0)
             {
@@ -700,7 +711,7 @@ impl World {
         let mut messages = 0;
         for addr in self.addrs() {
             if let Some(h) = self.handle(&addr) {
-                messages += h.stats().await.map_or(0, |s| s.site.messages_sent);
+                messages += answer(h.stats()).await.map_or(0, |s| s.site.messages_sent);
             }
         }
         let trace = self.trace.lock().expect("trace lock");
@@ -769,7 +780,7 @@ impl World {
                 }
             }
             if let Some(h) = self.handle(addr) {
-                if let Ok(digest) = h.digest().await {
+                if let Some(digest) = answer(h.digest()).await {
                     live.insert(addr.clone(), digest);
                 }
             }
