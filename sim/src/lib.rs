@@ -12,6 +12,7 @@ pub mod clock;
 pub mod disk;
 pub mod faults;
 pub mod result;
+pub mod tracelog;
 #[cfg(madsim)]
 pub mod world;
 

@@ -20,31 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What a run records: one line per event (`<simulated ms> <site> <event>`), and the node events
-/// themselves for the checkers.
-#[derive(Default)]
-pub struct TraceLog {
-    lines: Vec<String>,
-    events: Vec<Observed>,
-}
-
-impl TraceLog {
-    fn world(&mut self, ms: u128, what: String) {
-        self.lines.push(format!("{ms} {what}"));
-    }
-
-    fn site(&mut self, ms: u128, site: &SiteAddr, event: NodeEvent) {
-        self.lines.push(format!("{ms} {site} {event:?}"));
-        self.events.push(Observed {
-            ms: ms as u64,
-            site: site.clone(),
-            event,
-        });
-    }
-}
-
-/// The shared trace of a world.
-pub type Trace = Arc<Mutex<TraceLog>>;
+pub use crate::tracelog::{Trace, TraceLog};
 
 /// Where a running site's node handle is found: empty while the site is down.
 type Slot = Arc<Mutex<Option<NodeHandle>>>;
@@ -208,6 +184,9 @@ pub struct World {
     quiet_ms: u64,
     /// Sites started without the group secret: refused by the group, not checked as members.
     outsiders: std::collections::BTreeSet<SiteAddr>,
+    /// Routes the engine's `tracing` output into the trace while the world lives (the
+    /// simulation runs on one thread, so a thread-local default reaches every site).
+    _tracing: tracing::subscriber::DefaultGuard,
 }
 
 /// The secret every site of a world's group holds (a rogue site gets another).
@@ -241,10 +220,17 @@ impl World {
 
     /// An empty world; sites come with [`World::add_site`].
     pub fn new() -> World {
+        use tracing_subscriber::layer::SubscriberExt;
         let start = tokio::time::Instant::now();
+        let trace: Trace = Arc::default();
+        let layer = crate::tracelog::TraceLayer {
+            trace: trace.clone(),
+            start,
+        };
+        let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         World {
             sites: BTreeMap::new(),
-            trace: Arc::default(),
+            trace,
             start,
             clients: Clients {
                 slots: Arc::default(),
@@ -255,6 +241,7 @@ impl World {
             durability_void: None,
             quiet_ms: 0,
             outsiders: Default::default(),
+            _tracing: tracing,
         }
     }
 
@@ -734,10 +721,7 @@ impl World {
                 RunOutcome::Fail
             },
             violations,
-            trace_hash: format!(
-                "{:016x}",
-                crate::trace_hash(trace.lines.iter().map(String::as_str))
-            ),
+            trace_hash: format!("{:016x}", trace.hash()),
             sim_ms: self.now_ms(),
             counts: Counts {
                 events: trace.events.len() as u64,
@@ -818,8 +802,7 @@ impl World {
 
     /// The run's fingerprint.
     pub fn trace_hash(&self) -> u64 {
-        let trace = self.trace.lock().expect("trace lock");
-        crate::trace_hash(trace.lines.iter().map(String::as_str))
+        self.trace.lock().expect("trace lock").hash()
     }
 
     fn note(&self, addr: &SiteAddr, what: &str) {

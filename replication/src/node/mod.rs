@@ -502,6 +502,9 @@ impl<S: Storage + Send + 'static> Node<S> {
                 self.stats.bytes_received += bytes;
                 // Messages from a connection that was replaced are still the peer's words.
                 let _ = id;
+                // Every delivery, for traces that want them (the simulator folds them into its
+                // trace hash); off unless a subscriber asks for TRACE.
+                tracing::trace!(site = %self.cfg.site.addr, from = %peer, msg = msg.kind(), "deliver");
                 self.step(Input::Message { from: peer, msg });
             }
             NetEvent::Sent { bytes } => self.stats.bytes_sent += bytes,

@@ -1,0 +1,170 @@
+//! The world's trace: one line per world action and node event, plus what the engine logs
+//! through `tracing`, each with the simulated time. Message deliveries (TRACE level, one per
+//! message) are too many to keep as lines; they are folded into the trace hash instead, so the
+//! hash still changes when any delivery does.
+
+use crate::check::Observed;
+use replication::node::NodeEvent;
+use replication::types::SiteAddr;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+/// What a run records.
+#[derive(Default)]
+pub struct TraceLog {
+    pub(crate) lines: Vec<String>,
+    pub(crate) events: Vec<Observed>,
+    /// FNV-1a state over every delivery line, in order.
+    deliveries_hash: u64,
+    /// Deliveries folded into `deliveries_hash`.
+    pub(crate) deliveries: u64,
+}
+
+impl TraceLog {
+    pub(crate) fn world(&mut self, ms: u128, what: String) {
+        self.lines.push(format!("{ms} {what}"));
+    }
+
+    pub(crate) fn site(&mut self, ms: u128, site: &SiteAddr, event: NodeEvent) {
+        self.lines.push(format!("{ms} {site} {event:?}"));
+        self.events.push(Observed {
+            ms: ms as u64,
+            site: site.clone(),
+            event,
+        });
+    }
+
+    fn delivery(&mut self, line: &str) {
+        if self.deliveries == 0 {
+            self.deliveries_hash = 0xcbf2_9ce4_8422_2325;
+        }
+        for byte in line.bytes().chain(std::iter::once(b'\n')) {
+            self.deliveries_hash ^= u64::from(byte);
+            self.deliveries_hash = self.deliveries_hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.deliveries += 1;
+    }
+
+    /// The run's fingerprint: the lines, then the deliveries.
+    pub fn hash(&self) -> u64 {
+        let summary = format!(
+            "deliveries {} {:016x}",
+            self.deliveries, self.deliveries_hash
+        );
+        crate::trace_hash(
+            self.lines
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(summary.as_str())),
+        )
+    }
+}
+
+/// The shared trace of a world.
+pub type Trace = Arc<Mutex<TraceLog>>;
+
+/// A `tracing` layer that writes the engine's log into a world's trace with simulated time.
+pub(crate) struct TraceLayer {
+    pub(crate) trace: Trace,
+    pub(crate) start: tokio::time::Instant,
+}
+
+/// Collects an event's fields as `message k=v k=v`.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.rest, " {}={value}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for TraceLayer {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        // The engine's own log at INFO and above, and the node's deliveries (TRACE).
+        let target = metadata.target();
+        (target.starts_with("replication") && *metadata.level() <= Level::INFO)
+            || target.starts_with("replication::node")
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let ms = self.start.elapsed().as_millis();
+        let line = format!(
+            "{ms} {} {}{}",
+            event.metadata().level(),
+            fields.message,
+            fields.rest
+        );
+        let mut trace = self.trace.lock().expect("trace lock");
+        if *event.metadata().level() == Level::TRACE && fields.message == "deliver" {
+            trace.delivery(&line);
+        } else {
+            trace.lines.push(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_are_not_kept_as_lines_but_change_the_hash() {
+        let mut a = TraceLog::default();
+        a.world(5, "world heal".into());
+        let mut b = TraceLog::default();
+        b.world(5, "world heal".into());
+        assert_eq!(a.hash(), b.hash());
+        a.delivery("7 TRACE deliver site=s1 from=s2 msg=Heartbeat");
+        assert_ne!(a.hash(), b.hash(), "a delivery changes the hash");
+        b.delivery("7 TRACE deliver site=s1 from=s3 msg=Heartbeat");
+        assert_ne!(a.hash(), b.hash(), "so does who delivered it");
+        assert_eq!(a.lines.len(), 1, "deliveries are not kept as lines");
+    }
+
+    #[test]
+    fn the_layer_writes_engine_logs_as_lines_and_folds_deliveries() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let trace: Trace = Arc::default();
+        let layer = TraceLayer {
+            trace: trace.clone(),
+            start: tokio::time::Instant::now(),
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "replication::node", site = "s1", "connected");
+            tracing::trace!(target: "replication::node", site = "s1", from = "s2", "deliver");
+            tracing::info!(target: "somebody::else", "not ours");
+            tracing::debug!(target: "replication::site", "too chatty");
+        });
+        let log = trace.lock().unwrap();
+        assert_eq!(log.lines.len(), 1, "{:?}", log.lines);
+        assert!(
+            log.lines[0].ends_with("INFO connected site=\"s1\"")
+                || log.lines[0].contains("INFO connected site=s1"),
+            "{:?}",
+            log.lines
+        );
+        assert_eq!(log.deliveries, 1);
+    }
+}
