@@ -10,6 +10,7 @@ mod file;
 mod mem;
 
 pub use file::FileStorage;
+pub use file::inspect as file_inspect;
 pub use mem::MemStorage;
 
 use crate::log::{LogRecord, Snapshot};
