@@ -144,7 +144,10 @@ async fn status_shows_the_membership_and_connected_peers_and_shutdown_syncs_the_
     let mut expected = addrs.clone();
     expected.sort();
     assert_eq!(members, expected);
-    let others: Vec<_> = expected.into_iter().filter(|a| a != master.addr()).collect();
+    let others: Vec<_> = expected
+        .into_iter()
+        .filter(|a| a != master.addr())
+        .collect();
     assert_eq!(status.connected, others);
     assert_eq!(status.stats.connected_peers, 2);
 

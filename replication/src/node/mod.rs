@@ -10,10 +10,10 @@
 
 mod conn;
 
+use crate::log::Member;
 use crate::site::{
     Config, Event, Input, Output, Reply, Request, RequestError, RequestId, Site, Stats,
 };
-use crate::log::Member;
 use crate::storage::{Storage, StorageError};
 use crate::types::{SiteAddr, Time};
 use crate::wire::{Message, DEFAULT_FRAME_LIMIT};

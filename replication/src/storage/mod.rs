@@ -9,8 +9,8 @@
 mod file;
 mod mem;
 
-pub use file::FileStorage;
 pub use file::inspect as file_inspect;
+pub use file::FileStorage;
 pub use mem::MemStorage;
 
 use crate::log::{LogRecord, Snapshot};

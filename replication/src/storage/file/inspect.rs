@@ -25,6 +25,11 @@ pub const META_FILE_NAME: &str = META_FILE;
 /// Length of a log file's header; the first frame starts here.
 pub const LOG_FILE_HEADER_LEN: u64 = LOG_HEADER_LEN;
 
+/// The header every log file of this format starts with.
+pub fn log_file_header() -> [u8; LOG_HEADER_LEN as usize] {
+    log_header()
+}
+
 /// Name of the log file of `epoch`.
 pub fn log_file_name(epoch: u64) -> String {
     super::log_file_name(epoch)
