@@ -287,6 +287,10 @@ fn three_sites_elect_a_master_replicate_a_put_and_refuse_writes_on_clients() {
         assert_eq!(recovery.dropped_records, 0, "{}", site.addr);
         let db = replay(&mut storage).unwrap().db;
         assert_eq!(db.get(b"colour"), Some(&b"blue"[..]), "{}", site.addr);
+        assert!(
+            !group_logs(site).contains('\u{1b}'),
+            "no terminal colours in a redirected log"
+        );
         let messages = fs::read_to_string(site.data_dir.join("messages.log")).unwrap();
         assert!(
             messages.contains("BecameClient"),

@@ -9,6 +9,7 @@ use crate::config::SiteConfig;
 use replication::node::{self, MonotonicClock, NodeEvent};
 use replication::storage::FileStorage;
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -82,7 +83,9 @@ pub fn run(cfg: SiteConfig) -> Result<(), RunError> {
 fn init_logging(message_log: File) {
     let stderr_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a file or a pipe.
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(stderr_filter);
     let file = tracing_subscriber::fmt::layer()
