@@ -199,21 +199,23 @@ fn three_sites_elect_a_master_replicate_a_put_and_refuse_writes_on_clients() {
     let put_out = text(&put.stdout);
     assert!(put_out.starts_with("committed at LSN "), "{put_out}");
 
-    // The value arrives on a client.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let get = repsite(&["get", "colour", "--admin", &client.admin]);
-        if get.status.success() {
-            assert_eq!(text(&get.stdout).trim(), "blue");
-            break;
+    // The value arrives on every client.
+    for site in &group.sites {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let get = repsite(&["get", "colour", "--admin", &site.admin]);
+            if get.status.success() {
+                assert_eq!(text(&get.stdout).trim(), "blue");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the value never reached {}: {}",
+                site.addr,
+                text(&get.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the value never reached {}: {}",
-            client.addr,
-            text(&get.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 
     // A client refuses writes and names the master.
@@ -354,6 +356,47 @@ fn config_errors_exit_2_naming_the_file_the_line_and_the_expectation() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_site_that_cannot_start_exits_1_saying_why_and_rust_log_filters_its_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    let site = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let config = dir.path().join("site.toml");
+    fs::write(
+        &config,
+        format!(
+            "addr = {site:?}\nadmin = {admin:?}\ngroup = \"g\"\nsecret = \"s\"\n\
+             data_dir = \"data\"\ngroup_creator = true\n"
+        ),
+    )
+    .unwrap();
+    let run = |rust_log: &str| {
+        let out = Command::new(REPSITE)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, err) = run("info");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on the admin address {admin}")),
+        "{err}"
+    );
+    assert!(err.contains("opening the data directory"), "{err}");
+    let (code, err) = run("error");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        !err.contains("opening the data directory"),
+        "RUST_LOG=error: {err}"
+    );
+    assert!(err.contains("cannot listen on the admin address"), "{err}");
+    drop(taken);
 }
 
 #[test]

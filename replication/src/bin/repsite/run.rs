@@ -100,6 +100,11 @@ fn init_logging(message_log: File) {
 }
 
 async fn daemon(cfg: SiteConfig) -> Result<(), RunError> {
+    tracing::info!(
+        site = %cfg.node.site.addr,
+        data_dir = %cfg.data_dir.display(),
+        "opening the data directory"
+    );
     let (storage, recovery) = FileStorage::open(&cfg.data_dir)?;
     if let Some(reason) = &recovery.reason {
         tracing::warn!(
