@@ -161,10 +161,10 @@ fn status_json(admin: &str) -> Option<Value> {
     Some(response["status"].clone())
 }
 
-/// Sends SIGTERM and waits for the process to exit.
-fn terminate(site: &mut Site) -> std::process::ExitStatus {
+/// Sends `signal` (`INT` or `TERM`) and waits for the process to exit.
+fn terminate(site: &mut Site, signal: &str) -> std::process::ExitStatus {
     let killed = Command::new("kill")
-        .args(["-TERM", &site.child.id().to_string()])
+        .args([&format!("-{signal}"), &site.child.id().to_string()])
         .status()
         .expect("the kill command runs");
     assert!(killed.success());
@@ -175,7 +175,7 @@ fn terminate(site: &mut Site) -> std::process::ExitStatus {
         }
         assert!(
             Instant::now() < deadline,
-            "{} did not stop on SIGTERM",
+            "{} did not stop on SIG{signal}",
             site.addr
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -271,20 +271,19 @@ fn three_sites_elect_a_master_replicate_a_put_and_refuse_writes_on_clients() {
     assert_eq!(counters["admin"]["bad_requests"], 1);
     assert_eq!(counters["connected"].as_array().map(Vec::len), Some(2));
 
-    // SIGTERM stops every site cleanly, with its storage synced and the write in it.
-    for site in &mut group.sites {
-        let status = terminate(site);
+    // SIGINT (ctrl-c) or SIGTERM stops a site cleanly, its storage synced with the write in it.
+    for (i, site) in group.sites.iter_mut().enumerate() {
+        let signal = if i == 0 { "INT" } else { "TERM" };
+        let status = terminate(site, signal);
         assert!(
             status.success(),
             "{} exited {status}\n{}",
             site.addr,
             group_logs(site)
         );
-        assert!(
-            group_logs(site).contains("storage synced; stopped"),
-            "{}",
-            group_logs(site)
-        );
+        let log = group_logs(site);
+        assert!(log.contains("storage synced; stopped"), "{log}");
+        assert!(log.contains(&format!("signal=\"SIG{signal}\"")), "{log}");
         let (mut storage, recovery) = FileStorage::open(&site.data_dir).unwrap();
         assert_eq!(recovery.dropped_records, 0, "{}", site.addr);
         let db = replay(&mut storage).unwrap().db;
