@@ -178,7 +178,7 @@ impl fmt::Display for FileAction {
             } => {
                 write!(f, "{name}: copied, {bytes} bytes")?;
                 if name.starts_with("log.") {
-                    write!(f, ", {records} records")?;
+                    write!(f, ", {}", records_of(*records))?;
                 }
                 Ok(())
             }
@@ -190,7 +190,8 @@ impl fmt::Display for FileAction {
                 to,
             } => write!(
                 f,
-                "{name}: appended {records} records (LSN {from}..={to}), {bytes} bytes"
+                "{name}: appended {} (LSN {from}..={to}), {bytes} bytes",
+                records_of(*records)
             ),
             FileAction::Unchanged { name } => write!(f, "{name}: unchanged"),
             FileAction::Repaired { name, bytes } => write!(
@@ -199,6 +200,13 @@ impl fmt::Display for FileAction {
             ),
             FileAction::Removed { name } => write!(f, "{name}: removed (no longer current)"),
         }
+    }
+}
+
+fn records_of(n: u64) -> String {
+    match n {
+        1 => "1 record".into(),
+        n => format!("{n} records"),
     }
 }
 
@@ -230,10 +238,10 @@ impl fmt::Display for BackupState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "snapshot at LSN {}, {} holds {} records up to LSN {} (generation {})",
+            "snapshot at LSN {}, {} holds {} up to LSN {} (generation {})",
             self.snapshot.lsn,
             log_file_name(self.epoch),
-            self.records,
+            records_of(self.records),
             self.last.lsn,
             self.last.gen
         )
