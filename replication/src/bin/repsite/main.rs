@@ -13,6 +13,8 @@
 
 #[cfg(not(madsim))]
 mod admin;
+#[cfg(all(test, not(madsim)))]
+mod admin_tests;
 #[cfg(not(madsim))]
 mod bench;
 #[cfg(not(madsim))]
@@ -21,6 +23,8 @@ mod client;
 mod config;
 #[cfg(not(madsim))]
 mod replica;
+#[cfg(all(test, not(madsim)))]
+mod replica_tests;
 #[cfg(not(madsim))]
 mod run;
 
