@@ -114,3 +114,50 @@ async fn a_site_without_the_group_secret_is_refused_and_counted() {
     assert!(refusal_events > 0, "and reported them as events");
     assert_ne!(master.addr(), rogue.addr());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn status_shows_the_membership_and_connected_peers_and_shutdown_syncs_the_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(3);
+    let mut handles = Vec::new();
+    for addr in &addrs {
+        handles.push(start_site(addr, &addrs, "s3cret", dir.path()).await.0);
+    }
+    let master = wait_for_master(&handles).await;
+    let reply = master
+        .request(Request::Commit(Txn::put("kept", "after shutdown")))
+        .await
+        .unwrap();
+    let Ok(Reply::Committed { lsn }) = reply else {
+        panic!("{reply:?}")
+    };
+    // A static version-2 group writes its membership database once the master has met everyone.
+    let mut status = master.status().await.unwrap();
+    for _ in 0..100 {
+        if status.members.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = master.status().await.unwrap();
+    }
+    let members: Vec<_> = status.members.keys().cloned().collect();
+    let mut expected = addrs.clone();
+    expected.sort();
+    assert_eq!(members, expected);
+    let others: Vec<_> = expected
+        .into_iter()
+        .filter(|a| a != master.addr())
+        .collect();
+    assert_eq!(status.connected, others);
+    assert_eq!(status.stats.connected_peers, 2);
+
+    // Shutdown answers once the storage is synced, then the node is gone.
+    master.shutdown().await.unwrap().expect("storage synced");
+    assert!(master.stats().await.is_err(), "the node stopped");
+    let master_dir = dir.path().join(master.addr().as_str().replace(':', "_"));
+    let (mut storage, recovery) = FileStorage::open(&master_dir).unwrap();
+    assert_eq!(recovery.dropped_records, 0);
+    let snapshot = replication::storage::replay(&mut storage).unwrap();
+    assert!(snapshot.pos().lsn >= lsn);
+    assert_eq!(snapshot.db.get(b"kept"), Some(&b"after shutdown"[..]));
+}

@@ -10,16 +10,18 @@
 
 mod conn;
 
+use crate::log::Member;
 use crate::site::{
     Config, Event, Input, Output, Reply, Request, RequestError, RequestId, Site, Stats,
 };
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::types::{SiteAddr, Time};
 use crate::wire::{Message, DEFAULT_FRAME_LIMIT};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -160,12 +162,26 @@ pub struct NodeStats {
     pub bytes_received: u64,
 }
 
+/// What `repsite status` shows of a node: its counters, the group as its membership database
+/// records it, and who it is connected to right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's statistics.
+    pub stats: NodeStats,
+    /// The group membership database (empty while a legacy group has none yet).
+    pub members: BTreeMap<SiteAddr, Member>,
+    /// The peers with an established connection, in address order.
+    pub connected: Vec<SiteAddr>,
+}
+
 /// Requests from the handle to the node task.
 enum Command {
     Request(Request, oneshot::Sender<Result<Reply, RequestError>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     Stats(oneshot::Sender<NodeStats>),
     Digest(oneshot::Sender<(crate::types::LogPos, u64)>),
+    Status(oneshot::Sender<NodeStatus>),
+    Shutdown(oneshot::Sender<Result<(), StorageError>>),
 }
 
 /// What connection tasks tell the node task.
@@ -265,6 +281,28 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Stats(tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+
+    /// The node's statistics, membership and connected peers, read at one instant.
+    pub async fn status(&self) -> Result<NodeStatus, NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| NodeGone(self.addr.clone()))?;
+        rx.await.map_err(|_| NodeGone(self.addr.clone()))
+    }
+
+    /// Stops the node for good: syncs its storage, then ends its task (every handle answers
+    /// [`NodeGone`] from then on). A daemon calls this on its way out, so that nothing the site
+    /// appended is left in a write buffer; the sync's failure is returned for it to report.
+    pub async fn shutdown(&self) -> Result<Result<(), StorageError>, NodeGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Shutdown(tx))
             .await
             .map_err(|_| NodeGone(self.addr.clone()))?;
         rx.await.map_err(|_| NodeGone(self.addr.clone()))
@@ -383,7 +421,11 @@ impl<S: Storage + Send + 'static> Node<S> {
                 // simulated run depend on more than its seed.
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
+                    Some(command) => {
+                        if self.on_command(command).is_break() {
+                            break;
+                        }
+                    }
                     None => break, // every handle dropped: the node stops
                 },
                 Some(event) = net.recv() => self.on_net(event),
@@ -448,7 +490,8 @@ impl<S: Storage + Send + 'static> Node<S> {
         ));
     }
 
-    fn on_command(&mut self, command: Command) {
+    /// Carries out a handle's command; `Break` when the node must stop.
+    fn on_command(&mut self, command: Command) -> ControlFlow<()> {
         match command {
             Command::Request(request, tx) => {
                 let id = RequestId(self.next_request);
@@ -464,12 +507,28 @@ impl<S: Storage + Send + 'static> Node<S> {
                 let _ = tx.send((db.applied(), db.digest()));
             }
             Command::Stats(tx) => {
-                let mut stats = self.stats.clone();
-                stats.site = self.site.stats();
-                stats.connected_peers = self.peers.len();
-                let _ = tx.send(stats);
+                let _ = tx.send(self.node_stats());
+            }
+            Command::Status(tx) => {
+                let _ = tx.send(NodeStatus {
+                    stats: self.node_stats(),
+                    members: self.site.db().members().clone(),
+                    connected: self.peers.keys().cloned().collect(),
+                });
+            }
+            Command::Shutdown(tx) => {
+                let _ = tx.send(self.site.storage().sync());
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    fn node_stats(&self) -> NodeStats {
+        let mut stats = self.stats.clone();
+        stats.site = self.site.stats();
+        stats.connected_peers = self.peers.len();
+        stats
     }
 
     fn on_net(&mut self, event: NetEvent) {

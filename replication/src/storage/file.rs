@@ -33,6 +33,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+pub mod inspect;
+
 const LOG_MAGIC: &[u8; 8] = b"RSIMLOG\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RSIMSNAP";
 const META_MAGIC: &[u8; 8] = b"RSIMMETA";
@@ -575,8 +577,18 @@ fn read_checksummed<T: DeserializeOwned>(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", path)(e)),
     };
+    decode_checksummed(&bytes, path, magic, what).map(Some)
+}
+
+/// Verifies and decodes the contents of a checksummed file read from `path` (named in errors).
+fn decode_checksummed<T: DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    magic: &[u8; 8],
+    what: &'static str,
+) -> Result<T, StorageError> {
     let bad = |detail: String| corrupt(what, path, detail);
-    let mut rest = bytes.as_slice();
+    let mut rest = bytes;
     let (Some(found_magic), Some(version), Some(crc), Some(len)) = (
         take::<8>(&mut rest),
         take::<4>(&mut rest),
@@ -607,9 +619,7 @@ fn read_checksummed<T: DeserializeOwned>(
     if crc32fast::hash(rest) != u32::from_le_bytes(crc) {
         return Err(bad("checksum mismatch".into()));
     }
-    codec::decode(rest, rest.len() as u64)
-        .map(Some)
-        .map_err(|e| bad(format!("does not decode: {e}")))
+    codec::decode(rest, rest.len() as u64).map_err(|e| bad(format!("does not decode: {e}")))
 }
 
 /// Decodes and verifies one frame's payload: the frame CRC, then the record's own checksum.

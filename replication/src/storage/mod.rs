@@ -9,6 +9,7 @@
 mod file;
 mod mem;
 
+pub use file::inspect as file_inspect;
 pub use file::FileStorage;
 pub use mem::MemStorage;
 

@@ -1,0 +1,560 @@
+//! The `repsite` binary as an operator uses it: three `repsite run` processes on loopback with
+//! their own data directories, driven through `status`, `put` and `get`; configuration mistakes;
+//! the replica tool; the benchmark. Every spawned site is killed when its test ends, pass or fail.
+
+use replication::log::{LogRecord, RecordBody, Snapshot, Txn};
+use replication::storage::{read_to_end, replay, FileStorage, Meta, Storage};
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const REPSITE: &str = env!("CARGO_BIN_EXE_repsite");
+
+fn repsite(args: &[&str]) -> Output {
+    Command::new(REPSITE)
+        .args(args)
+        .output()
+        .expect("repsite runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Loopback ports the system just handed out (released before the sites bind them).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// One `repsite run` process.
+struct Site {
+    child: Child,
+    addr: String,
+    admin: String,
+    data_dir: PathBuf,
+    stderr: PathBuf,
+}
+
+/// A group of running sites; killed on drop, so a failing test leaves no process behind.
+struct Group {
+    sites: Vec<Site>,
+    /// Kept for the group's lifetime: the sites' configuration and data live here.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for site in &mut self.sites {
+            let _ = site.child.kill();
+            let _ = site.child.wait();
+        }
+    }
+}
+
+impl Group {
+    /// Starts `n` sites of one static group with quick timers.
+    fn start(n: usize) -> Group {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = free_ports(2 * n);
+        let addrs: Vec<String> = ports[..n]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let list = addrs
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sites = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let admin = format!("127.0.0.1:{}", ports[n + i]);
+            let config = dir.path().join(format!("site{i}.toml"));
+            fs::write(
+                &config,
+                format!(
+                    "addr = {addr:?}\nadmin = {admin:?}\ngroup = \"cli-test\"\n\
+                     secret = \"s3cret\"\ndata_dir = \"site{i}\"\nsites = [{list}]\n\
+                     [timeouts]\nheartbeat_interval_ms = 100\nheartbeat_timeout_ms = 600\n\
+                     election_timeout_ms = 400\nelection_jitter_ms = 300\n"
+                ),
+            )
+            .unwrap();
+            let stderr = dir.path().join(format!("site{i}.stderr"));
+            let child = Command::new(REPSITE)
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&stderr).unwrap())
+                .spawn()
+                .expect("repsite run starts");
+            sites.push(Site {
+                child,
+                addr: addr.clone(),
+                admin,
+                data_dir: dir.path().join(format!("site{i}")),
+                stderr,
+            });
+        }
+        Group { sites, _dir: dir }
+    }
+
+    /// Every site's standard error so far, for failure messages.
+    fn logs(&self) -> String {
+        self.sites
+            .iter()
+            .map(|s| {
+                format!(
+                    "--- {} ---\n{}",
+                    s.addr,
+                    fs::read_to_string(&s.stderr).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until one site is master and every site names it; returns its index.
+    fn wait_for_master(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let masters: Vec<Option<String>> = self
+                .sites
+                .iter()
+                .map(|s| status_json(&s.admin).and_then(|v| v["master"].as_str().map(String::from)))
+                .collect();
+            if let Some(Some(master)) = masters.first() {
+                if masters.iter().all(|m| m.as_deref() == Some(master)) {
+                    if let Some(i) = self.sites.iter().position(|s| &s.addr == master) {
+                        let role = status_json(&self.sites[i].admin).map(|v| v["role"].clone());
+                        if role == Some(Value::from("master")) {
+                            return i;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "no master followed by every site within 30 s\n{}",
+            self.logs()
+        );
+    }
+}
+
+/// `repsite status --json`, parsed; `None` while the site does not answer.
+fn status_json(admin: &str) -> Option<Value> {
+    let out = repsite(&["status", "--admin", admin, "--json", "--timeout", "2"]);
+    if !out.status.success() {
+        return None;
+    }
+    let response: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(response["status"].clone())
+}
+
+/// Sends `signal` (`INT` or `TERM`) and waits for the process to exit.
+fn terminate(site: &mut Site, signal: &str) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args([&format!("-{signal}"), &site.child.id().to_string()])
+        .status()
+        .expect("the kill command runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = site.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not stop on SIG{signal}",
+            site.addr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_sites_elect_a_master_replicate_a_put_and_refuse_writes_on_clients() {
+    let mut group = Group::start(3);
+    let m = group.wait_for_master();
+    let master = &group.sites[m];
+    let client = &group.sites[(m + 1) % 3];
+
+    let put = repsite(&["put", "colour", "blue", "--admin", &master.admin]);
+    assert!(
+        put.status.success(),
+        "{}\n{}",
+        text(&put.stderr),
+        group.logs()
+    );
+    let put_out = text(&put.stdout);
+    assert!(put_out.starts_with("committed at LSN "), "{put_out}");
+
+    // The value arrives on every client.
+    for site in &group.sites {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let get = repsite(&["get", "colour", "--admin", &site.admin]);
+            if get.status.success() {
+                assert_eq!(text(&get.stdout).trim(), "blue");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the value never reached {}: {}",
+                site.addr,
+                text(&get.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // A client refuses writes and names the master.
+    let refused = repsite(&["put", "colour", "red", "--admin", &client.admin]);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = text(&refused.stderr);
+    assert!(
+        why.contains("not master") && why.contains(&master.addr),
+        "{why}"
+    );
+    let json = repsite(&["put", "colour", "red", "--admin", &client.admin, "--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let response: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(response["error"]["kind"], "not_master");
+    assert_eq!(response["error"]["master"], master.addr.as_str());
+
+    // A missing key fails; the human status tells the role and the membership.
+    let missing = repsite(&["get", "shape", "--admin", &client.admin]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("not found"));
+    let status = repsite(&["status", "--admin", &client.admin]);
+    assert!(status.status.success());
+    let status = text(&status.stdout);
+    assert!(status.contains("role        client"), "{status}");
+    assert!(
+        status.contains(&format!("master      {}", master.addr)),
+        "{status}"
+    );
+    for site in &group.sites {
+        assert!(status.contains(&site.addr), "{status}");
+    }
+
+    // A malformed admin request is answered, counted, and the connection stays usable.
+    let stream = TcpStream::connect(&master.admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    (&stream).write_all(b"{ this is not json\n").unwrap();
+    reader.read_line(&mut line).unwrap();
+    let bad: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(bad["ok"], false);
+    assert_eq!(bad["error"]["kind"], "bad_request");
+    line.clear();
+    (&stream)
+        .write_all(b"{\"op\":\"get\",\"key\":\"colour\"}\n")
+        .unwrap();
+    reader.read_line(&mut line).unwrap();
+    let good: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(good["value"], "blue");
+    let counters = status_json(&master.admin).unwrap();
+    assert_eq!(counters["admin"]["bad_requests"], 1);
+    assert_eq!(counters["connected"].as_array().map(Vec::len), Some(2));
+
+    // SIGINT (ctrl-c) or SIGTERM stops a site cleanly, its storage synced with the write in it.
+    for (i, site) in group.sites.iter_mut().enumerate() {
+        let signal = if i == 0 { "INT" } else { "TERM" };
+        let status = terminate(site, signal);
+        assert!(
+            status.success(),
+            "{} exited {status}\n{}",
+            site.addr,
+            group_logs(site)
+        );
+        let log = group_logs(site);
+        assert!(log.contains("storage synced; stopped"), "{log}");
+        assert!(log.contains(&format!("signal=\"SIG{signal}\"")), "{log}");
+        let (mut storage, recovery) = FileStorage::open(&site.data_dir).unwrap();
+        assert_eq!(recovery.dropped_records, 0, "{}", site.addr);
+        let db = replay(&mut storage).unwrap().db;
+        assert_eq!(db.get(b"colour"), Some(&b"blue"[..]), "{}", site.addr);
+        assert!(
+            !group_logs(site).contains('\u{1b}'),
+            "no terminal colours in a redirected log"
+        );
+        let messages = fs::read_to_string(site.data_dir.join("messages.log")).unwrap();
+        assert!(
+            messages.contains("BecameClient"),
+            "the message log: {messages}"
+        );
+    }
+    drop(group);
+}
+
+fn group_logs(site: &Site) -> String {
+    fs::read_to_string(&site.stderr).unwrap_or_default()
+}
+
+/// Runs `repsite run` on a configuration and returns its exit code and standard error.
+fn run_config(dir: &Path, name: &str, contents: Option<&str>) -> (Option<i32>, String) {
+    let path = dir.join(name);
+    if let Some(contents) = contents {
+        fs::write(&path, contents).unwrap();
+    }
+    let out = repsite(&["run", "--config", path.to_str().unwrap()]);
+    (out.status.code(), text(&out.stderr))
+}
+
+const GOOD_CONFIG: &str = "addr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\ngroup = \"g\"\n\
+                           secret = \"s\"\ndata_dir = \"d\"\ngroup_creator = true\n\
+                           ack_policy = \"quorum\"\n";
+
+#[test]
+fn config_errors_exit_2_naming_the_file_the_line_and_the_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (code, err) = run_config(dir.path(), "missing.toml", None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("missing.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("expected a TOML file"), "{err}");
+
+    let syntax = GOOD_CONFIG.replace("group = \"g\"", "group \"g\"");
+    let (code, err) = run_config(dir.path(), "syntax.toml", Some(&syntax));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("syntax.toml:3:"), "{err}");
+    assert!(err.contains("expected `=`"), "{err}");
+
+    let unknown = GOOD_CONFIG.replace("group_creator = true", "group_creator = true\nprio = 1");
+    let (code, err) = run_config(dir.path(), "unknown.toml", Some(&unknown));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown.toml:7:"), "{err}");
+    assert!(
+        err.contains("unknown field `prio`, expected one of"),
+        "{err}"
+    );
+
+    let policy = GOOD_CONFIG.replace("\"quorum\"", "\"majority\"");
+    let (code, err) = run_config(dir.path(), "policy.toml", Some(&policy));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("policy.toml:7:"), "{err}");
+    assert!(
+        err.contains("`majority`") && err.contains("`one_peer`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_site_that_cannot_start_exits_1_saying_why_and_rust_log_filters_its_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    let site = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let config = dir.path().join("site.toml");
+    fs::write(
+        &config,
+        format!(
+            "addr = {site:?}\nadmin = {admin:?}\ngroup = \"g\"\nsecret = \"s\"\n\
+             data_dir = \"data\"\ngroup_creator = true\n"
+        ),
+    )
+    .unwrap();
+    let run = |rust_log: &str| {
+        let out = Command::new(REPSITE)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, err) = run("info");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on the admin address {admin}")),
+        "{err}"
+    );
+    assert!(err.contains("opening the data directory"), "{err}");
+    let (code, err) = run("error");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        !err.contains("opening the data directory"),
+        "RUST_LOG=error: {err}"
+    );
+    assert!(err.contains("cannot listen on the admin address"), "{err}");
+    drop(taken);
+}
+
+#[test]
+fn client_commands_fail_with_exit_1_when_the_site_is_unreachable_and_2_on_misuse() {
+    let port = free_ports(1)[0];
+    let admin = format!("127.0.0.1:{port}");
+    let out = repsite(&["status", "--admin", &admin, "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&admin), "{}", text(&out.stderr));
+    let out = repsite(&["put", "k"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+fn rec(lsn: u64) -> LogRecord {
+    LogRecord::new(
+        lsn,
+        1,
+        RecordBody::Txn(Txn::put(format!("key{lsn}"), format!("value{lsn}"))),
+    )
+}
+
+fn append(storage: &mut FileStorage, lsns: std::ops::RangeInclusive<u64>) {
+    storage.append(&lsns.map(rec).collect::<Vec<_>>()).unwrap();
+    storage.sync().unwrap();
+}
+
+/// Everything a storage directory holds, read through `FileStorage`.
+fn contents(dir: &Path) -> (Snapshot, Vec<LogRecord>, Option<Meta>) {
+    let (mut s, recovery) = FileStorage::open(dir).unwrap();
+    assert_eq!(recovery.dropped_records, 0);
+    let first = s.first_lsn();
+    (
+        replay(&mut s).unwrap(),
+        read_to_end(&mut s, first).unwrap(),
+        s.read_meta().unwrap(),
+    )
+}
+
+/// `repsite replica -v`, asserting success; the lines it printed.
+fn replica(from: &Path, to: &Path) -> Vec<String> {
+    let out = Command::new(REPSITE)
+        .args(["replica", "-v", "--from"])
+        .arg(from)
+        .arg("--to")
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
+    let root = tempfile::tempdir().unwrap();
+    let (src, bk) = (root.path().join("site"), root.path().join("backup"));
+    let (mut storage, _) = FileStorage::open(&src).unwrap();
+    append(&mut storage, 1..=20);
+    storage
+        .write_meta(&Meta {
+            gen: 1,
+            ..Meta::default()
+        })
+        .unwrap();
+
+    let first = replica(&src, &bk);
+    let has = |lines: &[String], start: &str| lines.iter().any(|l| l.starts_with(start));
+    assert!(has(&first, "meta: copied"), "{first:?}");
+    assert!(has(&first, "log.0: copied"), "{first:?}");
+    assert!(
+        first.last().unwrap().starts_with("Replica complete"),
+        "{first:?}"
+    );
+    assert_eq!(contents(&bk), contents(&src));
+
+    // New records: only they are copied.
+    append(&mut storage, 21..=25);
+    let second = replica(&src, &bk);
+    assert!(
+        has(&second, "log.0: appended 5 records (LSN 21..=25)"),
+        "{second:?}"
+    );
+    assert!(
+        second.contains(&"meta: unchanged".to_string()),
+        "{second:?}"
+    );
+    assert!(
+        second.contains(&"snapshot: unchanged".to_string()),
+        "{second:?}"
+    );
+    assert_eq!(contents(&bk), contents(&src));
+
+    // Archiving starts a new log file: that file and the snapshot are copied, nothing else.
+    let mut snapshot = Snapshot::default();
+    for r in (1..=15).map(rec) {
+        snapshot.history.note_append(r.pos());
+        snapshot.db.apply(&r);
+    }
+    storage.write_snapshot(&snapshot, true).unwrap();
+    let third = replica(&src, &bk);
+    let written: Vec<_> = third
+        .iter()
+        .filter(|l| l.contains(": copied") || l.contains(": appended"))
+        .collect();
+    assert_eq!(written.len(), 2, "{third:?}");
+    assert!(written[0].starts_with("log.1: copied") && written[0].contains("10 records"));
+    assert!(written[1].starts_with("snapshot: copied"));
+    assert!(
+        third.contains(&"log.0: removed (no longer current)".to_string()),
+        "{third:?}"
+    );
+    assert!(third.contains(&"meta: unchanged".to_string()), "{third:?}");
+    drop(storage);
+    assert_eq!(contents(&bk), contents(&src));
+
+    let verify = Command::new(REPSITE)
+        .args(["replica", "--verify", "--to"])
+        .arg(&bk)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(
+        text(&verify.stdout).contains("10 records up to LSN 25"),
+        "{}",
+        text(&verify.stdout)
+    );
+
+    // Damage one byte of a record in the backup: --verify fails and names the file.
+    let log = bk.join("log.1");
+    let mut bytes = fs::read(&log).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x40;
+    fs::write(&log, bytes).unwrap();
+    let verify = Command::new(REPSITE)
+        .args(["replica", "--verify", "--to"])
+        .arg(&bk)
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(1));
+    let err = text(&verify.stderr);
+    assert!(err.contains(&log.display().to_string()), "{err}");
+    assert!(err.contains("LSN 25"), "{err}");
+}
+
+#[test]
+fn bench_reports_throughput_and_latency() {
+    let out = repsite(&[
+        "bench",
+        "--sites",
+        "3",
+        "--writes",
+        "60",
+        "--clients",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["committed"], 60);
+    assert_eq!(report["policy"], "quorum");
+    assert!(report["commits_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
+}
