@@ -12,6 +12,8 @@ pub mod clock;
 pub mod disk;
 pub mod faults;
 pub mod result;
+// Only the world (simulated build) writes traces; the normal build compiles it for its tests.
+#[cfg_attr(not(madsim), allow(dead_code))]
 pub mod tracelog;
 #[cfg(madsim)]
 pub mod world;
