@@ -360,14 +360,12 @@ impl<S: Storage> Site<S> {
             let (gen, priority) = (self.meta.gen, self.cfg.priority);
             self.send(&master, Message::SyncRequest { gen, priority });
         }
-        if gen > self.meta.gen {
-            // The voter knows a master of a later generation: follow the news, and drop this
-            // election if that generation is at or above it.
-            self.adopt_gen(gen)?;
-            if matches!(&self.role, Role::Electing(e) if e.egen <= gen) {
-                self.become_client(None);
-                return Ok(());
-            }
+        // The voter knows a master of a later generation: follow the news. Whatever master we
+        // are or follow is stale, and so is an election at or below that generation. (A late
+        // answer can reach a candidate that has since won: it must step down, not carry on
+        // as master under the later generation's number.)
+        if self.saw_later_gen(gen)? && !matches!(self.role, Role::Electing(_)) {
+            return Ok(());
         }
         let me = (self.last(), self.cfg.priority, &self.cfg.addr);
         // Only the votes of our group count towards winning.

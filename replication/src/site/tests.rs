@@ -676,3 +676,37 @@ fn a_master_that_loses_mastership_answers_its_waiting_commits() {
         Some(Err(RequestError::MasterLost { .. }))
     ));
 }
+
+#[test]
+fn a_master_that_hears_of_a_later_generation_in_a_late_vote_steps_down() {
+    // A vote answering the election this master won, delayed until after another site was
+    // elected in a later generation (found by the site_step fuzz target).
+    let mut net = group(3, 21);
+    let master = elected(&mut net);
+    let voter = others(&net, &master)[0].clone();
+    let gen = net.site(&master).unwrap().gen();
+    let last = net.site(&master).unwrap().last();
+    net.input(
+        &master,
+        Input::Message {
+            from: voter,
+            msg: Message::Vote {
+                egen: gen,
+                granted: false,
+                gen: gen + 1,
+                last,
+                priority: 100,
+                master: None,
+                pre: false,
+                term: gen + 1,
+            },
+        },
+    );
+    let site = net.site(&master).unwrap();
+    assert!(
+        !site.is_master(),
+        "a master of generation {gen} must not carry on under generation {}",
+        site.gen()
+    );
+    assert_eq!(site.gen(), gen + 1);
+}
