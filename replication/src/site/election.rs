@@ -93,7 +93,13 @@ impl<S: Storage> Site<S> {
             Role::Electing(e) => e.max_term,
             _ => 0,
         };
-        let egen = self.term().max(heard) + 1;
+        let Some(egen) = self.term().max(heard).checked_add(1) else {
+            // Only a peer's garbage brings a generation to u64::MAX, and no election can go
+            // above it: stay a client (with a fresh election timer, so we do not spin) rather
+            // than wrap around and reuse generation numbers.
+            self.become_client(None);
+            return Ok(());
+        };
         if !pre {
             self.meta.egen = egen;
             self.meta.voted_for = Some(self.cfg.addr.clone());

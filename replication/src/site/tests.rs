@@ -710,3 +710,22 @@ fn a_master_that_hears_of_a_later_generation_in_a_late_vote_steps_down() {
     );
     assert_eq!(site.gen(), gen + 1);
 }
+
+#[test]
+fn a_generation_at_u64_max_stops_elections_without_overflow_or_spinning() {
+    // Only garbage from a peer gets there (found by the site_step fuzz target): the site may
+    // never stand again, but must neither panic nor ask for a tick in the past.
+    let mut net = group(1, 22);
+    let master = elected(&mut net);
+    net.input(
+        &master,
+        Input::Message {
+            from: SiteAddr::new("peer:1"),
+            msg: Message::StaleGeneration { gen: u64::MAX },
+        },
+    );
+    net.run_for(10_000);
+    let site = net.site(&master).unwrap();
+    assert!(!site.is_master());
+    assert!(site.next_deadline().unwrap() > net.now());
+}
