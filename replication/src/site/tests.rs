@@ -729,3 +729,28 @@ fn a_generation_at_u64_max_stops_elections_without_overflow_or_spinning() {
     assert!(!site.is_master());
     assert!(site.next_deadline().unwrap() > net.now());
 }
+
+#[test]
+fn a_join_answer_naming_the_joiner_as_master_is_ignored() {
+    // Following it would have the site sync with itself (found by the site_step fuzz target).
+    let mut net = Network::empty(23);
+    net.add_site(Config::joining(s(2), SiteAddr::new("nobody:1")));
+    let ignored = net.site(&s(2)).unwrap().stats().messages_ignored;
+    net.input(
+        &s(2),
+        Input::Message {
+            from: SiteAddr::new("nobody:1"),
+            msg: Message::JoinReply {
+                site: s(2),
+                result: crate::wire::JoinResult::Accepted {
+                    master: s(2),
+                    gen: 1,
+                },
+            },
+        },
+    );
+    net.run_for(3_000);
+    let site = net.site(&s(2)).unwrap();
+    assert_eq!(site.master(), None);
+    assert_eq!(site.stats().messages_ignored, ignored + 1);
+}
