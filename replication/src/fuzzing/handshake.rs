@@ -36,8 +36,8 @@ pub const MAX_STEPS: usize = 64;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeScript {
-    /// The protocol versions the site under test speaks: `1 + lo % 2 ..= 1 + hi % 2` (at least
-    /// `lo`).
+    /// The protocol versions the site under test speaks: from 1 (2 when `ours.0 % 4 == 3`) to
+    /// `1 + ours.1 % 2` (at least the lower end).
     pub ours: (u8, u8),
     /// Sizes of the reads that bring the peer's bytes in (cycled; zero counts as one).
     pub chunks: Vec<u8>,
@@ -49,20 +49,22 @@ pub struct HandshakeScript {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerStep {
-    /// A `Hello`, framed in `frame_version`.
+    /// A `Hello`. Choices are folded so that random bytes land on the interesting values
+    /// often (a fuzzer would otherwise rarely name our group or a version we speak).
     Hello {
-        /// Lowest version the peer claims.
+        /// Lowest version the peer claims ([`version`]).
         min_version: u8,
-        /// Highest version the peer claims.
+        /// Highest version the peer claims ([`version`]).
         max_version: u8,
-        /// 0: our group; 1: another; 2: the empty name; else a name of that many `x`s.
+        /// Its group ([`group_name`]).
         group: u8,
-        /// 0: our own address; else `peer<n>:7000`.
+        /// Its address ([`site_name`]).
         site: u8,
         /// The peer's nonce.
         nonce: [u8; 16],
-        /// The version of the frame that carries it.
-        frame_version: u8,
+        /// The version of the frame that carries it; `None`: the peer's lowest, as a real
+        /// peer frames its hello and proof.
+        frame_version: Option<u8>,
     },
     /// The proof an honest peer with the secret sends after the last `Hello` (what the peer
     /// would compute; zeros if no `Hello` was sent or an honest peer would have refused ours).
@@ -91,7 +93,9 @@ struct PeerModel {
 }
 
 fn our_config(script: &HandshakeScript) -> HandshakeConfig {
-    let lo = 1 + script.ours.0 % 2;
+    // The driver always accepts version 1 (a peer frames its hello in its lowest version);
+    // a site speaking only 2 is kept as a rarer case.
+    let lo = if script.ours.0 % 4 == 3 { 2 } else { 1 };
     let hi = (1 + script.ours.1 % 2).max(lo);
     HandshakeConfig {
         group: GROUP.into(),
@@ -101,19 +105,43 @@ fn our_config(script: &HandshakeScript) -> HandshakeConfig {
     }
 }
 
-fn group_name(choice: u8) -> String {
-    match choice {
-        0 => GROUP.into(),
-        1 => "billing".into(),
-        2 => String::new(),
-        n => "x".repeat(usize::from(n)),
+/// A protocol version: mostly 0 to 3 (around the ones we speak), else the byte itself.
+pub fn version(choice: u8) -> u8 {
+    if choice < 192 {
+        choice % 4
+    } else {
+        choice
     }
 }
 
-fn site_name(choice: u8) -> SiteAddr {
-    match choice {
-        0 => SiteAddr::new(OURS),
-        n => SiteAddr::new(format!("peer{n}:7000")),
+/// A group name: ours half the time, else another, the empty name, a long one, or ours with a
+/// trailing NUL (equal to ours up to where a C string would stop).
+pub fn group_name(choice: u8) -> String {
+    match choice % 8 {
+        0..=3 => GROUP.into(),
+        4 => "billing".into(),
+        5 => String::new(),
+        6 => "x".repeat(300),
+        _ => format!("{GROUP}\0"),
+    }
+}
+
+/// An address: ours one time in four (a peer claiming to be us), else `peer<n>:7000`.
+pub fn site_name(choice: u8) -> SiteAddr {
+    if choice % 4 == 0 {
+        SiteAddr::new(OURS)
+    } else {
+        SiteAddr::new(format!("peer{choice}:7000"))
+    }
+}
+
+/// The peer a `Hello` step describes, holding the secret.
+fn peer_config(min_version: u8, max_version: u8, group: u8, site: u8) -> HandshakeConfig {
+    HandshakeConfig {
+        group: group_name(group),
+        site: site_name(site),
+        secret: SECRET.to_vec(),
+        versions: version(min_version)..=version(max_version),
     }
 }
 
@@ -133,6 +161,8 @@ fn peer_stream(script: &HandshakeScript, our_hello: &Message, our_proof: &[u8; 3
         hello: None,
         nonce: [0; 16],
     };
+    // What the peer frames its messages in: its lowest version, as a real peer does.
+    let framing = |peer: &PeerModel| peer.hello.as_ref().map_or(1, |h| *h.versions.start());
     let mut stream = Vec::new();
     let honest = |peer: &PeerModel| {
         peer.hello
@@ -150,26 +180,21 @@ fn peer_stream(script: &HandshakeScript, our_hello: &Message, our_proof: &[u8; 3
                 nonce,
                 frame_version,
             } => {
-                let cfg = HandshakeConfig {
-                    group: group_name(*group),
-                    site: site_name(*site),
-                    secret: SECRET.to_vec(),
-                    versions: *min_version..=*max_version,
-                };
+                let cfg = peer_config(*min_version, *max_version, *group, *site);
                 peer.hello = Some(cfg.clone());
                 peer.nonce = *nonce;
                 let (_, hello) = Handshake::start(cfg, *nonce);
-                (*frame_version, hello)
+                (frame_version.unwrap_or_else(|| framing(&peer)), hello)
             }
-            PeerStep::HonestProof => (1, Message::Proof { mac: honest(&peer) }),
+            PeerStep::HonestProof => (framing(&peer), Message::Proof { mac: honest(&peer) }),
             PeerStep::FlippedProof { byte, bit } => {
                 let mut mac = honest(&peer);
                 mac[usize::from(*byte) % 32] ^= 1 << (bit % 8);
-                (1, Message::Proof { mac })
+                (framing(&peer), Message::Proof { mac })
             }
-            PeerStep::GuessedProof(mac) => (1, Message::Proof { mac: *mac }),
-            PeerStep::ReflectedProof => (1, Message::Proof { mac: *our_proof }),
-            PeerStep::Other(which) => (2, other_message(*which)),
+            PeerStep::GuessedProof(mac) => (framing(&peer), Message::Proof { mac: *mac }),
+            PeerStep::ReflectedProof => (framing(&peer), Message::Proof { mac: *our_proof }),
+            PeerStep::Other(which) => (framing(&peer), other_message(*which)),
             PeerStep::Raw(bytes) => {
                 stream.extend_from_slice(bytes);
                 continue;
@@ -226,12 +251,7 @@ pub fn check_script(script: &HandshakeScript) -> Outcome {
             ..
         } => Some(
             Handshake::start(
-                HandshakeConfig {
-                    group: group_name(*group),
-                    site: site_name(*site),
-                    secret: SECRET.to_vec(),
-                    versions: *min_version..=*max_version,
-                },
+                peer_config(*min_version, *max_version, *group, *site),
                 *nonce,
             )
             .1,
