@@ -7,6 +7,7 @@
 //! randomness: time and a seed come in as arguments.
 
 pub mod codec;
+pub mod fuzzing;
 pub mod log;
 pub mod node;
 pub mod site;

@@ -86,6 +86,8 @@ pub struct Network {
     violations: Vec<String>,
     delivered: u64,
     start_errors: BTreeMap<SiteAddr, String>,
+    /// Every message sent, in order, while recording is on (the fuzz corpus is seeded from it).
+    recorded: Option<Vec<(SiteAddr, SiteAddr, Message)>>,
 }
 
 impl Network {
@@ -110,6 +112,7 @@ impl Network {
             violations: Vec::new(),
             delivered: 0,
             start_errors: BTreeMap::new(),
+            recorded: None,
         };
         for (i, addr) in addrs.iter().enumerate() {
             let mut cfg = Config::new(addr.clone(), addrs.clone());
@@ -143,6 +146,17 @@ impl Network {
     /// Current time.
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// Starts keeping a copy of every message sent from now on (as the sender put it, before
+    /// any loss or duplication), for [`Network::recorded_messages`].
+    pub fn record_messages(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// The messages sent since [`Network::record_messages`]: (from, to, message), in order.
+    pub fn recorded_messages(&self) -> &[(SiteAddr, SiteAddr, Message)] {
+        self.recorded.as_deref().unwrap_or_default()
     }
 
     /// Messages delivered so far.
@@ -434,6 +448,9 @@ impl Network {
     }
 
     fn send(&mut self, from: &SiteAddr, to: SiteAddr, msg: Message) {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push((from.clone(), to.clone(), msg.clone()));
+        }
         if !self.connected(from, &to) || self.chance(self.faults.drop_per_mille) {
             return;
         }

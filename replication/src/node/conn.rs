@@ -332,7 +332,25 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 tracing::info!(%peer, "connection silent past the idle timeout: closing it");
                 return;
             }
-            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(0)) => {
+                // A peer that hangs up inside a frame sent a frame that will never be whole:
+                // count it with the malformed ones rather than let it vanish.
+                let partial = decoder.buffered();
+                if partial > 0 {
+                    let error = format!(
+                        "connection closed in the middle of a frame ({partial} bytes of it \
+                         received)"
+                    );
+                    let _ = net
+                        .send(NetEvent::Malformed {
+                            peer: peer.clone(),
+                            error,
+                        })
+                        .await;
+                }
+                return;
+            }
+            Ok(Err(_)) => return,
             Ok(Ok(n)) => {
                 decoder.push(&buf[..n]);
                 unreported += n as u64;

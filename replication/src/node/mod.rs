@@ -132,7 +132,8 @@ pub enum NodeEvent {
         /// Why.
         error: String,
     },
-    /// A peer sent a frame that did not decode; its connection was closed.
+    /// A peer sent a frame that did not decode, or hung up in the middle of one; its
+    /// connection was closed.
     MalformedFrame {
         /// The peer.
         peer: SiteAddr,
@@ -150,7 +151,7 @@ pub struct NodeStats {
     pub connected_peers: usize,
     /// Handshakes refused (inbound or outbound).
     pub handshakes_refused: u64,
-    /// Connections closed for a malformed frame.
+    /// Connections closed for a malformed frame, or that ended in the middle of one.
     pub malformed_frames: u64,
     /// Messages the core sent that no connection could take (the core retries what matters).
     pub messages_dropped: u64,

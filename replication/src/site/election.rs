@@ -93,7 +93,13 @@ impl<S: Storage> Site<S> {
             Role::Electing(e) => e.max_term,
             _ => 0,
         };
-        let egen = self.term().max(heard) + 1;
+        let Some(egen) = self.term().max(heard).checked_add(1) else {
+            // Only a peer's garbage brings a generation to u64::MAX, and no election can go
+            // above it: stay a client (with a fresh election timer, so we do not spin) rather
+            // than wrap around and reuse generation numbers.
+            self.become_client(None);
+            return Ok(());
+        };
         if !pre {
             self.meta.egen = egen;
             self.meta.voted_for = Some(self.cfg.addr.clone());
@@ -360,14 +366,12 @@ impl<S: Storage> Site<S> {
             let (gen, priority) = (self.meta.gen, self.cfg.priority);
             self.send(&master, Message::SyncRequest { gen, priority });
         }
-        if gen > self.meta.gen {
-            // The voter knows a master of a later generation: follow the news, and drop this
-            // election if that generation is at or above it.
-            self.adopt_gen(gen)?;
-            if matches!(&self.role, Role::Electing(e) if e.egen <= gen) {
-                self.become_client(None);
-                return Ok(());
-            }
+        // The voter knows a master of a later generation: follow the news. Whatever master we
+        // are or follow is stale, and so is an election at or below that generation. (A late
+        // answer can reach a candidate that has since won: it must step down, not carry on
+        // as master under the later generation's number.)
+        if self.saw_later_gen(gen)? && !matches!(self.role, Role::Electing(_)) {
+            return Ok(());
         }
         let me = (self.last(), self.cfg.priority, &self.cfg.addr);
         // Only the votes of our group count towards winning.

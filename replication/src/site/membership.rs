@@ -248,7 +248,11 @@ impl<S: Storage> Site<S> {
             }
             return Ok(());
         }
-        if self.join_at.is_none() {
+        let names_us =
+            matches!(&result, JoinResult::Accepted { master, .. } if *master == self.cfg.addr);
+        if self.join_at.is_none() || names_us {
+            // Not joining, or an answer naming us master (no master sends that): following it
+            // would have us sync with ourselves.
             self.stats.messages_ignored += 1;
             return Ok(());
         }

@@ -20,6 +20,7 @@
 //! reads from must be closed.
 
 use crate::codec;
+use crate::wire::message::MESSAGE_TYPES;
 use crate::wire::Message;
 use std::ops::RangeInclusive;
 
@@ -142,6 +143,15 @@ pub enum FrameError {
         /// The protocol version of the connection.
         version: u8,
     },
+    /// The checksum matches but the payload names a message type this build does not have.
+    #[error(
+        "unknown message type {tag} (this build knows {MESSAGE_TYPES}; the peer runs a newer or \
+         incompatible build)"
+    )]
+    UnknownMessage {
+        /// The message type (the variant tag at the start of the payload).
+        tag: u32,
+    },
     /// The checksum matches but the payload is not a valid message.
     #[error("frame payload is not a valid message ({0})")]
     Malformed(String),
@@ -236,8 +246,16 @@ fn decode_frame_accepting(
             found,
         });
     }
-    let message: Message = codec::decode(payload, u64::from(limit))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let message: Message = codec::decode(payload, u64::from(limit)).map_err(|e| {
+        // A tag past the last message type is a peer from a newer build, not noise: say so.
+        match payload
+            .first_chunk::<4>()
+            .map(|tag| u32::from_le_bytes(*tag))
+        {
+            Some(tag) if tag >= MESSAGE_TYPES => FrameError::UnknownMessage { tag },
+            _ => FrameError::Malformed(e.to_string()),
+        }
+    })?;
     if message.min_version() > header.version {
         return Err(FrameError::Malformed(format!(
             "a {} message does not exist in protocol version {}",
@@ -817,9 +835,28 @@ mod tests {
     }
 
     #[test]
+    fn a_message_type_this_build_lacks_is_named_as_such() {
+        for tag in [MESSAGE_TYPES, 99, u32::MAX] {
+            let bytes = raw_frame(PROTOCOL_VERSION, 1, &tag.to_le_bytes());
+            let err = decode_frame(&bytes, LIMIT).unwrap_err();
+            assert_eq!(err, FrameError::UnknownMessage { tag });
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("unknown message type {tag} (this build knows 19;")),
+                "{err}"
+            );
+        }
+        // A known type with a broken body stays merely malformed.
+        let bytes = raw_frame(PROTOCOL_VERSION, 1, &(MESSAGE_TYPES - 1).to_le_bytes());
+        assert!(matches!(
+            decode_frame(&bytes, LIMIT),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn a_garbage_payload_with_a_valid_checksum_is_malformed() {
-        // Variant tag 99 does not exist; a bool of 2 is not a bool; a payload too short.
-        let bad_tag = 99u32.to_le_bytes();
+        // A bool of 2 is not a bool; trailing bytes; payloads too short.
         let mut bad_bool = codec::encode(&Message::VoteRequest {
             egen: 1,
             last: LogPos::new(1, 1),
@@ -830,7 +867,7 @@ mod tests {
         *bad_bool.last_mut().unwrap() = 2;
         let mut trailing = codec::encode(&Message::TakeOver { gen: 1 });
         trailing.push(0);
-        for payload in [&bad_tag[..], &bad_bool, &trailing, &[1, 2, 3], &[]] {
+        for payload in [&bad_bool[..], &trailing, &[1, 2, 3], &[]] {
             let bytes = raw_frame(PROTOCOL_VERSION, 1, payload);
             match decode_frame(&bytes, LIMIT) {
                 Err(FrameError::Malformed(why)) => assert!(!why.is_empty()),
@@ -893,7 +930,7 @@ mod tests {
         for (err, text) in cases {
             assert!(err.to_string().contains(text), "{err}");
         }
-        let bytes = raw_frame(PROTOCOL_VERSION, 1, &99u32.to_le_bytes());
+        let bytes = raw_frame(PROTOCOL_VERSION, 1, &[1, 2, 3]);
         let err = decode_frame(&bytes, LIMIT).unwrap_err();
         assert!(
             err.to_string()
@@ -1262,7 +1299,7 @@ mod tests {
             match &result {
                 Ok((_, used)) => prop_assert_eq!(*used, bytes.len()),
                 Err(FrameError::TooLarge { .. }) => prop_assert!(payload.len() > limit as usize),
-                Err(FrameError::Malformed(_)) => {}
+                Err(FrameError::Malformed(_) | FrameError::UnknownMessage { .. }) => {}
                 Err(other) => prop_assert!(false, "unexpected {:?}", other),
             }
             check_reencodes(&bytes, &result);
@@ -1286,7 +1323,14 @@ mod tests {
             }
             let bytes = raw_frame(PROTOCOL_VERSION, 1, &payload);
             let result = decode_frame(&bytes, LIMIT);
-            prop_assert!(matches!(result, Ok(_) | Err(FrameError::Malformed(_))), "{:?}", result);
+            prop_assert!(
+                matches!(
+                    result,
+                    Ok(_) | Err(FrameError::Malformed(_) | FrameError::UnknownMessage { .. })
+                ),
+                "{:?}",
+                result
+            );
             check_reencodes(&bytes, &result);
         }
     }

@@ -210,6 +210,11 @@ pub enum JoinResult {
     },
 }
 
+/// How many message types (variants of [`Message`]) this build has. The codec writes the
+/// variant index as a u32 tag first, so a tag at or above this is a message from a newer build.
+/// A test checks it against the codec's own count.
+pub const MESSAGE_TYPES: u32 = 19;
+
 impl Message {
     /// A short name for traces and statistics.
     pub fn kind(&self) -> &'static str {
@@ -247,5 +252,26 @@ impl Message {
             | Message::Removed { .. } => 2,
             _ => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn message_types_matches_the_codec() {
+        // The last type decodes past its tag (it fails later, on the missing fields); one more
+        // is refused as a variant index out of range, whatever the codec's wording.
+        let last = codec::decode::<Message>(&(MESSAGE_TYPES - 1).to_le_bytes(), 64).unwrap_err();
+        let next = codec::decode::<Message>(&MESSAGE_TYPES.to_le_bytes(), 64).unwrap_err();
+        assert!(!last.to_string().contains("variant"), "{last}");
+        assert!(next.to_string().contains("variant"), "{next}");
+        assert_eq!(Message::Removed { gen: 1 }.kind(), "removed");
+        assert_eq!(
+            codec::encode(&Message::Removed { gen: 1 })[..4],
+            18u32.to_le_bytes()
+        );
     }
 }

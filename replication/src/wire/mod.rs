@@ -8,4 +8,4 @@ pub mod handshake;
 mod message;
 
 pub use frame::*;
-pub use message::{JoinResult, Message, RemoveRefusal};
+pub use message::{JoinResult, Message, RemoveRefusal, MESSAGE_TYPES};

@@ -1,0 +1,789 @@
+//! A group of three sites driven by an arbitrary sequence of inputs: time passing, messages
+//! delivered, dropped, duplicated, reordered or forged, connections cut and restored, requests,
+//! crashes (with torn writes and bit rot) and restarts.
+//!
+//! Where the in-memory network of [`crate::testkit`] decides what happens when, here the input
+//! decides everything, so a fuzzer can steer the sites into corners no seeded schedule reaches.
+//! After every step of every site the local rules are checked:
+//!
+//! 1. Nothing panics (the site also asserts its own invariants on every step).
+//! 2. The generation never goes backwards, not even across a crash and restart.
+//! 3. Records are applied in order: the applied LSN moves by exactly one per record appended,
+//!    the records appended are consecutive, intact and never of a generation below the log's
+//!    end or above the site's; it only moves back through a rollback or an internal
+//!    initialisation that the site reports as such (`RolledBack` after `WouldRollback`, or
+//!    `InitDone`).
+//! 4. No write is accepted as a client: a commit asked of a site that is not master is refused
+//!    with `NotMaster` in the same step and appends nothing; a client appends only records a
+//!    `Log` message brought; `Committed` answers only commits asked of a master, once each.
+//! 5. A site that stopped (storage failure, removal) does nothing more but answer `HandleDead`.
+//! 6. When no input forged a message, at most one site is master of any generation.
+//!
+//! At the end, each running site's database must equal the replay of its log.
+//!
+//! With `GROUP_DEBUG` set in the environment, every input and output is printed to stderr.
+
+mod forge;
+mod script;
+
+pub use forge::build;
+pub use script::*;
+
+use crate::codec;
+use crate::log::Txn;
+use crate::site::{
+    AckPolicy, Config, Event, Input, Output, Reply, Request, RequestError, RequestId, RoleKind,
+    Site,
+};
+use crate::storage::{self, MemStorage, Storage};
+use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
+use crate::wire::Message;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Sites in the group.
+pub const SITES: usize = 3;
+/// Inputs before the rest of a script is ignored, so every input runs in bounded time.
+pub const MAX_OPS: usize = 256;
+/// Messages held in flight; sends beyond it are lost (as on a congested link).
+pub const MAX_IN_FLIGHT: usize = 128;
+/// Largest step of time one input makes.
+pub const MAX_ADVANCE_MS: u64 = 4_000;
+/// Rounds of delivery one [`GroupOp::Settle`] makes at most.
+pub const MAX_SETTLE_ROUNDS: usize = 8;
+
+/// Timers short enough that a few inputs reach every timeout.
+fn fast(cfg: &mut Config) {
+    let t = &mut cfg.timeouts;
+    t.ack_ms = 300;
+    t.heartbeat_interval_ms = 100;
+    t.heartbeat_timeout_ms = 400;
+    t.election_timeout_ms = 400;
+    t.election_jitter_ms = 200;
+    t.vote_collect_ms = 50;
+    t.request_retry_ms = 150;
+    t.step_down_ms = 1_000;
+    t.join_retry_ms = 400;
+}
+
+/// The configurations of the three sites for `setup`.
+pub fn configs(setup: &Setup) -> Vec<Config> {
+    let all: Vec<SiteAddr> = (0..SITES).map(site_addr).collect();
+    (0..SITES)
+        .map(|i| {
+            let mut cfg = match &setup.start {
+                Start::StaticList { legacy } => {
+                    let mut cfg = Config::new(site_addr(i), all.clone());
+                    if legacy[i] {
+                        cfg.protocol_version = 1;
+                    }
+                    cfg
+                }
+                Start::CreatorAndJoiners { .. } if i == 0 => Config::group_creator(site_addr(0)),
+                Start::CreatorAndJoiners { helpers } => {
+                    let helper = usize::from(helpers[i - 1]) % SITES;
+                    let helper = if helper == i { 0 } else { helper };
+                    Config::joining(site_addr(i), site_addr(helper))
+                }
+            };
+            cfg.priority = u32::from(setup.priorities[i] % 3);
+            cfg.ack_policy = AckPolicy::ALL[usize::from(setup.ack_policy) % AckPolicy::ALL.len()];
+            cfg.two_site_strict = !setup.lenient_two_site;
+            cfg.log_batch_records = 4;
+            fast(&mut cfg);
+            cfg
+        })
+        .collect()
+}
+
+/// What the checks remember of a site between steps.
+#[derive(Clone, Debug)]
+struct Seen {
+    gen: Gen,
+    last: LogPos,
+    appended: u64,
+}
+
+struct Slot {
+    cfg: Config,
+    site: Option<Site<MemStorage>>,
+    disk: Option<MemStorage>,
+    seen: Seen,
+    /// Highest generation ever seen at this site, across restarts.
+    gen_floor: Gen,
+    /// Opened this many times (seeds each opening differently).
+    opened: u64,
+}
+
+struct Envelope {
+    from: SiteAddr,
+    to: usize,
+    msg: Message,
+}
+
+/// A request the harness made, to check its answers.
+struct Asked {
+    site: usize,
+    commit: bool,
+    as_master: bool,
+    last_before: Lsn,
+    answered: bool,
+}
+
+/// The group under test.
+pub struct Group {
+    now: Time,
+    slots: Vec<Slot>,
+    /// `cut[a][b]`: the link between sites `a` and `b` is down.
+    cut: [[bool; SITES]; SITES],
+    in_flight: VecDeque<Envelope>,
+    asked: BTreeMap<RequestId, Asked>,
+    next_request: u64,
+    seed: u64,
+    /// Generation -> its master, while no input forged a message.
+    masters: Option<BTreeMap<Gen, usize>>,
+    summary: Summary,
+    /// `GROUP_DEBUG` is set: print every input and output (read once, it is slow to look up).
+    debug: bool,
+}
+
+/// What a run went through, so tests can see which paths their inputs reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Times a site became master.
+    pub became_master: u64,
+    /// Commits answered `Committed`.
+    pub committed: u64,
+    /// Commits refused with `NotMaster`.
+    pub refused_not_master: u64,
+    /// Requests that failed otherwise (`PermFailed`, `MasterLost`, ...).
+    pub other_errors: u64,
+    /// Rollbacks reported.
+    pub rollbacks: u64,
+    /// Internal initialisations reported.
+    pub inits: u64,
+    /// Sites that stopped (storage failure or removal).
+    pub stopped: u64,
+    /// Highest generation reached.
+    pub max_gen: Gen,
+}
+
+/// Runs a script against a fresh group and checks every property; panics on a violation.
+pub fn run_script(script: &GroupScript) -> Summary {
+    let mut group = Group::new(&script.setup);
+    for op in script.ops.iter().take(MAX_OPS) {
+        group.apply(op);
+    }
+    group.check_end();
+    group.summary
+}
+
+impl Group {
+    /// A group started per `setup`, every link up.
+    pub fn new(setup: &Setup) -> Group {
+        let slots = configs(setup)
+            .into_iter()
+            .map(|cfg| Slot {
+                cfg,
+                site: None,
+                disk: Some(MemStorage::new()),
+                seen: Seen {
+                    gen: 0,
+                    last: LogPos::default(),
+                    appended: 0,
+                },
+                gen_floor: 0,
+                opened: 0,
+            })
+            .collect();
+        let mut group = Group {
+            now: Time(0),
+            slots,
+            cut: [[false; SITES]; SITES],
+            in_flight: VecDeque::new(),
+            asked: BTreeMap::new(),
+            next_request: 1,
+            seed: setup.seed,
+            // A lenient two-site group may elect a lone site on purpose (availability over
+            // safety): two masters of a generation are then allowed, and not checked.
+            masters: (!setup.lenient_two_site).then(BTreeMap::new),
+            summary: Summary::default(),
+            debug: std::env::var_os("GROUP_DEBUG").is_some(),
+        };
+        for i in 0..SITES {
+            group.start(i);
+        }
+        group
+    }
+
+    /// Applies one input.
+    pub fn apply(&mut self, op: &GroupOp) {
+        match op {
+            GroupOp::Tick { site, ms } => {
+                self.now = self.now.plus_ms(u64::from(*ms) % (MAX_ADVANCE_MS + 1));
+                self.step(pick(*site), Input::Tick);
+            }
+            GroupOp::Wait { site } => {
+                let i = pick(*site);
+                let due = self.slots[i].site.as_ref().and_then(|s| s.next_deadline());
+                if let Some(due) = due {
+                    self.now = self.now.max(due.min(self.now.plus_ms(MAX_ADVANCE_MS)));
+                }
+                self.step(i, Input::Tick);
+            }
+            GroupOp::Deliver { pick } => {
+                if let Some(env) = self.take(*pick) {
+                    self.deliver(env);
+                }
+            }
+            GroupOp::DeliverAll => {
+                for _ in 0..self.in_flight.len() {
+                    if let Some(env) = self.in_flight.pop_front() {
+                        self.deliver(env);
+                    }
+                }
+            }
+            GroupOp::Settle => {
+                for _ in 0..MAX_SETTLE_ROUNDS {
+                    if self.in_flight.is_empty() {
+                        break;
+                    }
+                    self.apply(&GroupOp::DeliverAll);
+                }
+            }
+            GroupOp::Drop { pick } => {
+                self.take(*pick);
+            }
+            GroupOp::Duplicate { pick } => {
+                if let Some(env) = self.peek(*pick) {
+                    self.deliver(env);
+                }
+            }
+            GroupOp::Mutate { pick, change } => {
+                if let Some(mut env) = self.peek(*pick) {
+                    self.forged();
+                    let base = self.base(env.to);
+                    forge::mutate(&mut env.from, &mut env.msg, change, base);
+                    self.deliver(env);
+                }
+            }
+            GroupOp::Inject { to, from, msg } => {
+                self.forged();
+                let to = pick(*to);
+                let msg = build(msg, self.base(to));
+                self.deliver(Envelope {
+                    from: addr(*from),
+                    to,
+                    msg,
+                });
+            }
+            GroupOp::Raw { to, from, bytes } => {
+                if let Ok(msg) = codec::decode::<Message>(bytes, 1 << 16) {
+                    self.forged();
+                    self.deliver(Envelope {
+                        from: addr(*from),
+                        to: pick(*to),
+                        msg,
+                    });
+                }
+            }
+            GroupOp::Connect { a, b } => self.set_link(pick(*a), pick(*b), true),
+            GroupOp::Disconnect { a, b } => self.set_link(pick(*a), pick(*b), false),
+            GroupOp::RequestAtMaster { request } => {
+                let master = (0..SITES)
+                    .filter_map(|i| Some((self.slots[i].site.as_ref()?, i)))
+                    .filter(|(s, _)| s.is_master())
+                    .max_by_key(|(s, _)| s.gen())
+                    .map_or(0, |(_, i)| i);
+                self.request(master, request);
+            }
+            GroupOp::Request { site, request } => self.request(pick(*site), request),
+            GroupOp::Crash { site, tear } => self.crash(pick(*site), *tear),
+            GroupOp::Rot { site, back } => {
+                let i = pick(*site);
+                if let Some(s) = self.slots[i].site.as_mut() {
+                    let last = s.last().lsn;
+                    s.storage().corrupt(last.saturating_sub(u64::from(*back)));
+                }
+            }
+            GroupOp::Restart { site } => {
+                let i = pick(*site);
+                if self.slots[i].site.is_none() {
+                    self.start(i);
+                }
+            }
+        }
+    }
+
+    /// A message was forged: elections may now legitimately produce two masters of a
+    /// generation (the protocol trusts authenticated peers), so that check stops.
+    fn forged(&mut self) {
+        self.masters = None;
+    }
+
+    /// What a forged message is built next to: the receiver's generation and log end.
+    fn base(&self, to: usize) -> (Gen, LogPos) {
+        match &self.slots[to].site {
+            Some(s) => (s.gen(), s.last()),
+            None => (self.slots[to].gen_floor, self.slots[to].seen.last),
+        }
+    }
+
+    fn take(&mut self, pick: u8) -> Option<Envelope> {
+        let len = self.in_flight.len();
+        (len > 0).then(|| self.in_flight.remove(usize::from(pick) % len))?
+    }
+
+    fn peek(&self, pick: u8) -> Option<Envelope> {
+        let len = self.in_flight.len();
+        (len > 0).then(|| {
+            let env = &self.in_flight[usize::from(pick) % len];
+            Envelope {
+                from: env.from.clone(),
+                to: env.to,
+                msg: env.msg.clone(),
+            }
+        })
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        a != b && !self.cut[a][b] && self.slots[a].site.is_some() && self.slots[b].site.is_some()
+    }
+
+    fn deliver(&mut self, env: Envelope) {
+        // A message from a site of the group travels on its link; forged strangers need none.
+        let from_site = (0..SITES).find(|&i| site_addr(i) == env.from);
+        if from_site.is_some_and(|f| !self.linked(f, env.to)) {
+            return;
+        }
+        self.step(
+            env.to,
+            Input::Message {
+                from: env.from,
+                msg: env.msg,
+            },
+        );
+    }
+
+    fn version(&self, a: usize, b: usize) -> u8 {
+        self.slots[a]
+            .cfg
+            .protocol_version
+            .min(self.slots[b].cfg.protocol_version)
+    }
+
+    fn set_link(&mut self, a: usize, b: usize, up: bool) {
+        if a == b {
+            return;
+        }
+        let was = self.linked(a, b);
+        self.cut[a][b] = !up;
+        self.cut[b][a] = !up;
+        let now = self.linked(a, b);
+        if was != now {
+            if !now {
+                // The connection breaks: what it carried is lost.
+                let (x, y) = (site_addr(a), site_addr(b));
+                self.in_flight
+                    .retain(|env| !(env.to == a && env.from == y || env.to == b && env.from == x));
+            }
+            self.link_changed(a, b, now);
+        }
+    }
+
+    fn link_changed(&mut self, a: usize, b: usize, up: bool) {
+        let version = self.version(a, b);
+        for (x, y) in [(a, b), (b, a)] {
+            let input = if up {
+                Input::PeerConnected {
+                    addr: site_addr(y),
+                    version,
+                }
+            } else {
+                Input::PeerDisconnected(site_addr(y))
+            };
+            self.step(x, input);
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let seed = self.seed.wrapping_mul(31).wrapping_add(i as u64 * 1_000);
+        let slot = &mut self.slots[i];
+        let Some(mut disk) = slot.disk.take() else {
+            return;
+        };
+        // What opening a file does to a torn tail.
+        disk.recover();
+        slot.opened += 1;
+        let seed = seed.wrapping_add(slot.opened);
+        let spare = disk.clone();
+        match Site::open(slot.cfg.clone(), disk, seed, self.now) {
+            Ok(site) => {
+                assert!(
+                    site.gen() >= slot.gen_floor,
+                    "{}: reopened at generation {}, below the {} it had seen",
+                    site.addr(),
+                    site.gen(),
+                    slot.gen_floor
+                );
+                slot.seen = Seen {
+                    gen: site.gen(),
+                    last: site.last(),
+                    appended: site.stats().records_appended,
+                };
+                slot.site = Some(site);
+            }
+            Err(_) => {
+                // Damage the core refuses to open (a rotten record it must replay): stays down.
+                slot.disk = Some(spare);
+                return;
+            }
+        }
+        self.step(i, Input::Tick);
+        for j in 0..SITES {
+            if self.linked(i, j) {
+                self.link_changed(i, j, true);
+            }
+        }
+    }
+
+    fn crash(&mut self, i: usize, tear: bool) {
+        let Some(site) = self.slots[i].site.take() else {
+            return;
+        };
+        let mut disk = site.into_storage();
+        if tear {
+            disk.crash_tearing();
+        } else {
+            disk.crash();
+        }
+        self.slots[i].disk = Some(disk);
+        // Its connections break: what they carried is lost, both ways.
+        let me = site_addr(i);
+        self.in_flight.retain(|env| env.to != i && env.from != me);
+        for j in 0..SITES {
+            if j != i && !self.cut[i][j] && self.slots[j].site.is_some() {
+                self.step(j, Input::PeerDisconnected(site_addr(i)));
+            }
+        }
+    }
+
+    fn request(&mut self, i: usize, spec: &RequestSpec) {
+        let request = match *spec {
+            RequestSpec::Commit { key, value } => Request::Commit(Txn::put([key], [value])),
+            RequestSpec::StepDown { to } => Request::StepDown { to: addr(to) },
+            RequestSpec::RemoveSite { site } => Request::RemoveSite { site: addr(site) },
+            RequestSpec::Archive { keep } => Request::Archive {
+                keep_records: u64::from(keep),
+            },
+        };
+        let Some(site) = self.slots[i].site.as_ref() else {
+            return;
+        };
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.asked.insert(
+            id,
+            Asked {
+                site: i,
+                commit: matches!(request, Request::Commit(_)),
+                as_master: site.is_master() && site.dead().is_none(),
+                last_before: site.last().lsn,
+                answered: false,
+            },
+        );
+        self.step(i, Input::Request { id, request });
+    }
+
+    /// Feeds one input to site `i` (if it runs), checks the local rules, routes the outputs.
+    fn step(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        let before = self.slots[i].seen.clone();
+        let Some(site) = self.slots[i].site.as_mut() else {
+            return;
+        };
+        let role_before = site.role();
+        let dead_before = site.dead().is_some();
+        let log_msg = match &input {
+            Input::Message {
+                msg: Message::Log { records, .. },
+                ..
+            } => Some(records.clone()),
+            _ => None,
+        };
+        let commit_id = match &input {
+            Input::Request {
+                id,
+                request: Request::Commit(_),
+            } => Some(*id),
+            _ => None,
+        };
+        let debug = self.debug;
+        if debug {
+            eprintln!("{now} -> {}: {input:?}", site.addr());
+        }
+        let outputs = site.step(now, input);
+        if debug {
+            for o in &outputs {
+                eprintln!("      {o:?}");
+            }
+        }
+        let addr = site.addr().clone();
+        let after = Seen {
+            gen: site.gen(),
+            last: site.last(),
+            appended: site.stats().records_appended,
+        };
+        let role_after = site.role();
+        let first_lsn = site.storage().first_lsn();
+
+        // 5. A stopped site does nothing more.
+        if dead_before {
+            assert_eq!(
+                after.last, before.last,
+                "{addr}: a stopped site changed its log"
+            );
+            for output in &outputs {
+                assert!(
+                    matches!(
+                        output,
+                        Output::Reply {
+                            result: Err(RequestError::HandleDead { .. }),
+                            ..
+                        }
+                    ),
+                    "{addr}: a stopped site output {output:?}"
+                );
+            }
+        }
+
+        // 2. Generations never go backwards.
+        assert!(
+            after.gen >= before.gen,
+            "{addr}: generation went back from {} to {}",
+            before.gen,
+            after.gen
+        );
+
+        // 3. Records in order, moving back only through a reported rollback or init.
+        let appended = after.appended - before.appended;
+        let mut base = before.last;
+        let mut would_rollback = None;
+        for output in &outputs {
+            match output {
+                Output::Event(Event::WouldRollback { to, from }) => {
+                    assert_eq!(*from, before.last, "{addr}: WouldRollback from elsewhere");
+                    assert!(to.lsn < from.lsn, "{addr}: rollback that removes nothing");
+                    would_rollback = Some(*to);
+                }
+                Output::Event(Event::RolledBack { to, txns }) => {
+                    assert_eq!(
+                        would_rollback,
+                        Some(*to),
+                        "{addr}: RolledBack to {to} without WouldRollback to it"
+                    );
+                    assert!(
+                        txns.iter().all(|&l| l > to.lsn && l <= before.last.lsn),
+                        "{addr}: rolled-back transactions {txns:?} outside {to}..{}",
+                        before.last
+                    );
+                    base = *to;
+                }
+                Output::Event(Event::InitDone { at }) => base = *at,
+                _ => {}
+            }
+        }
+        assert!(
+            after.last.lsn >= base.lsn,
+            "{addr}: applied LSN went back from {} to {} with no rollback or init reported",
+            base,
+            after.last
+        );
+        let moved = after.last.lsn - base.lsn;
+        if base == before.last {
+            assert_eq!(
+                moved, appended,
+                "{addr}: applied LSN moved by {moved} for {appended} records appended"
+            );
+        } else {
+            assert!(
+                moved <= appended,
+                "{addr}: applied LSN ran past its records"
+            );
+        }
+        if moved > 0 {
+            let site = self.slots[i].site.as_mut().expect("running");
+            let from = (base.lsn + 1).max(first_lsn);
+            let records = if from <= after.last.lsn {
+                storage::read_to_end(site.storage(), from)
+                    .unwrap_or_else(|e| panic!("{addr}: just appended records do not read: {e}"))
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                records.len() as u64,
+                (after.last.lsn + 1).saturating_sub(from),
+                "{addr}: the log does not hold the records it applied"
+            );
+            let mut prev = base;
+            for r in &records {
+                assert!(
+                    r.is_intact(),
+                    "{addr}: appended a damaged record {}",
+                    r.pos()
+                );
+                // The first record read may follow an archived stretch, not `base`.
+                let follows = r.lsn > from || from == base.lsn + 1;
+                if follows {
+                    assert_eq!(
+                        r.lsn,
+                        prev.lsn + 1,
+                        "{addr}: record {} out of order",
+                        r.pos()
+                    );
+                    assert!(
+                        r.gen >= prev.gen,
+                        "{addr}: record {} after generation {}",
+                        r.pos(),
+                        prev.gen
+                    );
+                }
+                assert!(
+                    r.gen <= after.gen,
+                    "{addr}: record {} from the future",
+                    r.pos()
+                );
+                prev = r.pos();
+            }
+            // 4. A client appends only what a master sent it.
+            let as_client = role_before != RoleKind::Master && role_after != RoleKind::Master;
+            if as_client && base == before.last {
+                let brought = log_msg.unwrap_or_default();
+                for r in &records {
+                    assert!(
+                        brought.contains(r),
+                        "{addr}: appended {} as a client without a Log message bringing it",
+                        r.pos()
+                    );
+                }
+            }
+        }
+
+        // 4. Commits: refused on a client, answered once, `Committed` only for a master.
+        for output in &outputs {
+            let Output::Reply { id, result } = output else {
+                continue;
+            };
+            let Some(asked) = self.asked.get_mut(id) else {
+                panic!("{addr}: reply to request {id:?} nobody made");
+            };
+            assert_eq!(asked.site, i, "{addr}: answered another site's request");
+            assert!(!asked.answered, "{addr}: request {id:?} answered twice");
+            asked.answered = true;
+            if let (true, Ok(Reply::Committed { lsn })) = (asked.commit, result) {
+                assert!(
+                    asked.as_master,
+                    "{addr}: a commit asked of a client was reported Committed at LSN {lsn}"
+                );
+                assert!(
+                    *lsn > asked.last_before,
+                    "{addr}: committed at an old LSN {lsn}"
+                );
+            }
+        }
+        if let Some(id) = commit_id {
+            let asked = &self.asked[&id];
+            if !asked.as_master && !dead_before {
+                assert_eq!(appended, 0, "{addr}: a client appended on a commit request");
+                let refused = outputs.iter().any(|o| {
+                    matches!(o, Output::Reply { id: r, result: Err(RequestError::NotMaster { .. }) } if *r == id)
+                });
+                assert!(
+                    refused,
+                    "{addr}: a commit asked of a client was not refused: {outputs:?}"
+                );
+            }
+        }
+
+        // 6. One master per generation, while nothing was forged.
+        if role_after == RoleKind::Master {
+            if let Some(masters) = &mut self.masters {
+                let holder = *masters.entry(after.gen).or_insert(i);
+                assert_eq!(
+                    holder,
+                    i,
+                    "two masters of generation {}: {} and {addr}",
+                    after.gen,
+                    site_addr(holder)
+                );
+            }
+        }
+
+        let summary = &mut self.summary;
+        summary.max_gen = summary.max_gen.max(after.gen);
+        summary.stopped += u64::from(
+            !dead_before
+                && self.slots[i]
+                    .site
+                    .as_ref()
+                    .is_some_and(|s| s.dead().is_some()),
+        );
+        for output in &outputs {
+            match output {
+                Output::Event(Event::BecameMaster { .. }) => summary.became_master += 1,
+                Output::Event(Event::RolledBack { .. }) => summary.rollbacks += 1,
+                Output::Event(Event::InitDone { .. }) => summary.inits += 1,
+                Output::Reply {
+                    result: Ok(Reply::Committed { .. }),
+                    ..
+                } => summary.committed += 1,
+                Output::Reply {
+                    result: Err(RequestError::NotMaster { .. }),
+                    ..
+                } => summary.refused_not_master += 1,
+                Output::Reply { result: Err(_), .. } => summary.other_errors += 1,
+                _ => {}
+            }
+        }
+        let slot = &mut self.slots[i];
+        slot.gen_floor = slot.gen_floor.max(after.gen);
+        slot.seen = after;
+        for output in outputs {
+            if let Output::Send { to, msg } = output {
+                let Some(j) = (0..SITES).find(|&j| site_addr(j) == to) else {
+                    continue; // newcomers and strangers are not simulated
+                };
+                if self.in_flight.len() < MAX_IN_FLIGHT {
+                    self.in_flight.push_back(Envelope {
+                        from: addr.clone(),
+                        to: j,
+                        msg,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Checks what must hold at the end: every running site's database is its log's replay.
+    pub fn check_end(&mut self) {
+        for slot in &mut self.slots {
+            let Some(site) = slot.site.as_mut() else {
+                continue;
+            };
+            if site.dead().is_some() {
+                continue;
+            }
+            let addr = site.addr().clone();
+            // A rotten record makes the replay fail: that is the storage's verdict, not ours.
+            if let Ok(replayed) = storage::replay(site.storage()) {
+                assert!(
+                    &replayed.db == site.db(),
+                    "{addr}: the database differs from the replay of its log"
+                );
+            }
+        }
+    }
+}
+
+fn pick(n: u8) -> usize {
+    usize::from(n) % SITES
+}
