@@ -52,5 +52,8 @@ fn the_catalog_lists_as_json() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"random-faults") && names.len() >= 19, "{names:?}");
+    assert!(
+        names.contains(&"random-faults") && names.len() >= 19,
+        "{names:?}"
+    );
 }
