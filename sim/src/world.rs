@@ -531,36 +531,21 @@ impl World {
         }
     }
 
-    /// Runs a schedule under a steady write load: a client writes every `write_every_ms` to
-    /// whoever it believes is master, following `NotMaster` hints, until the schedule's last
-    /// event; then the group is left alone for `settle_ms` before the caller checks it.
+    /// Runs a schedule under a steady write load: a background client writes every
+    /// `write_every_ms` to whoever it believes is master (see [`World::start_load`]) while the
+    /// faults are applied at their times; then the group is left alone for `settle_ms` before
+    /// the caller checks it.
     pub async fn run_schedule(&mut self, schedule: &Schedule, write_every_ms: u64, settle_ms: u64) {
-        let addrs = self.addrs();
-        let mut believed = addrs[0].clone();
-        let mut events = schedule.events.iter().peekable();
-        let mut key = 0u64;
-        while events.peek().is_some() {
-            while let Some(e) = events.next_if(|e| e.at_ms <= self.now_ms()) {
-                self.apply(&e.fault);
+        let load = self.start_load(write_every_ms);
+        for event in &schedule.events {
+            let now = self.now_ms();
+            if event.at_ms > now {
+                tokio::time::sleep(Duration::from_millis(event.at_ms - now)).await;
             }
             self.restart_failed_sites();
-            key += 1;
-            let outcome = self
-                .write(&believed, &format!("k{}", key % 50), &format!("v{key}"))
-                .await;
-            if let Outcome::Failed(_) | Outcome::Unknown(_) = outcome {
-                // Follow the hint if the site named a master, else try the next site.
-                let hint = match self.request_hint(&believed).await {
-                    Some(master) => master,
-                    None => {
-                        let i = addrs.iter().position(|a| *a == believed).unwrap_or(0);
-                        addrs[(i + 1) % addrs.len()].clone()
-                    }
-                };
-                believed = hint;
-            }
-            tokio::time::sleep(Duration::from_millis(write_every_ms)).await;
+            self.apply(&event.fault);
         }
+        load.stop().await;
         self.settle(settle_ms).await;
     }
 
@@ -607,11 +592,6 @@ impl World {
     pub fn liveness_bound_ms(timeouts: &replication::site::Timeouts) -> u64 {
         let election = timeouts.election_timeout_ms + timeouts.election_jitter_ms;
         timeouts.heartbeat_timeout_ms + 3 * election + 10 * timeouts.request_retry_ms
-    }
-
-    /// Who `addr` says is master (what a `NotMaster` reply would name).
-    async fn request_hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
-        self.clients.hint(addr).await
     }
 
     /// The master with the highest generation among running sites, if any.
