@@ -312,4 +312,28 @@ mod tests {
         let v = one_master_per_generation(&bad).expect("caught");
         assert_eq!(v.at_ms, Some(2));
     }
+
+    #[test]
+    fn a_write_acknowledged_by_a_site_that_was_not_master_of_its_generation_is_caught() {
+        use replication::{LogRecord, RecordBody, Txn};
+        let b = SiteAddr::new("b:1");
+        let record = LogRecord::new(3, 1, RecordBody::Txn(Txn::put("k", "v")));
+        let logs: BTreeMap<SiteAddr, Vec<LogRecord>> = [(b.clone(), vec![record])].into();
+        let history = [Operation {
+            site: b.clone(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            invoked_ms: 10,
+            completed_ms: 12,
+            outcome: Outcome::Ok { lsn: 3 },
+        }];
+        // b was master of generation 1: its acknowledgement is legitimate.
+        let mastered = [became_master(1, "b:1", 1)];
+        assert_eq!(no_client_accepted_a_write(&history, &mastered, &logs), None);
+        // a was master of generation 1, b never: b accepted a write as a client.
+        let other = [became_master(1, "a:1", 1)];
+        let v = no_client_accepted_a_write(&history, &other, &logs).expect("caught");
+        assert_eq!(v.site, Some(b));
+        assert_eq!(v.at_ms, Some(12));
+    }
 }
