@@ -97,12 +97,29 @@ impl Visit for Fields {
     }
 }
 
+/// The engine's own log at INFO and above, and the node's deliveries (TRACE). A property of
+/// the callsite alone, so tracing can cache it: every other event (madsim's own chatter among
+/// them) then costs nothing.
+fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
+    let target = metadata.target();
+    (target.starts_with("replication") && *metadata.level() <= Level::INFO)
+        || target.starts_with("replication::node")
+}
+
 impl<S: Subscriber> Layer<S> for TraceLayer {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if wanted(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        // The engine's own log at INFO and above, and the node's deliveries (TRACE).
-        let target = metadata.target();
-        (target.starts_with("replication") && *metadata.level() <= Level::INFO)
-            || target.starts_with("replication::node")
+        wanted(metadata)
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
