@@ -735,6 +735,20 @@ impl Scenario {
     }
 }
 
+/// The parser's contract on any text, shared by the `scenario_file` fuzz target and its
+/// proptest twin: an error names the file; a scenario that parses has what the runner relies on
+/// (steps in time order, each with its line; a group or a swarm, not both). Panics otherwise.
+pub fn check_any_text(text: &str) {
+    match Scenario::from_text(Path::new("fuzz.toml"), text) {
+        Ok(s) => {
+            assert!(s.steps.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(s.steps.iter().all(|step| step.line > 0));
+            assert!(s.group.is_some() != s.swarm.is_some());
+        }
+        Err(e) => assert!(e.to_string().starts_with("fuzz.toml:"), "{e}"),
+    }
+}
+
 /// Site names of a drawn group: A, B, C, ...
 pub fn swarm_names(n: usize) -> Vec<String> {
     (0..n)
