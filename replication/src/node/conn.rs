@@ -112,24 +112,8 @@ pub(super) async fn dial_loop(
                 let _ = net.send(NetEvent::DialEnded { peer }).await;
                 return;
             }
-            Ok(Err(error)) => {
-                let error = error.to_string();
-                let _ = net
-                    .send(NetEvent::DialFailed {
-                        peer: peer.clone(),
-                        error,
-                    })
-                    .await;
-            }
-            Err(_) => {
-                let error = "connect timed out".to_string();
-                let _ = net
-                    .send(NetEvent::DialFailed {
-                        peer: peer.clone(),
-                        error,
-                    })
-                    .await;
-            }
+            Ok(Err(error)) => report_dial_failure(&net, &peer, error.to_string()).await,
+            Err(_) => report_dial_failure(&net, &peer, "connect timed out".into()).await,
         }
         // Seeded jitter keeps sites that lost each other from redialling in lockstep.
         let jitter = rng.next_u64() % (backoff.as_millis() as u64 / 2 + 1);
@@ -296,12 +280,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     }
                     if matches!(message, Message::Hello { .. } | Message::Proof { .. }) {
                         let error = "handshake message after the handshake".to_string();
-                        let _ = net
-                            .send(NetEvent::Malformed {
-                                peer: peer.clone(),
-                                error,
-                            })
-                            .await;
+                        report_malformed(net, peer, error).await;
                         return;
                     }
                     let received = NetEvent::Received {
@@ -316,13 +295,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    let error = error.to_string();
-                    let _ = net
-                        .send(NetEvent::Malformed {
-                            peer: peer.clone(),
-                            error,
-                        })
-                        .await;
+                    report_malformed(net, peer, error.to_string()).await;
                     return;
                 }
             }
@@ -341,12 +314,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
                         "connection closed in the middle of a frame ({partial} bytes of it \
                          received)"
                     );
-                    let _ = net
-                        .send(NetEvent::Malformed {
-                            peer: peer.clone(),
-                            error,
-                        })
-                        .await;
+                    report_malformed(net, peer, error).await;
                 }
                 return;
             }
@@ -357,4 +325,16 @@ async fn read_messages<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Tells the node a dial failed (it retries after a backoff).
+async fn report_dial_failure(net: &mpsc::Sender<NetEvent>, peer: &SiteAddr, error: String) {
+    let peer = peer.clone();
+    let _ = net.send(NetEvent::DialFailed { peer, error }).await;
+}
+
+/// Tells the node a peer sent something malformed (it is counted; the connection then closes).
+async fn report_malformed(net: &mpsc::Sender<NetEvent>, peer: &SiteAddr, error: String) {
+    let peer = peer.clone();
+    let _ = net.send(NetEvent::Malformed { peer, error }).await;
 }
