@@ -8,7 +8,7 @@
 
 use crate::xml::{attr, text};
 use crate::{by_scenario, is_failure, seconds, ReplayCommand};
-use sim::result::RunResult;
+use sim::result::{RunResult, Tallies, Tally};
 use std::fmt::Write;
 
 /// JUnit XML: one `<testsuites name=title>`, a `<testsuite>` per scenario (name, tests, failures, time in simulated seconds), a `<testcase name="seed N" classname=scenario time=sim seconds>` per run; a failing run gets `<failure message="invariant: detail" type="invariant">` with every violation and the replay command `</failure>`; `<system-out>` carries the trace hash. All text XML-escaped (`& < > " '` and control characters that XML 1.0 forbids must be removed or replaced).
@@ -39,6 +39,61 @@ pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
         );
         for (_, run) in &group.runs {
             push_testcase(&mut out, run, replay);
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// JUnit XML from tallies (every run added up) and the runs listed one by one (an
+/// exploration's failures): a `<testsuite>` per tally, a `<testcase>` per listed run, and one
+/// more test case per scenario standing for its passing seeds that were not listed
+/// (`name="seeds passed: N"`), so that `tests` counts the cases written and CI shows the passes.
+pub fn summary(
+    title: &str,
+    tallies: &Tallies,
+    listed: &[RunResult],
+    replay: ReplayCommand,
+) -> String {
+    let cases = |t: &Tally| -> (Vec<&RunResult>, u64) {
+        let mine: Vec<&RunResult> = listed.iter().filter(|r| r.scenario == t.scenario).collect();
+        let passed_unlisted = (t.runs - t.failed)
+            .saturating_sub(mine.iter().filter(|r| !is_failure(r)).count() as u64);
+        (mine, passed_unlisted)
+    };
+    let written = |t: &Tally| {
+        let (mine, passed) = cases(t);
+        mine.len() + usize::from(passed > 0)
+    };
+    let tests: usize = tallies.0.iter().map(written).sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"{}\" tests=\"{tests}\" failures=\"{}\" errors=\"0\" time=\"{}\">",
+        attr(title),
+        tallies.failed(),
+        seconds(tallies.sim_ms())
+    );
+    for t in &tallies.0 {
+        let (mine, passed) = cases(t);
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{}\">",
+            attr(&t.scenario),
+            written(t),
+            t.failed,
+            seconds(t.sim_ms)
+        );
+        for run in mine {
+            push_testcase(&mut out, run, replay);
+        }
+        if passed > 0 {
+            let _ = writeln!(
+                out,
+                "    <testcase name=\"seeds passed: {passed}\" classname=\"{}\" time=\"0.000\"/>",
+                attr(&t.scenario)
+            );
         }
         out.push_str("  </testsuite>\n");
     }
@@ -129,6 +184,40 @@ mod tests {
         );
         assert!(xml.contains("replay: replay 1</failure>"), "{xml}");
         assert!(!xml.contains("replay 3"), "{xml}");
+    }
+
+    #[test]
+    fn a_summary_lists_the_failures_and_one_case_for_the_passing_seeds() {
+        let runs = [
+            run("b", 1, RunOutcome::Fail),
+            run("a", 2, RunOutcome::Pass),
+            run("b", 3, RunOutcome::Pass),
+            run("b", 4, RunOutcome::Pass),
+        ];
+        let tallies = Tallies::of(&runs);
+        let failures: Vec<RunResult> = runs.iter().filter(|r| r.failed()).cloned().collect();
+        let xml = summary("T", &tallies, &failures, &|r| format!("replay {}", r.seed));
+        assert!(
+            xml.contains("<testsuites name=\"T\" tests=\"3\" failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("name=\"b\" tests=\"2\" failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testcase name=\"seed 1\" classname=\"b\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("name=\"seeds passed: 2\" classname=\"b\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("name=\"seeds passed: 1\" classname=\"a\""),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod xml;
 
 pub use sim;
 
-use sim::result::{RunOutcome, RunResult};
+use sim::result::{RunResult, Tallies};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,15 +35,30 @@ pub fn write_report_dir(
     runs: &[RunResult],
     replay: ReplayCommand,
 ) -> io::Result<PathBuf> {
+    write_summary_dir(dir, title, &Tallies::of(runs), runs, replay)
+}
+
+/// [`write_report_dir`] for runs that were added up as they finished (an exploration keeps
+/// `tallies` of every run and lists only its failures in `listed`).
+pub fn write_summary_dir(
+    dir: &Path,
+    title: &str,
+    tallies: &Tallies,
+    listed: &[RunResult],
+    replay: ReplayCommand,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(naming(dir))?;
-    let pages = failure_page_names(runs);
-    for (run, page) in runs.iter().zip(&pages) {
+    let pages = failure_page_names(listed);
+    for (run, page) in listed.iter().zip(&pages) {
         if let Some(page) = page {
             write_file(&dir.join(page), &markdown::run(run, replay))?;
         }
     }
     let index = dir.join("index.md");
-    write_file(&index, &markdown::render_suite(title, runs, replay, &pages))?;
+    write_file(
+        &index,
+        &markdown::render_suite(title, tallies, listed, replay, &pages),
+    )?;
     Ok(index)
 }
 
@@ -95,7 +110,7 @@ fn file_safe(name: &str) -> String {
 /// the two fields are set together by the simulator, and if they ever disagree a report must not
 /// hide a broken invariant behind a green line.
 pub(crate) fn is_failure(run: &RunResult) -> bool {
-    run.outcome == RunOutcome::Fail || !run.violations.is_empty()
+    run.failed()
 }
 
 /// The runs of one scenario, in the order given.
@@ -158,7 +173,7 @@ pub(crate) fn push_visible_control(out: &mut String, c: char) -> bool {
 pub(crate) mod tests {
     use super::*;
     use sim::check::Violation;
-    use sim::result::Counts;
+    use sim::result::{Counts, RunOutcome};
 
     /// A run with nothing in it but its identity and outcome.
     pub(crate) fn run(scenario: &str, seed: u64, outcome: RunOutcome) -> RunResult {
@@ -275,6 +290,22 @@ pub(crate) mod tests {
         assert!(index_text.contains("(a-seed-2.md)"), "{index_text}");
         let page = std::fs::read_to_string(out.join("b-seed-3.md")).expect("page");
         assert!(page.contains("replay b 3"), "{page}");
+    }
+
+    #[test]
+    fn a_summary_of_tallies_and_failures_reads_like_the_suite_of_every_run() {
+        let runs = [
+            run("b", 1, RunOutcome::Fail),
+            run("a", 2, RunOutcome::Pass),
+            run("b", 3, RunOutcome::Pass),
+            run("a", 4, RunOutcome::Fail),
+        ];
+        let failures: Vec<RunResult> = runs.iter().filter(|r| r.failed()).cloned().collect();
+        let replay = |r: &RunResult| format!("replay {} {}", r.scenario, r.seed);
+        assert_eq!(
+            markdown::summary("S", &Tallies::of(&runs), &failures, &replay),
+            markdown::suite("S", &runs, &replay)
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! table apart and a raw `<` could hide the rest of a cell as HTML.
 
 use crate::timeline::{self, Row, Timeline};
-use crate::{by_scenario, is_failure, seconds, ReplayCommand};
+use crate::{is_failure, seconds, ReplayCommand};
 use sim::check::Violation;
-use sim::result::RunResult;
+use sim::result::{RunResult, Tallies};
 use std::fmt::Write;
 
 /// Shown in a table cell where a value is absent (no site, no time).
@@ -83,53 +83,61 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
 /// failures are listed in the same order, each scenario's in the order given (as in the JUnit
 /// report), so a reader finds a scenario's failures where its row is.
 pub fn suite(title: &str, runs: &[RunResult], replay: ReplayCommand) -> String {
-    render_suite(title, runs, replay, &[])
+    render_suite(title, &Tallies::of(runs), runs, replay, &[])
 }
 
-/// [`suite`], with each failure linked to its page: `pages[i]` is the file of `runs[i]`, if it has
-/// one (a missing entry means no link).
+/// A summary from tallies (every run added up) and the runs listed one by one (the failures
+/// of an exploration that kept nothing else): the same page as [`suite`] gives for all runs.
+pub fn summary(
+    title: &str,
+    tallies: &Tallies,
+    listed: &[RunResult],
+    replay: ReplayCommand,
+) -> String {
+    render_suite(title, tallies, listed, replay, &[])
+}
+
+/// [`summary`], with each failure linked to its page: `pages[i]` is the file of `listed[i]`,
+/// if it has one (a missing entry means no link).
 pub(crate) fn render_suite(
     title: &str,
-    runs: &[RunResult],
+    tallies: &Tallies,
+    listed: &[RunResult],
     replay: ReplayCommand,
     pages: &[Option<String>],
 ) -> String {
-    let groups = by_scenario(runs);
-    let failed = runs.iter().filter(|r| is_failure(r)).count();
+    let (runs, failed) = (tallies.runs(), tallies.failed());
     let mut out = String::new();
     let _ = writeln!(out, "# {}\n", text(title));
     let _ = writeln!(
         out,
         "**{} {}: {} passed, {} failed.**\n",
-        runs.len(),
-        if runs.len() == 1 { "run" } else { "runs" },
-        runs.len() - failed,
+        runs,
+        if runs == 1 { "run" } else { "runs" },
+        runs - failed,
         failed
     );
 
     out.push_str("## Scenarios\n\n");
-    if runs.is_empty() {
+    if runs == 0 {
         out.push_str("No runs.\n\n");
     } else {
         out.push_str(
             "| Scenario | Seeds run | Passed | Failed | Elections | Writes ok | Writes failed | Writes unknown |\n",
         );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        for group in &groups {
-            let total = |count: fn(&RunResult) -> u64| -> u64 {
-                group.runs.iter().map(|(_, r)| count(r)).sum()
-            };
+        for t in &tallies.0 {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                code(group.scenario, true),
-                group.runs.len(),
-                group.runs.len() - group.failed(),
-                group.failed(),
-                total(|r| r.counts.elections),
-                total(|r| r.counts.writes_ok),
-                total(|r| r.counts.writes_failed),
-                total(|r| r.counts.writes_unknown),
+                code(&t.scenario, true),
+                t.runs,
+                t.runs - t.failed,
+                t.failed,
+                t.counts.elections,
+                t.counts.writes_ok,
+                t.counts.writes_failed,
+                t.counts.writes_unknown,
             );
         }
         out.push('\n');
@@ -139,11 +147,14 @@ pub(crate) fn render_suite(
     if failed == 0 {
         out.push_str("None.\n");
     }
-    let failures = groups
-        .iter()
-        .flat_map(|g| &g.runs)
-        .filter(|(_, r)| is_failure(r));
-    for &(i, run) in failures {
+    // Failures in the order of the table's rows, each scenario's in the order given.
+    let failures = tallies.0.iter().flat_map(|t| {
+        listed
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.scenario == t.scenario && is_failure(r))
+    });
+    for (i, run) in failures {
         let _ = write!(out, "### {}, seed {}", code(&run.scenario, false), run.seed);
         if let Some(Some(page)) = pages.get(i) {
             // Page names are made file-safe by the caller: no character here needs escaping.

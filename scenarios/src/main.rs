@@ -197,7 +197,8 @@ mod commands {
     use scenarios::run::{run, Played};
     use scenarios::spec::{catalog_files, Scenario};
     use sim::check::Violation;
-    use sim::result::{RunOutcome, RunResult};
+    use sim::result::{RunOutcome, RunResult, Tallies};
+    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -214,20 +215,16 @@ mod commands {
             } => {
                 let scenario = resolve(&scenario)?;
                 let played = run_caught(&scenario, seed, None);
-                let failures = save_failures(
-                    &scenario,
-                    std::slice::from_ref(&played),
-                    Path::new("failures"),
-                )?;
+                let failure_file = if played.result.failed() {
+                    Some(save_failure(&scenario, &played, Path::new("failures"))?)
+                } else {
+                    None
+                };
                 if trace && !out.json {
                     print_trace(&played.result);
                 }
-                finish(
-                    &out,
-                    &[played],
-                    &failures,
-                    &format!("{} seed {seed}", scenario.name),
-                )
+                let title = format!("{} seed {seed}", scenario.name);
+                finish(&out, played, failure_file, &title)
             }
             Command::Explore {
                 scenario,
@@ -239,21 +236,12 @@ mod commands {
             } => {
                 let scenario = resolve(&scenario)?;
                 let work: Vec<(usize, u64)> = seeds.0.clone().map(|s| (0, s)).collect();
-                let started = std::time::Instant::now();
-                let played = run_many(
-                    std::slice::from_ref(&scenario),
-                    &work,
-                    jobs,
-                    stop_at_first,
-                    out.json,
-                );
-                let saved = save_failures(&scenario, &played, &failures)?;
                 let title = format!(
                     "explore {} seeds {}..{}",
                     scenario.name, seeds.0.start, seeds.0.end
                 );
-                summary_line(&played, started, out.json);
-                finish(&out, &played, &saved, &title)
+                let catalog = std::slice::from_ref(&scenario);
+                sweep(catalog, &work, jobs, stop_at_first, &failures, &out, &title)
             }
             Command::Replay { file, trace, out } => {
                 let failure = Failure::load(&file).map_err(|e| e.to_string())?;
@@ -284,12 +272,8 @@ mod commands {
                         }
                     );
                 }
-                finish(
-                    &out,
-                    &[played],
-                    &[(0, file)],
-                    &format!("replay {}", failure.scenario),
-                )
+                let title = format!("replay {}", failure.scenario);
+                finish(&out, played, Some(file), &title)
             }
             Command::Shrink { file, out } => shrink(&file, out),
             Command::Suite {
@@ -308,24 +292,8 @@ mod commands {
                 let work: Vec<(usize, u64)> = (0..catalog.len())
                     .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
                     .collect();
-                let started = std::time::Instant::now();
-                let played = run_many(&catalog, &work, jobs, false, out.json);
-                let mut saved = Vec::new();
-                for scenario in &catalog {
-                    let mine: Vec<Played> = played
-                        .iter()
-                        .filter(|p| p.result.scenario == scenario.name)
-                        .cloned()
-                        .collect();
-                    saved.extend(save_failures(scenario, &mine, &failures)?);
-                }
-                summary_line(&played, started, out.json);
-                finish(
-                    &out,
-                    &played,
-                    &saved,
-                    &format!("suite {} on {seeds} seeds", dir.display()),
-                )
+                let title = format!("suite {} on {seeds} seeds", dir.display());
+                sweep(&catalog, &work, jobs, false, &failures, &out, &title)
             }
         }
     }
@@ -394,15 +362,23 @@ mod commands {
     }
 
     /// Runs `(scenario index, seed)` pairs on `jobs` worker threads (each simulation gets its own
-    /// runtime on a thread started outside any simulation), with a progress bar. Results come
-    /// back in the order of `work`, whatever the threads' timing.
+    /// runtime on a thread started outside any simulation), with a progress bar, and hands each
+    /// run to `sink` in the order of `work`, whatever the threads' timing. Only the runs that
+    /// finished early wait for their turn, so memory does not grow with the number of runs.
     fn run_many(
         catalog: &[Scenario],
         work: &[(usize, u64)],
         jobs: usize,
         stop_at_first: bool,
         quiet: bool,
-    ) -> Vec<Played> {
+        sink: impl FnMut(usize, Played) + Send,
+    ) {
+        /// Runs that finished ahead of their turn, and the next turn.
+        struct InOrder<F> {
+            next: usize,
+            early: BTreeMap<usize, Played>,
+            sink: F,
+        }
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -418,7 +394,11 @@ mod commands {
         let next = AtomicUsize::new(0);
         let failed = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Played>>> = Mutex::new(vec![None; work.len()]);
+        let order = Mutex::new(InOrder {
+            next: 0,
+            early: BTreeMap::new(),
+            sink,
+        });
         // madsim prints a hint for every panicking run; the panic is reported as a violation.
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
@@ -433,7 +413,7 @@ mod commands {
                         return;
                     };
                     let played = run_caught(&catalog[which], seed, None);
-                    if played.result.outcome == RunOutcome::Fail {
+                    if played.result.failed() {
                         let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
                         bar.set_message(format!("{n} failed"));
                         bar.println(format!(
@@ -446,19 +426,140 @@ mod commands {
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
-                    results.lock().expect("results")[i] = Some(played);
+                    let mut order = order.lock().expect("order lock");
+                    order.early.insert(i, played);
+                    let InOrder { next, early, sink } = &mut *order;
+                    while let Some(played) = early.remove(next) {
+                        sink(work[*next].0, played);
+                        *next += 1;
+                    }
+                    drop(order);
                     bar.inc(1);
                 });
             }
         });
         std::panic::set_hook(hook);
         bar.finish_and_clear();
-        results
-            .into_inner()
-            .expect("results")
-            .into_iter()
-            .flatten()
-            .collect()
+        // After a stop at the first failure, runs past a gap never got their turn.
+        let InOrder {
+            early, mut sink, ..
+        } = order.into_inner().expect("order lock");
+        for (i, played) in early {
+            sink(work[i].0, played);
+        }
+    }
+
+    /// Runs many seeds (`explore`, `suite`) in memory that does not grow with their number:
+    /// every run is added to its scenario's tally, a failing one is saved to its failure file
+    /// at once and kept (with its trace only when a report will draw it), a passing one is
+    /// dropped. `--json` streams one result per run, in order, as a JSON array.
+    fn sweep(
+        catalog: &[Scenario],
+        work: &[(usize, u64)],
+        jobs: usize,
+        stop_at_first: bool,
+        failures_dir: &Path,
+        out: &Output,
+        title: &str,
+    ) -> Result<ExitCode, String> {
+        let started = std::time::Instant::now();
+        let mut tallies = Tallies::default();
+        let mut failures: Vec<(RunResult, PathBuf)> = Vec::new();
+        let mut save_error: Option<String> = None;
+        let mut first_json = true;
+        if out.json {
+            println!("[");
+        }
+        run_many(
+            catalog,
+            work,
+            jobs,
+            stop_at_first,
+            out.json,
+            |which, played| {
+                tallies.add(&played.result);
+                if out.json {
+                    let shown = RunResult {
+                        trace: Vec::new(),
+                        ..played.result.clone()
+                    };
+                    let sep = if std::mem::take(&mut first_json) {
+                        ""
+                    } else {
+                        ","
+                    };
+                    println!("{sep}{}", serde_json::to_string(&shown).expect("json"));
+                }
+                if !played.result.failed() {
+                    return;
+                }
+                match save_failure(&catalog[which], &played, failures_dir) {
+                    Ok(path) => {
+                        let mut result = played.result;
+                        if out.report.is_none() {
+                            result.trace = Vec::new();
+                        }
+                        failures.push((result, path));
+                    }
+                    Err(e) => {
+                        save_error.get_or_insert(e);
+                    }
+                }
+            },
+        );
+        if out.json {
+            println!("]");
+        }
+        if let Some(e) = save_error {
+            return Err(e);
+        }
+        if !out.json {
+            let (runs, failed) = (tallies.runs(), tallies.failed());
+            let sim_s = tallies.sim_ms() as f64 / 1000.0;
+            let wall = started.elapsed().as_secs_f64();
+            let verdict = if failed == 0 {
+                style("all passed".to_string()).green()
+            } else {
+                style(format!("{failed} failed")).red()
+            };
+            println!(
+                "{runs} runs, {verdict}; {sim_s:.0} simulated s in {wall:.1} wall s ({:.0}x real time)",
+                sim_s / wall.max(1e-9)
+            );
+            for (r, path) in &failures {
+                print_run(
+                    r,
+                    Some(path),
+                    &format!("cargo sim replay {}", path.display()),
+                );
+            }
+        }
+        let listed: Vec<RunResult> = failures.iter().map(|(r, _)| r.clone()).collect();
+        let replay_of = |r: &RunResult| -> String {
+            failures
+                .iter()
+                .find(|(f, _)| f.scenario == r.scenario && f.seed == r.seed)
+                .map_or_else(
+                    || format!("cargo sim run {} --seed {}", r.scenario, r.seed),
+                    |(_, path)| format!("cargo sim replay {}", path.display()),
+                )
+        };
+        if let Some(dir) = &out.report {
+            let index = reports::write_summary_dir(dir, title, &tallies, &listed, &replay_of)
+                .map_err(|e| e.to_string())?;
+            if !out.json {
+                println!("report: {}", index.display());
+            }
+        }
+        if let Some(file) = &out.junit {
+            let xml = reports::junit::summary(title, &tallies, &listed, &replay_of);
+            std::fs::write(file, xml).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        Ok(if tallies.failed() > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 
     fn first_violation(r: &RunResult) -> String {
@@ -467,61 +568,28 @@ mod commands {
         })
     }
 
-    /// Saves a failure file for each failing run; returns (index in `played`, path).
-    fn save_failures(
-        scenario: &Scenario,
-        played: &[Played],
-        dir: &Path,
-    ) -> Result<Vec<(usize, PathBuf)>, String> {
-        let mut saved = Vec::new();
-        for (i, p) in played.iter().enumerate() {
-            if p.result.outcome != RunOutcome::Fail {
-                continue;
-            }
-            let mut invariants: Vec<String> = p
-                .result
-                .violations
-                .iter()
-                .map(|v| v.invariant.to_string())
-                .collect();
-            invariants.dedup();
-            let failure = Failure {
-                scenario: scenario.name.clone(),
-                scenario_file: scenario.path.clone(),
-                seed: p.result.seed,
-                invariants,
-                detail: first_violation(&p.result),
-                trace_hash: p.result.trace_hash.clone(),
-                build: BUILD_ID.into(),
-                schedule: p.schedule.clone(),
-            };
-            let path = dir.join(failure.file_name());
-            failure.save(&path).map_err(|e| e.to_string())?;
-            saved.push((i, path));
-        }
-        Ok(saved)
-    }
-
-    fn summary_line(played: &[Played], started: std::time::Instant, json: bool) {
-        if json {
-            return;
-        }
-        let failed = played
+    /// Saves a failing run's failure file into `dir`; returns its path.
+    fn save_failure(scenario: &Scenario, p: &Played, dir: &Path) -> Result<PathBuf, String> {
+        let mut invariants: Vec<String> = p
+            .result
+            .violations
             .iter()
-            .filter(|p| p.result.outcome == RunOutcome::Fail)
-            .count();
-        let sim_s: f64 = played.iter().map(|p| p.result.sim_ms as f64 / 1000.0).sum();
-        let wall = started.elapsed().as_secs_f64();
-        let verdict = if failed == 0 {
-            style("all passed".to_string()).green()
-        } else {
-            style(format!("{failed} failed")).red()
+            .map(|v| v.invariant.to_string())
+            .collect();
+        invariants.dedup();
+        let failure = Failure {
+            scenario: scenario.name.clone(),
+            scenario_file: scenario.path.clone(),
+            seed: p.result.seed,
+            invariants,
+            detail: first_violation(&p.result),
+            trace_hash: p.result.trace_hash.clone(),
+            build: BUILD_ID.into(),
+            schedule: p.schedule.clone(),
         };
-        println!(
-            "{} runs, {verdict}; {sim_s:.0} simulated s in {wall:.1} wall s ({:.0}x real time)",
-            played.len(),
-            sim_s / wall.max(1e-9)
-        );
+        let path = dir.join(failure.file_name());
+        failure.save(&path).map_err(|e| e.to_string())?;
+        Ok(path)
     }
 
     fn print_trace(r: &RunResult) {
@@ -530,94 +598,86 @@ mod commands {
         }
     }
 
-    /// Prints the results (text or JSON), writes the reports, and picks the exit status.
+    /// Prints one run's line, its violations and, when it failed, how to replay it.
+    fn print_run(r: &RunResult, failure_file: Option<&Path>, replay: &str) {
+        let verdict = if r.failed() {
+            style("FAIL").red().bold()
+        } else {
+            style("PASS").green().bold()
+        };
+        println!(
+            "{verdict} {} seed {}: {:.1} simulated s, {} elections, writes {} ok / {} failed / {} unknown, trace {}",
+            r.scenario,
+            r.seed,
+            r.sim_ms as f64 / 1000.0,
+            r.counts.elections,
+            r.counts.writes_ok,
+            r.counts.writes_failed,
+            r.counts.writes_unknown,
+            r.trace_hash
+        );
+        for v in &r.violations {
+            let at = v.at_ms.map_or(String::new(), |ms| {
+                format!(" at {:.3}s", ms as f64 / 1000.0)
+            });
+            let site = v
+                .site
+                .as_ref()
+                .map_or(String::new(), |s| format!(" on {s}"));
+            println!(
+                "  {} {}{site}{at}: {}",
+                style("violation").red(),
+                v.invariant,
+                v.detail
+            );
+        }
+        if r.failed() {
+            if let Some(path) = failure_file {
+                println!("  failure file: {}", path.display());
+            }
+            println!("  replay: {replay}");
+        }
+    }
+
+    /// Prints one run (text, or JSON as an array of one), writes its reports, and picks the
+    /// exit status.
     fn finish(
         out: &Output,
-        played: &[Played],
-        failures: &[(usize, PathBuf)],
+        played: Played,
+        failure_file: Option<PathBuf>,
         title: &str,
     ) -> Result<ExitCode, String> {
         // A failure's replay command names its saved file; a passing run's names its seed.
         let replay_of = |r: &RunResult| -> String {
-            let saved = failures.iter().find(|(j, _)| {
-                played
-                    .get(*j)
-                    .is_some_and(|p| p.result.scenario == r.scenario && p.result.seed == r.seed)
-            });
-            match saved {
-                Some((_, path)) => format!("cargo sim replay {}", path.display()),
+            match &failure_file {
+                Some(path) => format!("cargo sim replay {}", path.display()),
                 None => format!("cargo sim run {} --seed {}", r.scenario, r.seed),
             }
         };
-        let results: Vec<RunResult> = played.iter().map(|p| p.result.clone()).collect();
+        let result = played.result;
         if out.json {
-            let shown: Vec<RunResult> = results
-                .iter()
-                .map(|r| RunResult {
-                    trace: Vec::new(),
-                    ..r.clone()
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&shown).expect("json"));
+            let shown = RunResult {
+                trace: Vec::new(),
+                ..result.clone()
+            };
+            println!("{}", serde_json::to_string_pretty(&[shown]).expect("json"));
         } else {
-            for (i, p) in played.iter().enumerate() {
-                let r = &p.result;
-                if r.outcome == RunOutcome::Pass && played.len() > 1 {
-                    continue;
-                }
-                let verdict = if r.outcome == RunOutcome::Pass {
-                    style("PASS").green().bold()
-                } else {
-                    style("FAIL").red().bold()
-                };
-                println!(
-                    "{verdict} {} seed {}: {:.1} simulated s, {} elections, writes {} ok / {} failed / {} unknown, trace {}",
-                    r.scenario,
-                    r.seed,
-                    r.sim_ms as f64 / 1000.0,
-                    r.counts.elections,
-                    r.counts.writes_ok,
-                    r.counts.writes_failed,
-                    r.counts.writes_unknown,
-                    r.trace_hash
-                );
-                for v in &r.violations {
-                    let at = v.at_ms.map_or(String::new(), |ms| {
-                        format!(" at {:.3}s", ms as f64 / 1000.0)
-                    });
-                    let site = v
-                        .site
-                        .as_ref()
-                        .map_or(String::new(), |s| format!(" on {s}"));
-                    println!(
-                        "  {} {}{site}{at}: {}",
-                        style("violation").red(),
-                        v.invariant,
-                        v.detail
-                    );
-                }
-                if r.outcome == RunOutcome::Fail {
-                    if let Some((_, path)) = failures.iter().find(|(j, _)| *j == i) {
-                        println!("  failure file: {}", path.display());
-                    }
-                    println!("  replay: {}", replay_of(r));
-                }
-            }
+            print_run(&result, failure_file.as_deref(), &replay_of(&result));
         }
-        // The reports get the traces (the timeline of a failure).
+        let results = std::slice::from_ref(&result);
+        // The reports get the trace (the timeline of a failure).
         if let Some(dir) = &out.report {
-            let index = reports::write_report_dir(dir, title, &results, &replay_of)
+            let index = reports::write_report_dir(dir, title, results, &replay_of)
                 .map_err(|e| e.to_string())?;
             if !out.json {
                 println!("report: {}", index.display());
             }
         }
         if let Some(file) = &out.junit {
-            std::fs::write(file, reports::junit::suite(title, &results, &replay_of))
+            std::fs::write(file, reports::junit::suite(title, results, &replay_of))
                 .map_err(|e| format!("{}: {e}", file.display()))?;
         }
-        let any_failed = played.iter().any(|p| p.result.outcome == RunOutcome::Fail);
-        Ok(if any_failed {
+        Ok(if result.failed() {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS

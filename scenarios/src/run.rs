@@ -312,10 +312,7 @@ async fn play_timeline(
             tokio::time::sleep(Duration::from_millis(at - now)).await;
         }
         match item {
-            Item::Fault(fault) => {
-                world.restart_failed_sites();
-                world.apply(fault);
-            }
+            Item::Fault(fault) => world.apply(fault),
             Item::Step(step) => {
                 if group.swarm_load && load.is_none() {
                     load = Some(world.start_load(50));

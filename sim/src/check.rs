@@ -60,7 +60,28 @@ pub fn one_master_per_generation(events: &[Observed]) -> Option<Violation> {
     None
 }
 
-/// Every site's log is a prefix of the master's (records archived on the master are skipped).
+/// Liveness at quiescence: every site that should be running (started, not crashed, not
+/// frozen, still a member) has a node that answers. A site whose node stopped and was never
+/// started again would otherwise escape every check that reads running sites.
+pub fn every_site_runs(
+    expected: &[SiteAddr],
+    running: &BTreeMap<SiteAddr, (LogPos, u64)>,
+) -> Option<Violation> {
+    expected
+        .iter()
+        .find(|site| !running.contains_key(*site))
+        .map(|site| Violation {
+            invariant: "liveness",
+            site: Some(site.clone()),
+            at_ms: None,
+            detail: "it should be running, but no node answers on it".into(),
+        })
+}
+
+/// Every running client's log is a prefix of the master's (records archived on the master are
+/// skipped). Pass the logs of running sites only: a site that is down may hold a tail that
+/// never reached the master (an old master's unacknowledged writes), which it rolls back when
+/// it returns; until then it is nobody's client.
 pub fn logs_are_prefixes(
     master: &SiteAddr,
     logs: &BTreeMap<SiteAddr, Vec<LogRecord>>,
@@ -302,6 +323,35 @@ mod tests {
         assert_eq!(membership_converges(&a, &members), None);
         members.insert(b.clone(), vec![b.clone()]);
         assert_eq!(membership_converges(&a, &members).unwrap().site, Some(b));
+    }
+
+    #[test]
+    fn a_site_that_should_run_but_has_no_node_is_caught() {
+        let (a, b) = (SiteAddr::new("a:1"), SiteAddr::new("b:1"));
+        let running: BTreeMap<SiteAddr, (LogPos, u64)> =
+            [(a.clone(), (LogPos::new(1, 3), 7))].into();
+        assert_eq!(every_site_runs(std::slice::from_ref(&a), &running), None);
+        let v = every_site_runs(&[a, b.clone()], &running).expect("caught");
+        assert_eq!((v.invariant, v.site), ("liveness", Some(b)));
+    }
+
+    #[test]
+    fn a_running_client_with_a_divergent_record_is_caught_and_a_prefix_passes() {
+        use replication::{LogRecord, RecordBody, Txn};
+        let (m, c) = (SiteAddr::new("m:1"), SiteAddr::new("c:1"));
+        let rec = |lsn, gen| LogRecord::new(lsn, gen, RecordBody::Txn(Txn::put("k", "v")));
+        let master = vec![rec(1, 1), rec(2, 1), rec(3, 2)];
+        let mut logs: BTreeMap<SiteAddr, Vec<LogRecord>> = BTreeMap::new();
+        logs.insert(m.clone(), master);
+        logs.insert(c.clone(), vec![rec(1, 1), rec(2, 1)]);
+        assert_eq!(
+            logs_are_prefixes(&m, &logs),
+            None,
+            "a shorter log is a prefix"
+        );
+        logs.insert(c.clone(), vec![rec(1, 1), rec(2, 1), rec(3, 1)]);
+        let v = logs_are_prefixes(&m, &logs).expect("caught");
+        assert_eq!(v.site, Some(c));
     }
 
     #[test]

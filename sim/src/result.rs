@@ -51,3 +51,142 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
 }
+
+impl RunResult {
+    /// Whether the run failed. A violation fails the run even if its outcome says pass: the two
+    /// fields are set together by the simulator, and if they ever disagree no summary may hide a
+    /// broken invariant behind a green line.
+    pub fn failed(&self) -> bool {
+        self.outcome == RunOutcome::Fail || !self.violations.is_empty()
+    }
+}
+
+/// The runs of one scenario added up: what a summary of an exploration needs, kept in memory
+/// that does not grow with the number of runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Runs added.
+    pub runs: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Simulated milliseconds over all the runs.
+    pub sim_ms: u64,
+    /// Counts over all the runs.
+    pub counts: Counts,
+}
+
+impl Tally {
+    /// Adds one run.
+    pub fn add(&mut self, run: &RunResult) {
+        debug_assert!(self.scenario.is_empty() || self.scenario == run.scenario);
+        if self.scenario.is_empty() {
+            self.scenario = run.scenario.clone();
+        }
+        self.runs += 1;
+        self.failed += u64::from(run.failed());
+        self.sim_ms += run.sim_ms;
+        let (sum, c) = (&mut self.counts, &run.counts);
+        sum.events += c.events;
+        sum.messages += c.messages;
+        sum.elections += c.elections;
+        sum.writes_ok += c.writes_ok;
+        sum.writes_failed += c.writes_failed;
+        sum.writes_unknown += c.writes_unknown;
+    }
+}
+
+/// Tallies of many runs, one per scenario in the order each scenario is first seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tallies(pub Vec<Tally>);
+
+impl Tallies {
+    /// Adds one run to its scenario's tally.
+    pub fn add(&mut self, run: &RunResult) {
+        match self.0.iter_mut().find(|t| t.scenario == run.scenario) {
+            Some(tally) => tally.add(run),
+            None => {
+                let mut tally = Tally::default();
+                tally.add(run);
+                self.0.push(tally);
+            }
+        }
+    }
+
+    /// The tallies of `runs`.
+    pub fn of(runs: &[RunResult]) -> Tallies {
+        let mut tallies = Tallies::default();
+        for run in runs {
+            tallies.add(run);
+        }
+        tallies
+    }
+
+    /// Runs over every scenario.
+    pub fn runs(&self) -> u64 {
+        self.0.iter().map(|t| t.runs).sum()
+    }
+
+    /// Failed runs over every scenario.
+    pub fn failed(&self) -> u64 {
+        self.0.iter().map(|t| t.failed).sum()
+    }
+
+    /// Simulated milliseconds over every run.
+    pub fn sim_ms(&self) -> u64 {
+        self.0.iter().map(|t| t.sim_ms).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Violation;
+
+    fn run(scenario: &str, elections: u64, failed: bool) -> RunResult {
+        RunResult {
+            scenario: scenario.into(),
+            seed: 1,
+            outcome: if failed {
+                RunOutcome::Fail
+            } else {
+                RunOutcome::Pass
+            },
+            violations: Vec::new(),
+            trace_hash: String::new(),
+            sim_ms: 10,
+            counts: Counts {
+                elections,
+                ..Counts::default()
+            },
+            trace: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tallies_add_up_runs_per_scenario_in_first_seen_order() {
+        let mut quiet_violation = run("a", 0, false);
+        quiet_violation.violations.push(Violation {
+            invariant: "liveness",
+            site: None,
+            at_ms: None,
+            detail: String::new(),
+        });
+        let runs = [
+            run("b", 1, false),
+            run("a", 2, true),
+            run("b", 3, true),
+            quiet_violation,
+        ];
+        let t = Tallies::of(&runs);
+        let names: Vec<&str> = t.0.iter().map(|t| t.scenario.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(
+            (t.0[0].runs, t.0[0].failed, t.0[0].counts.elections),
+            (2, 1, 4)
+        );
+        assert_eq!((t.0[1].runs, t.0[1].failed, t.0[1].sim_ms), (2, 2, 20));
+        assert_eq!((t.runs(), t.failed(), t.sim_ms()), (4, 3, 40));
+    }
+}

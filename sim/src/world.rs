@@ -11,11 +11,13 @@ use crate::faults::{Fault, Schedule};
 use crate::result::{Counts, RunOutcome, RunResult};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
+use madsim::task::NodeId;
+use replication::log::LogRecord;
 use replication::node::{self, NodeConfig, NodeEvent, NodeHandle};
 use replication::site::{Config, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +35,46 @@ struct SimSite {
     cfg: Arc<Mutex<NodeConfig>>,
     handle: Slot,
     up: bool,
-    paused: bool,
+}
+
+/// The operator watching the group, as on a real deployment: a site whose storage failed (its
+/// node stopped on a damaged record) or that could not start is started again within
+/// [`OPERATOR_EVERY_MS`], unless its machine is frozen. The world and the operator's task share
+/// this desk; the simulation runs on one thread, so each sees the other's changes whole.
+#[derive(Default)]
+struct Desk {
+    /// Sites waiting for the operator.
+    failed: BTreeSet<SiteAddr>,
+    /// Frozen machines (the operator leaves them be: a restart would thaw them).
+    paused: BTreeSet<SiteAddr>,
+    /// Each site's machine.
+    machines: BTreeMap<SiteAddr, NodeId>,
+}
+
+type SharedDesk = Arc<Mutex<Desk>>;
+
+/// How often the operator looks at the group.
+pub const OPERATOR_EVERY_MS: u64 = 100;
+
+/// The operator's task: restarts failed sites (a process restart, not a power failure: the
+/// disk keeps what it holds) for as long as the world runs.
+async fn operator(desk: SharedDesk, trace: Trace, start: tokio::time::Instant) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(OPERATOR_EVERY_MS)).await;
+        let mut desk = desk.lock().expect("desk lock");
+        let due: Vec<SiteAddr> = desk.failed.difference(&desk.paused).cloned().collect();
+        for addr in due {
+            desk.failed.remove(&addr);
+            // Kill first: madsim's restart alone keeps the old node's sockets bound.
+            Handle::current().kill(desk.machines[&addr]);
+            Handle::current().restart(desk.machines[&addr]);
+            let ms = start.elapsed().as_millis();
+            trace
+                .lock()
+                .expect("trace lock")
+                .world(ms, format!("{addr} restarted by the operator"));
+        }
+    }
 }
 
 /// What simulated clients share: the sites' handles, the history they write, and the clock they
@@ -156,28 +197,38 @@ fn outcome_of(result: &Result<Reply, RequestError>) -> Outcome {
     }
 }
 
-/// A background load started by [`World::start_load`].
+/// A background load started by [`World::start_load`]; dropping it stops it at once.
 pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: madsim::task::JoinHandle<()>,
 }
 
-impl Load {
-    /// Stops the load after its write in flight and waits for it.
-    pub async fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.task.await;
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
-/// A group of sites on madsim.
+impl Load {
+    /// Stops the load after its write in flight and waits for it.
+    pub async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// A group of sites on madsim. Dropping it stops every task it started: madsim keeps a task
+/// that is still running when `block_on` returns, with all it holds, for as long as the process
+/// lives, so a world that left its sites running would leak a whole run per seed.
 pub struct World {
     sites: BTreeMap<SiteAddr, SimSite>,
     trace: Trace,
     start: tokio::time::Instant,
     clients: Clients,
-    /// Sites whose storage failed since their last start.
-    failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
+    /// What the operator's task sees (failed and frozen sites).
+    desk: SharedDesk,
+    /// The operator's task, stopped with the world.
+    operator: madsim::task::JoinHandle<()>,
     /// Set when a fault destroyed acknowledged data: the durability check no longer applies.
     durability_void: Option<String>,
     /// How long the group was left alone before the last check (for the liveness report).
@@ -195,6 +246,15 @@ pub const GROUP_SECRET: &[u8] = b"group secret";
 /// The address of site `i` (from 1): a distinct simulated machine each.
 pub fn site_addr(i: usize) -> SiteAddr {
     SiteAddr::new(format!("10.0.0.{i}:7000"))
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.operator.abort();
+        for site in self.sites.values() {
+            Handle::current().kill(site.machine.id());
+        }
+    }
 }
 
 impl Default for World {
@@ -228,6 +288,8 @@ impl World {
             start,
         };
         let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let desk = SharedDesk::default();
+        let operator = madsim::task::spawn(operator(desk.clone(), trace.clone(), start));
         World {
             sites: BTreeMap::new(),
             trace,
@@ -237,7 +299,8 @@ impl World {
                 history: Arc::default(),
                 start,
             },
-            failed: Arc::default(),
+            desk,
+            operator,
             durability_void: None,
             quiet_ms: 0,
             outsiders: Default::default(),
@@ -264,6 +327,10 @@ impl World {
         self.sites.get(addr).is_some_and(|s| s.up)
     }
 
+    fn desk(&self) -> std::sync::MutexGuard<'_, Desk> {
+        self.desk.lock().expect("desk lock")
+    }
+
     /// Changes a site's configuration for its next restart (a crash and restart upgrades a
     /// site's protocol version this way; creator and helper flags only matter at a first start).
     pub fn reconfigure(&mut self, addr: &SiteAddr, change: impl FnOnce(&mut Config)) {
@@ -274,20 +341,17 @@ impl World {
     /// Freezes a site's machine: its tasks stop running and its timers wait, but its
     /// connections stay open (a long GC pause, a stopped VM).
     pub fn pause(&mut self, addr: &SiteAddr) {
-        let site = self.sites.get_mut(addr).expect("known site");
-        if site.up && !site.paused {
+        let site = &self.sites[addr];
+        if site.up && self.desk().paused.insert(addr.clone()) {
             Handle::current().pause(site.machine.id());
-            site.paused = true;
             self.note(addr, "paused");
         }
     }
 
     /// Lets a paused site run again.
     pub fn resume(&mut self, addr: &SiteAddr) {
-        let site = self.sites.get_mut(addr).expect("known site");
-        if site.paused {
-            Handle::current().resume(site.machine.id());
-            site.paused = false;
+        if self.desk().paused.remove(addr) {
+            Handle::current().resume(self.sites[addr].machine.id());
             self.note(addr, "resumed");
         }
     }
@@ -355,11 +419,9 @@ impl World {
 
     /// Kills a site's machine, with `power_failure` deciding what its disk keeps.
     fn crash_with(&mut self, addr: &SiteAddr, power_failure: fn(&Disk)) {
+        self.resume(addr);
+        self.desk().failed.remove(addr);
         let site = self.sites.get_mut(addr).expect("known site");
-        if site.paused {
-            Handle::current().resume(site.machine.id());
-            site.paused = false;
-        }
         Handle::current().kill(site.machine.id());
         power_failure(&site.disk);
         site.handle.lock().expect("handle lock").take();
@@ -367,40 +429,14 @@ impl World {
         self.note(addr, "crashed");
     }
 
-    /// Restarts a crashed site from its disk. Opening the disk drops a torn or corrupt tail, as
-    /// the file storage does; the site resyncs the rest from the group.
+    /// Restarts a crashed site. Its node opens the disk as the file storage opens its files,
+    /// dropping a torn or corrupt tail (the site resyncs the rest from the group).
     pub fn restart(&mut self, addr: &SiteAddr) {
+        self.desk().failed.remove(addr);
         let site = self.sites.get_mut(addr).expect("known site");
-        let dropped = site.disk.recover();
         Handle::current().restart(site.machine.id());
         site.up = true;
-        self.failed.lock().expect("failed lock").remove(addr);
-        if dropped > 0 {
-            self.note(
-                addr,
-                &format!("restarted, dropping {dropped} damaged records"),
-            );
-        } else {
-            self.note(addr, "restarted");
-        }
-    }
-
-    /// Restarts sites whose storage failed (an operator would): their node stopped on a
-    /// damaged record and waits to be started again.
-    pub fn restart_failed_sites(&mut self) {
-        let failed: Vec<SiteAddr> = self
-            .failed
-            .lock()
-            .expect("failed lock")
-            .iter()
-            .cloned()
-            .collect();
-        for addr in failed {
-            if self.sites[&addr].up {
-                self.crash(&addr);
-            }
-            self.restart(&addr);
-        }
+        self.note(addr, "restarted");
     }
 
     /// Cuts every link between the two sides (both directions).
@@ -465,7 +501,7 @@ impl World {
                 clock: clock.clone(),
                 slot: handle.clone(),
                 trace: self.trace.clone(),
-                failed: self.failed.clone(),
+                desk: self.desk.clone(),
                 start: self.start,
                 seed,
             },
@@ -478,8 +514,8 @@ impl World {
             cfg: node_cfg,
             handle,
             up: true,
-            paused: false,
         };
+        self.desk().machines.insert(addr.clone(), site.machine.id());
         self.sites.insert(addr.clone(), site);
         self.note(&addr, "started");
     }
@@ -542,23 +578,17 @@ impl World {
             if event.at_ms > now {
                 tokio::time::sleep(Duration::from_millis(event.at_ms - now)).await;
             }
-            self.restart_failed_sites();
             self.apply(&event.fault);
         }
         load.stop().await;
         self.settle(settle_ms).await;
     }
 
-    /// Leaves the group alone for `quiet_ms` before the checks, except that a site whose
-    /// storage failed is restarted, as an operator would. The liveness checks then expect every
-    /// live site caught up.
+    /// Leaves the group alone (but for the operator) for `quiet_ms` before the checks. The
+    /// liveness checks then expect every live site caught up.
     pub async fn settle(&mut self, quiet_ms: u64) {
         self.note_all(&format!("left alone for {quiet_ms} ms"));
-        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(quiet_ms);
-        while tokio::time::Instant::now() < quiet_until {
-            self.restart_failed_sites();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(quiet_ms)).await;
         self.quiet_ms = quiet_ms;
     }
 
@@ -753,9 +783,26 @@ impl World {
         violations.extend(check::no_client_accepted_a_write(&history, &events, &logs));
         match self.master().await {
             Some(master) => {
+                // Sites that should run: up, not frozen, and still members (a static group's
+                // database lists nobody).
+                let listed: Vec<SiteAddr> = members.get(&master).cloned().unwrap_or_default();
+                let expected: Vec<SiteAddr> = self
+                    .sites
+                    .iter()
+                    .filter(|(a, s)| s.up && !self.outsiders.contains(*a))
+                    .filter(|(a, _)| !self.desk().paused.contains(*a))
+                    .filter(|(a, _)| listed.is_empty() || listed.contains(*a))
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                violations.extend(check::every_site_runs(&expected, &live));
                 violations.extend(check::all_caught_up(&master, &live, self.quiet_ms));
                 violations.extend(check::membership_converges(&master, &members));
-                violations.extend(check::logs_are_prefixes(&master, &logs));
+                let running_logs: BTreeMap<SiteAddr, Vec<LogRecord>> = logs
+                    .iter()
+                    .filter(|(a, _)| live.contains_key(*a))
+                    .map(|(a, l)| (a.clone(), l.clone()))
+                    .collect();
+                violations.extend(check::logs_are_prefixes(&master, &running_logs));
                 let archived = {
                     use replication::storage::Storage;
                     self.sites[&master].disk.first_lsn().saturating_sub(1)
@@ -810,7 +857,7 @@ struct SiteMachine {
     clock: Arc<SkewedClock>,
     slot: Arc<Mutex<Option<NodeHandle>>>,
     trace: Trace,
-    failed: Arc<Mutex<std::collections::BTreeSet<SiteAddr>>>,
+    desk: SharedDesk,
     start: tokio::time::Instant,
     seed: u64,
 }
@@ -830,19 +877,43 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                 let cfg = m.cfg.lock().expect("cfg lock").clone();
                 let addr = cfg.site.addr.clone();
                 let clock: Arc<dyn node::Clock> = m.clock;
+                // A restart by the operator leaves the old node's handle behind: it is dead.
+                m.slot.lock().expect("handle lock").take();
+                let note = |line: String| {
+                    let ms = m.start.elapsed().as_millis();
+                    m.trace
+                        .lock()
+                        .expect("trace")
+                        .world(ms, format!("{addr} {line}"));
+                };
+                // Opening the disk, as the file storage opens its files: a torn or damaged tail
+                // is dropped here, at the moment the node reads it, and nowhere else.
+                let dropped = m.disk.recover();
+                if dropped > 0 {
+                    note(format!(
+                        "opened its disk, dropping {dropped} damaged records"
+                    ));
+                }
                 let (handle, mut events) = match node::start(cfg, m.disk, clock, m.seed).await {
                     Ok(started) => started,
                     Err(error) => {
-                        let ms = m.start.elapsed().as_millis();
-                        let line = format!("{addr} failed to start: {error}");
-                        m.trace.lock().expect("trace").world(ms, line);
+                        note(format!("failed to start: {error}"));
+                        m.desk
+                            .lock()
+                            .expect("desk lock")
+                            .failed
+                            .insert(addr.clone());
                         return;
                     }
                 };
                 *m.slot.lock().expect("handle lock") = Some(handle);
                 while let Some(event) = events.recv().await {
                     if let NodeEvent::Site(replication::site::Event::StorageFailed { .. }) = event {
-                        m.failed.lock().expect("failed lock").insert(addr.clone());
+                        m.desk
+                            .lock()
+                            .expect("desk lock")
+                            .failed
+                            .insert(addr.clone());
                     }
                     let ms = m.start.elapsed().as_millis();
                     m.trace.lock().expect("trace").site(ms, &addr, event);

@@ -38,12 +38,15 @@ impl MemStorage {
         }
     }
 
-    /// Damages the record at `lsn` (bit rot): it fails its checksum from now on. False if the
-    /// log does not hold that LSN.
+    /// Damages the record at `lsn` (bit rot): it fails its checksum from now on, however often
+    /// it is damaged again (rot does not heal). False if the log does not hold that LSN.
     pub fn corrupt(&mut self, lsn: Lsn) -> bool {
         match self.index_of(lsn) {
             Some(i) => {
-                self.log[i].checksum ^= 0xa5a5_a5a5;
+                let record = &mut self.log[i];
+                if record.is_intact() {
+                    record.checksum ^= 0xa5a5_a5a5;
+                }
                 true
             }
             None => false,
@@ -203,6 +206,16 @@ mod tests {
         assert_eq!(s.first_lsn(), 3);
         assert!(s.read(2, 10).is_err(), "archived records are not served");
         assert_eq!(replay(&mut s).unwrap(), before);
+    }
+
+    #[test]
+    fn damage_does_not_heal_when_it_strikes_twice() {
+        let mut s = MemStorage::new();
+        s.append(&[rec(1)]).unwrap();
+        assert!(s.corrupt(1));
+        assert!(s.corrupt(1));
+        assert!(matches!(s.read(1, 1), Err(StorageError::Corrupt { .. })));
+        assert_eq!(s.recover(), 1);
     }
 
     #[test]
