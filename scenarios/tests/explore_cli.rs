@@ -1,0 +1,98 @@
+//! `repsim explore` as a user runs it: passing and failing seeds, with `--json`, `--junit`,
+//! `--report` and the failure files, all from what explore keeps (tallies and failures).
+//! Built only with `--cfg madsim` (`cargo sim-test`).
+#![cfg(madsim)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// A scenario that fails on every seed: it expects no master where one is elected at once.
+const ALWAYS_FAILS: &str = r#"summary = "Expects no master for 3 s, which a healthy group never gives."
+
+[group]
+sites = ["A", "B", "C"]
+
+[[step]]
+at = "0s"
+expect = { master = "none", for = "3s" }
+"#;
+
+fn repsim(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_repsim"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("repsim runs");
+    (
+        out.status.code().expect("an exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn explore_streams_json_and_keeps_every_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("fails.toml"), ALWAYS_FAILS).expect("scenario");
+    let (code, stdout) = repsim(
+        dir.path(),
+        &[
+            "explore",
+            "fails.toml",
+            "--seeds",
+            "1..5",
+            "--jobs",
+            "2",
+            "--json",
+            "--junit",
+            "junit.xml",
+            "--report",
+            "report",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    let runs: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON array");
+    let seeds: Vec<u64> = runs
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["seed"].as_u64().expect("a seed"))
+        .collect();
+    assert_eq!(
+        seeds,
+        [1, 2, 3, 4],
+        "in seed order, whatever the threads did"
+    );
+    assert!(runs[0]["outcome"] == "fail" && runs[0].get("trace").is_none());
+    for seed in 1..5 {
+        assert!(dir
+            .path()
+            .join(format!("failures/fails-seed-{seed}.json"))
+            .exists());
+    }
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit");
+    assert!(junit.contains("tests=\"4\" failures=\"4\""), "{junit}");
+    let index = std::fs::read_to_string(dir.path().join("report/index.md")).expect("index");
+    assert!(index.contains("**4 runs: 0 passed, 4 failed.**"), "{index}");
+    assert!(dir.path().join("report/fails-seed-3.md").exists());
+}
+
+#[test]
+fn a_passing_explore_adds_its_seeds_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stdout) = repsim(
+        dir.path(),
+        &[
+            "explore",
+            "random-faults",
+            "--seeds",
+            "1..4",
+            "--junit",
+            "junit.xml",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("3 runs, all passed"), "{stdout}");
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit");
+    assert!(junit.contains("name=\"seeds passed: 3\""), "{junit}");
+    assert!(!dir.path().join("failures").exists());
+}
