@@ -54,6 +54,12 @@ impl Disk {
         self.lock().recover()
     }
 
+    /// How many handles share this disk: the world's, its site's running node's, and the
+    /// caller's. Once a run is over only the caller's may be left; more means a task outlived it.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Records a crash would lose now.
     pub fn unsynced(&self) -> usize {
         self.lock().unsynced()

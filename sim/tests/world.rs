@@ -371,6 +371,35 @@ fn damage_between_restart_and_open_is_dropped_when_the_node_opens_its_disk() {
     });
 }
 
+/// When a run ends, nothing it started is left running: madsim keeps a task that outlives
+/// `block_on` (and all it holds) for the life of the process, which made explore's memory grow
+/// by a whole run per seed.
+#[test]
+fn nothing_a_run_started_outlives_it() {
+    let disks = run(11, || async {
+        let mut world = World::start(3, 11, |_, _| {});
+        let master = world
+            .wait_for_master(Duration::from_secs(10))
+            .await
+            .expect("master");
+        let _load = world.start_load(20); // still writing when the run ends
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let client = world.addrs().into_iter().find(|a| *a != master).unwrap();
+        world.crash(&client);
+        world.restart(&client);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let disks: Vec<_> = world.addrs().iter().map(|a| world.disk(a)).collect();
+        assert!(
+            disks.iter().all(|d| d.handles() > 2),
+            "the nodes hold their disks"
+        );
+        disks
+    });
+    for disk in disks {
+        assert_eq!(disk.handles(), 1, "a task of the run still holds a disk");
+    }
+}
+
 /// Three scenarios, twenty seeds each: every run gives the same result twice (trace hash and
 /// counts), and the result serializes to JSON.
 #[test]
