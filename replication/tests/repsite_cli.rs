@@ -426,10 +426,15 @@ fn append(storage: &mut FileStorage, lsns: std::ops::RangeInclusive<u64>) {
 fn contents(dir: &Path) -> (Snapshot, Vec<LogRecord>, Option<Meta>) {
     let (mut s, recovery) = FileStorage::open(dir).unwrap();
     assert_eq!(recovery.dropped_records, 0);
+    view(&mut s)
+}
+
+/// What an open storage holds (its directory is locked while it is open).
+fn view(s: &mut FileStorage) -> (Snapshot, Vec<LogRecord>, Option<Meta>) {
     let first = s.first_lsn();
     (
-        replay(&mut s).unwrap(),
-        read_to_end(&mut s, first).unwrap(),
+        replay(s).unwrap(),
+        read_to_end(s, first).unwrap(),
         s.read_meta().unwrap(),
     )
 }
@@ -468,7 +473,7 @@ fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
         first.last().unwrap().starts_with("Replica complete"),
         "{first:?}"
     );
-    assert_eq!(contents(&bk), contents(&src));
+    assert_eq!(contents(&bk), view(&mut storage));
 
     // New records: only they are copied.
     append(&mut storage, 21..=25);
@@ -485,7 +490,7 @@ fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
         second.contains(&"snapshot: unchanged".to_string()),
         "{second:?}"
     );
-    assert_eq!(contents(&bk), contents(&src));
+    assert_eq!(contents(&bk), view(&mut storage));
 
     // Archiving starts a new log file: that file and the snapshot are copied, nothing else.
     let mut snapshot = Snapshot::default();
@@ -557,4 +562,73 @@ fn bench_reports_throughput_and_latency() {
     assert_eq!(report["policy"], "quorum");
     assert!(report["commits_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
+}
+
+/// Every file in a directory with its bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_process_on_a_running_sites_directory_exits_2_naming_the_holder_and_changes_nothing() {
+    let group = Group::start(1);
+    group.wait_for_master();
+    let site = &group.sites[0];
+    let holder = format!(
+        "in use by process {} (repsite run, site {})",
+        site.child.id(),
+        site.addr
+    );
+    let before = files(&site.data_dir);
+    assert!(before.contains_key("lock"), "{:?}", before.keys());
+
+    // A second daemon on the same directory, with addresses of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let config = dir.path().join("second.toml");
+    fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ngroup = \"cli-test\"\n\
+             secret = \"s3cret\"\ndata_dir = {:?}\ngroup_creator = true\n",
+            ports[0], ports[1], site.data_dir
+        ),
+    )
+    .unwrap();
+    let out = repsite(&["run", "--config", config.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&holder), "{err}");
+
+    // A cold-standby copy into the running site's directory.
+    let src = dir.path().join("source");
+    let (mut storage, _) = FileStorage::open(&src).unwrap();
+    append(&mut storage, 1..=3);
+    drop(storage);
+    let out = repsite(&[
+        "replica",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        site.data_dir.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&holder), "{err}");
+
+    assert_eq!(
+        files(&site.data_dir),
+        before,
+        "the refused processes changed nothing"
+    );
+    assert!(status_json(&site.admin).is_some(), "the site still runs");
 }

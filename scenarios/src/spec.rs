@@ -62,7 +62,7 @@ impl Millis {
 
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1_000 == 0 {
+        if self.0.is_multiple_of(1_000) {
             write!(f, "{}s", self.0 / 1_000)
         } else {
             write!(f, "{}ms", self.0)
@@ -687,7 +687,7 @@ impl Scenario {
                 ));
             }
         }
-        if !raw.check.skip.is_empty() && raw.check.why.as_deref().map_or(true, str::is_empty) {
+        if !raw.check.skip.is_empty() && raw.check.why.as_deref().is_none_or(str::is_empty) {
             return Err(fail(
                 line_at("skip"),
                 "expected `why = \"...\"` saying why invariants are skipped".into(),

@@ -128,7 +128,7 @@ pub fn group_name(choice: u8) -> String {
 
 /// An address: ours one time in four (a peer claiming to be us), else `peer<n>:7000`.
 pub fn site_name(choice: u8) -> SiteAddr {
-    if choice % 4 == 0 {
+    if choice.is_multiple_of(4) {
         SiteAddr::new(OURS)
     } else {
         SiteAddr::new(format!("peer{choice}:7000"))

@@ -22,16 +22,22 @@
 //! A checksummed file is `[8-byte magic][u32 LE version][u32 LE CRC32 of payload]
 //! [u64 LE payload length][payload]`, written to a temporary file, synced, renamed into place,
 //! then the directory is synced.
+//!
+//! Every file operation goes through [`FileSystem`], so the simulator and the crash-point tests
+//! (`tests/crash_points.rs`) run this code on a filesystem that crashes as POSIX allows. Each of
+//! the six syncs below is needed: removing any one of them makes that test fail. The directory
+//! is locked while the storage is open (the `lock` file; it names the holder).
 
+use super::fs::{Cursor, DirLock, FileSystem, FsFile, StdFs};
 use super::{Meta, Recovery, Storage, StorageError};
 use crate::codec;
 use crate::log::{LogRecord, Snapshot};
 use crate::types::{LogPos, Lsn};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub mod inspect;
 
@@ -73,7 +79,10 @@ struct SnapshotFileRef<'a> {
 
 /// Storage in a directory on disk.
 pub struct FileStorage {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
+    /// Held for as long as this storage is open: one storage per directory.
+    _lock: DirLock,
     /// Which `log.<epoch>` file is current (named by the snapshot file).
     epoch: u64,
     /// Position of the snapshot; the snapshot itself stays on disk, it can be large.
@@ -81,7 +90,7 @@ pub struct FileStorage {
     /// False until the first `write_snapshot`: before it the snapshot is the empty one.
     snapshot_on_disk: bool,
     meta: Option<Meta>,
-    log: File,
+    log: Box<dyn FsFile>,
     log_path: PathBuf,
     /// Byte offset of each record's frame in the log file; entry `i` is LSN `first_lsn() + i`.
     index: Vec<u64>,
@@ -106,17 +115,44 @@ impl fmt::Debug for FileStorage {
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) the storage in `dir`, repairing a torn or corrupt log tail.
+    /// Opens (creating if needed) the storage in `dir` on the operating system's filesystem,
+    /// repairing a torn or corrupt log tail. The directory is locked while the storage is open:
+    /// a second open, by this process or another, fails with [`StorageError::Locked`].
     pub fn open(dir: impl AsRef<Path>) -> Result<(FileStorage, Recovery), StorageError> {
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        FileStorage::open_on(StdFs::shared(), dir, &this_process())
+    }
+
+    /// Opens the storage in `dir` on `fs`, locking the directory as `holder` (named to whoever
+    /// finds it locked).
+    pub fn open_on(
+        shared_fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        holder: &str,
+    ) -> Result<(FileStorage, Recovery), StorageError> {
+        let dir = dir.as_ref();
+        shared_fs
+            .create_dir_all(dir)
+            .map_err(io_err("create directory", dir))?;
+        // Before reading anything: another storage on this directory may be changing it.
+        let lock = shared_fs.lock_dir(dir, holder)?;
+        FileStorage::open_locked(shared_fs, lock)
+    }
+
+    /// Opens the storage in the directory `lock` holds, on `fs` (for a caller that took the lock
+    /// itself, before doing anything else in the directory).
+    pub fn open_locked(
+        shared_fs: Arc<dyn FileSystem>,
+        lock: DirLock,
+    ) -> Result<(FileStorage, Recovery), StorageError> {
+        let fs = &*shared_fs;
+        let dir = lock.dir().to_path_buf();
 
         // Read everything that decides what is current before deleting anything: a damaged
         // snapshot file must leave every log file in place for the operator.
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot =
-            read_checksummed::<SnapshotFile>(&snapshot_path, SNAPSHOT_MAGIC, "snapshot file")?;
-        let meta = read_checksummed::<Meta>(&dir.join(META_FILE), META_MAGIC, "meta file")?;
+            read_checksummed::<SnapshotFile>(fs, &snapshot_path, SNAPSHOT_MAGIC, "snapshot file")?;
+        let meta = read_checksummed::<Meta>(fs, &dir.join(META_FILE), META_MAGIC, "meta file")?;
         let (epoch, snapshot_pos) = match &snapshot {
             Some(file) => (file.epoch, file.snapshot.pos()),
             None => (0, LogPos::default()),
@@ -133,7 +169,7 @@ impl FileStorage {
 
         let log_name = log_file_name(epoch);
         let log_path = dir.join(&log_name);
-        let log_exists = exists(&log_path)?;
+        let log_exists = fs.exists(&log_path).map_err(io_err("stat", &log_path))?;
         if !log_exists && snapshot_on_disk {
             // The snapshot is only written once its log is synced, so this is damage, not a
             // crash; starting an empty log here would silently lose every record after it.
@@ -143,19 +179,17 @@ impl FileStorage {
                 format!("the snapshot names log epoch {epoch} but its file is missing"),
             ));
         }
-        remove_leftovers(&dir, &log_name)?;
+        remove_leftovers(fs, &dir, &log_name)?;
         if !log_exists {
-            create_log_file(&dir, &log_name)?;
+            create_log_file(fs, &dir, &log_name)?;
         }
 
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(io_err("open", &log_path))?;
-        let scan = scan_log(&log, &log_path, snapshot_pos.lsn)?;
+        let log = fs.open(&log_path).map_err(io_err("open", &log_path))?;
+        let scan = scan_log(&*log, &log_path, snapshot_pos.lsn)?;
         let storage = FileStorage {
+            fs: shared_fs.clone(),
             dir,
+            _lock: lock,
             epoch,
             snapshot_pos,
             snapshot_on_disk,
@@ -190,10 +224,8 @@ impl FileStorage {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut file = &self.log;
-        file.seek(SeekFrom::Start(self.written))
-            .map_err(io_err("seek", &self.log_path))?;
-        file.write_all(&self.pending)
+        self.log
+            .write_at(self.written, &self.pending)
             .map_err(io_err("write", &self.log_path))?;
         self.written += self.pending.len() as u64;
         self.pending.clear();
@@ -220,10 +252,8 @@ impl FileStorage {
             ))
         })?;
         let mut bytes = vec![0; size];
-        let mut file = &self.log;
-        file.seek(SeekFrom::Start(base))
-            .map_err(io_err("seek", &self.log_path))?;
-        file.read_exact(&mut bytes)
+        self.log
+            .read_at(base, &mut bytes)
             .map_err(io_err("read", &self.log_path))?;
         let first = self.first_lsn();
         let mut records = Vec::with_capacity(end - start);
@@ -360,29 +390,28 @@ impl Storage for FileStorage {
 
         // 1. The new log, complete and synced, under its final name. Not yet current: until the
         //    snapshot names it, opening deletes it as a leftover.
-        let tmp = File::create(&tmp_path).map_err(io_err("create", &tmp_path))?;
-        let mut out = BufWriter::new(&tmp);
-        out.write_all(&log_header())
+        let fs = self.fs.clone();
+        let tmp = fs.create(&tmp_path).map_err(io_err("create", &tmp_path))?;
+        let header = log_header();
+        tmp.write_at(0, &header)
             .map_err(io_err("write", &tmp_path))?;
+        let mut at = header.len() as u64;
         let mut start = keep_from;
         while start < self.index.len() {
             let end = start.saturating_add(COPY_BATCH).min(self.index.len());
             // Verified on the way: a damaged record is never carried into the new log.
             let (bytes, _) = self.read_batch(start, end)?;
-            out.write_all(&bytes).map_err(io_err("write", &tmp_path))?;
+            tmp.write_at(at, &bytes)
+                .map_err(io_err("write", &tmp_path))?;
+            at += bytes.len() as u64;
             start = end;
         }
-        out.flush().map_err(io_err("write", &tmp_path))?;
-        drop(out);
         tmp.sync_all().map_err(io_err("sync", &tmp_path))?;
         drop(tmp);
-        fs::rename(&tmp_path, &new_path).map_err(io_err("rename", &tmp_path))?;
-        sync_dir(&self.dir)?;
-        let new_log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&new_path)
-            .map_err(io_err("open", &new_path))?;
+        fs.rename(&tmp_path, &new_path)
+            .map_err(io_err("rename", &tmp_path))?;
+        sync_dir(&*fs, &self.dir)?;
+        let new_log = fs.open(&new_path).map_err(io_err("open", &new_path))?;
         let base = self.offset(keep_from);
         let new_index: Vec<u64> = self.index[keep_from..]
             .iter()
@@ -396,6 +425,7 @@ impl Storage for FileStorage {
             snapshot,
         });
         replace_file(
+            &*fs,
             &self.dir,
             SNAPSHOT_FILE,
             &checksummed_file(SNAPSHOT_MAGIC, &payload),
@@ -412,7 +442,8 @@ impl Storage for FileStorage {
         self.pending.clear();
         // A failure here only leaves a file that opening deletes; still report it, as any
         // storage error, rather than hide a failing disk.
-        fs::remove_file(&old_path).map_err(io_err("remove", &old_path))
+        fs.remove_file(&old_path)
+            .map_err(io_err("remove", &old_path))
     }
 
     fn read_snapshot(&mut self) -> Result<Snapshot, StorageError> {
@@ -420,7 +451,8 @@ impl Storage for FileStorage {
             return Ok(Snapshot::default());
         }
         let path = self.dir.join(SNAPSHOT_FILE);
-        let Some(file) = read_checksummed::<SnapshotFile>(&path, SNAPSHOT_MAGIC, "snapshot file")?
+        let Some(file) =
+            read_checksummed::<SnapshotFile>(&*self.fs, &path, SNAPSHOT_MAGIC, "snapshot file")?
         else {
             return Err(corrupt(
                 "snapshot file",
@@ -446,7 +478,7 @@ impl Storage for FileStorage {
 
     fn write_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
         let bytes = checksummed_file(META_MAGIC, &codec::encode(meta));
-        replace_file(&self.dir, META_FILE, &bytes)?;
+        replace_file(&*self.fs, &self.dir, META_FILE, &bytes)?;
         self.meta = Some(meta.clone());
         Ok(())
     }
@@ -491,58 +523,65 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
     Some(*head)
 }
 
-fn exists(path: &Path) -> Result<bool, StorageError> {
-    match fs::metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err("stat", path)(e)),
-    }
-}
-
 /// Makes renames and removals in `dir` durable (a rename is only on disk once its directory is).
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync directory", dir))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
+    fs.sync_dir(dir).map_err(io_err("sync directory", dir))
 }
 
 /// Atomically replaces `dir/name` with `bytes`: temp file, sync, rename, sync the directory.
-fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+fn replace_file(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
     let tmp_path = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let mut tmp = File::create(&tmp_path).map_err(io_err("create", &tmp_path))?;
-    tmp.write_all(bytes).map_err(io_err("write", &tmp_path))?;
+    let tmp = fs.create(&tmp_path).map_err(io_err("create", &tmp_path))?;
+    tmp.write_at(0, bytes).map_err(io_err("write", &tmp_path))?;
     tmp.sync_all().map_err(io_err("sync", &tmp_path))?;
     drop(tmp);
-    fs::rename(&tmp_path, dir.join(name)).map_err(io_err("rename", &tmp_path))?;
-    sync_dir(dir)
+    fs.rename(&tmp_path, &dir.join(name))
+        .map_err(io_err("rename", &tmp_path))?;
+    sync_dir(fs, dir)
 }
 
 /// Creates an empty log (header only) the same atomic way, so a log file never has a torn header.
-fn create_log_file(dir: &Path, name: &str) -> Result<(), StorageError> {
-    replace_file(dir, name, &log_header())
+fn create_log_file(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<(), StorageError> {
+    replace_file(fs, dir, name, &log_header())
 }
 
 /// Deletes what an interrupted write or switch left: temp files and logs of other epochs.
-fn remove_leftovers(dir: &Path, current_log: &str) -> Result<(), StorageError> {
-    let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name != current_log && is_ours_to_remove(name) {
-            let path = entry.path();
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            removed = true;
+///
+/// Not made durable: a crash that undoes a removal brings back a file the snapshot does not
+/// name, which the next open removes again, and creating that name later replaces it.
+fn remove_leftovers(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    current_log: &str,
+) -> Result<(), StorageError> {
+    let mut names = fs.read_dir(dir).map_err(io_err("list", dir))?;
+    // Sorted, so that what a crash in the middle leaves does not depend on the listing order.
+    names.sort();
+    for name in names {
+        if name != current_log && is_ours_to_remove(&name) {
+            let path = dir.join(&name);
+            fs.remove_file(&path).map_err(io_err("remove", &path))?;
         }
     }
-    if removed {
-        sync_dir(dir)?;
-    }
     Ok(())
+}
+
+/// How this process names itself to another that finds its directory locked.
+fn this_process() -> String {
+    let program = std::env::args()
+        .next()
+        .and_then(|arg0| {
+            Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "a program".into());
+    format!("process {} ({program})", std::process::id())
 }
 
 fn is_ours_to_remove(name: &str) -> bool {
@@ -568,11 +607,12 @@ fn checksummed_file(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
 
 /// Reads and verifies a checksummed file; `None` if it does not exist.
 fn read_checksummed<T: DeserializeOwned>(
+    fs: &dyn FileSystem,
     path: &Path,
     magic: &[u8; 8],
     what: &'static str,
 ) -> Result<Option<T>, StorageError> {
-    let bytes = match fs::read(path) {
+    let bytes = match fs.read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", path)(e)),
@@ -665,8 +705,8 @@ struct Scan {
 
 /// Reads the whole log, indexing every intact record and truncating from the first torn or
 /// damaged one.
-fn scan_log(file: &File, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, StorageError> {
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
+fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, StorageError> {
+    let len = file.size().map_err(io_err("stat", path))?;
     if len < LOG_HEADER_LEN {
         // Log files are created whole by rename, so a short header is damage, not a crash.
         return Err(corrupt(
@@ -675,10 +715,7 @@ fn scan_log(file: &File, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, Storage
             format!("{len} bytes, shorter than the {LOG_HEADER_LEN}-byte header"),
         ));
     }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    reader
-        .seek(SeekFrom::Start(0))
-        .map_err(io_err("seek", path))?;
+    let mut reader = BufReader::with_capacity(1 << 16, Cursor::new(file, 0, len));
     let mut header = [0; LOG_HEADER_LEN as usize];
     reader
         .read_exact(&mut header)
@@ -771,8 +808,9 @@ fn scan_log(file: &File, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, Storage
         });
     };
     let dropped_records = count_frames(file, pos, len).map_err(io_err("read", path))?;
+    // Not synced: a crash that undoes the cut brings back the same damage, which the next open
+    // cuts again, and the next sync of an append makes the new length durable with it.
     file.set_len(pos).map_err(io_err("truncate", path))?;
-    file.sync_all().map_err(io_err("sync", path))?;
     Ok(Scan {
         index,
         end: pos,
@@ -793,7 +831,7 @@ fn split_frame_header(header: [u8; FRAME_HEADER_LEN as usize]) -> (u32, u32) {
 
 /// How many frames lie in `from..len`, walking their length fields as far as they stay plausible
 /// (at least one: the damaged one). Only an estimate for the report: the lengths are unverified.
-fn count_frames(mut file: &File, from: u64, len: u64) -> io::Result<u64> {
+fn count_frames(file: &dyn FsFile, from: u64, len: u64) -> io::Result<u64> {
     let mut pos = from;
     let mut count = 0;
     while pos < len {
@@ -802,8 +840,7 @@ fn count_frames(mut file: &File, from: u64, len: u64) -> io::Result<u64> {
             break;
         }
         let mut header = [0; FRAME_HEADER_LEN as usize];
-        file.seek(SeekFrom::Start(pos))?;
-        file.read_exact(&mut header)?;
+        file.read_at(pos, &mut header)?;
         let (length, _) = split_frame_header(header);
         if length > MAX_RECORD_BYTES || u64::from(length) > len - pos - FRAME_HEADER_LEN {
             break;
@@ -820,6 +857,8 @@ mod tests {
     use crate::storage::{read_to_end, replay, MemStorage};
     use crate::types::{Gen, SiteAddr};
     use proptest::prelude::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
     use std::ops::RangeInclusive;
 
     fn rec_in(gen: Gen, lsn: Lsn) -> LogRecord {
@@ -1378,6 +1417,7 @@ mod tests {
             StorageError::Corrupt { .. } => "corrupt",
             StorageError::Invalid(_) => "invalid",
             StorageError::Fault(_) => "fault",
+            StorageError::Locked(_) => "locked",
         })
     }
 

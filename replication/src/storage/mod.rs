@@ -7,11 +7,14 @@
 //! (`repsite`); the simulator adds its faulty disk.
 
 mod file;
+pub mod fs;
 mod mem;
+mod simfs;
 
 pub use file::inspect as file_inspect;
 pub use file::FileStorage;
 pub use mem::MemStorage;
+pub use simfs::{CrashPlan, CrashSpace, Fate, SimFs};
 
 use crate::log::{LogRecord, Snapshot};
 use crate::types::{Gen, Lsn, SiteAddr};
@@ -60,6 +63,9 @@ pub enum StorageError {
     /// An injected fault (simulator).
     #[error("injected disk fault: {0}")]
     Fault(String),
+    /// The data directory is locked by another storage, in this process or another.
+    #[error(transparent)]
+    Locked(#[from] fs::LockError),
 }
 
 /// What opening a storage found and repaired: a torn or corrupt tail is truncated, never served.

@@ -218,6 +218,11 @@ mod cli {
         };
         match run::run(cfg) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e @ run::RunError::Locked(_)) => {
+                // Before logging started, so the running site's message log is left alone.
+                eprintln!("repsite: {e}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 // Logging may be up by now; the error goes to both so neither reader misses it.
                 tracing::error!("{e}");
@@ -304,6 +309,10 @@ mod cli {
                     println!("Replica complete ({written}): {}", report.state);
                 }
                 ExitCode::SUCCESS
+            }
+            Err(e @ replica::ReplicaError::Locked(_)) => {
+                eprintln!("repsite replica: {e}");
+                ExitCode::from(2)
             }
             Err(e) => {
                 eprintln!("repsite replica: {e}");

@@ -27,12 +27,15 @@
 //! Each update of the backup is atomic as a [`FileStorage`](replication::storage::FileStorage)
 //! update is: a new log file is written and synced before the snapshot file naming it is renamed
 //! into place; appended records are synced, and an interrupted append leaves a torn tail that the
-//! next run (or opening the backup) cuts off. Do not run two copies into one backup at once.
+//! next run (or opening the backup) cuts off. The backup directory is locked for the whole copy,
+//! as a site locks its data directory: copying into a directory a site runs on, or two copies
+//! into one backup at once, is refused and touches nothing.
 
 use replication::storage::file_inspect::{
     check_meta_file, check_snapshot_file, log_file_epoch, log_file_header, log_file_name, LogFrame,
     LogReader, NextFrame, SnapshotFileInfo, META_FILE_NAME, SNAPSHOT_FILE_NAME,
 };
+use replication::storage::fs::{FileSystem, LockError, StdFs};
 use replication::storage::StorageError;
 use replication::types::{LogPos, Lsn};
 use std::fmt;
@@ -85,6 +88,10 @@ pub enum ReplicaError {
         /// The source's epoch.
         source_epoch: u64,
     },
+    /// The backup directory is a running site's data directory, or another copy is writing it
+    /// (exit status 2: nothing was touched).
+    #[error("the backup directory {0}")]
+    Locked(LockError),
     /// The source kept changing under every attempt.
     #[error("{dir} kept changing during {ATTEMPTS} copy attempts (log switched or rolled back); try again")]
     SourceChanging {
@@ -257,6 +264,10 @@ pub fn copy(from: &Path, to: &Path) -> Result<CopyReport, ReplicaError> {
         });
     }
     fs::create_dir_all(to).map_err(io_err("create directory", to))?;
+    // Held for the whole copy: a site must not run on a backup being written, nor two copies
+    // write one backup.
+    let holder = format!("process {} (repsite replica)", std::process::id());
+    let _lock = StdFs.lock_dir(to, &holder).map_err(ReplicaError::Locked)?;
     for _ in 0..ATTEMPTS {
         if let Some(report) = try_copy(from, to)? {
             return Ok(report);

@@ -7,6 +7,7 @@
 use crate::admin;
 use crate::config::SiteConfig;
 use replication::node::{self, MonotonicClock, NodeEvent};
+use replication::storage::fs::{DirLock, FileSystem, LockError, StdFs};
 use replication::storage::FileStorage;
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
@@ -26,6 +27,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another process has the data directory (exit status 2: nothing was touched).
+    #[error("cannot open the data directory: {0}")]
+    Locked(LockError),
     /// The storage directory could not be opened.
     #[error("cannot open the data directory: {0}")]
     Storage(#[from] replication::storage::StorageError),
@@ -57,6 +61,16 @@ pub enum RunError {
 pub fn run(cfg: SiteConfig) -> Result<(), RunError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| RunError::Storage(io_storage_error("create directory", &cfg.data_dir, e)))?;
+    // First of all: a second daemon on this directory must leave no trace, not even a line in
+    // the message log the first one writes.
+    let holder = format!(
+        "process {} (repsite run, site {})",
+        std::process::id(),
+        cfg.node.site.addr
+    );
+    let lock = StdFs
+        .lock_dir(&cfg.data_dir, &holder)
+        .map_err(RunError::Locked)?;
     let message_log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -74,7 +88,7 @@ pub fn run(cfg: SiteConfig) -> Result<(), RunError> {
             what: "cannot start the async runtime",
             source,
         })?;
-    runtime.block_on(daemon(cfg))
+    runtime.block_on(daemon(cfg, lock))
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`), and the engine's own lines
@@ -99,13 +113,13 @@ fn init_logging(message_log: File) {
         .try_init();
 }
 
-async fn daemon(cfg: SiteConfig) -> Result<(), RunError> {
+async fn daemon(cfg: SiteConfig, lock: DirLock) -> Result<(), RunError> {
     tracing::info!(
         site = %cfg.node.site.addr,
         data_dir = %cfg.data_dir.display(),
         "opening the data directory"
     );
-    let (storage, recovery) = FileStorage::open(&cfg.data_dir)?;
+    let (storage, recovery) = FileStorage::open_locked(StdFs::shared(), lock)?;
     if let Some(reason) = &recovery.reason {
         tracing::warn!(
             dir = %cfg.data_dir.display(),
