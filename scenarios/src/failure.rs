@@ -2,7 +2,9 @@
 //! can reproduce it exactly: the scenario, the seed, the fault schedule the run used, which
 //! invariants broke, and the build that found it.
 
+use crate::spec::Scenario;
 use serde::{Deserialize, Serialize};
+use sim::disk::StorageKind;
 use sim::faults::Schedule;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,9 @@ pub struct Failure {
     pub build: String,
     /// The fault schedule the run used.
     pub schedule: Schedule,
+    /// The storage the command line forced on the scenario, if it did (`--storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageKind>,
 }
 
 /// Failure file errors name the file.
@@ -55,6 +60,15 @@ pub enum FailureError {
 }
 
 impl Failure {
+    /// The scenario the failing run played: its file, with the storage the command line forced.
+    pub fn load_scenario(&self) -> Result<Scenario, crate::spec::SpecError> {
+        let scenario = Scenario::load(&self.scenario_file)?;
+        Ok(match self.storage {
+            Some(kind) => scenario.with_storage(kind),
+            None => scenario,
+        })
+    }
+
     /// Reads a failure file.
     pub fn load(path: &Path) -> Result<Failure, FailureError> {
         let text = std::fs::read_to_string(path).map_err(|source| FailureError::Io {
@@ -103,6 +117,7 @@ mod tests {
             trace_hash: "00ff".into(),
             build: BUILD_ID.into(),
             schedule: Schedule::generate(42, 3, 10_000, &FaultMix::default()),
+            storage: Some(sim::disk::StorageKind::File),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join(failure.file_name());

@@ -34,6 +34,8 @@ enum Command {
         /// The seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[command(flatten)]
+        storage: StorageArg,
         /// Print the trace too.
         #[arg(long)]
         trace: bool,
@@ -53,6 +55,8 @@ enum Command {
         /// Stop at the first failure.
         #[arg(long)]
         stop_at_first: bool,
+        #[command(flatten)]
+        storage: StorageArg,
         /// Where failure files go.
         #[arg(long, default_value = "failures")]
         failures: PathBuf,
@@ -84,6 +88,8 @@ enum Command {
         /// Seeds per scenario (1..=K).
         #[arg(long, default_value_t = 8)]
         seeds: u64,
+        #[command(flatten)]
+        storage: StorageArg,
         /// Parallel runs.
         #[arg(long, default_value_t = default_jobs())]
         jobs: usize,
@@ -93,6 +99,31 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+}
+
+/// `--storage`, shared by the run commands.
+#[derive(Args, Debug, Default)]
+struct StorageArg {
+    /// Run every site on this storage, whatever the scenario says: `memory` (the in-memory
+    /// model) or `file` (the real FileStorage on a simulated filesystem). Failure files keep it.
+    #[arg(long, value_name = "KIND", value_parser = parse_storage)]
+    storage: Option<sim::disk::StorageKind>,
+}
+
+#[cfg_attr(not(madsim), allow(dead_code))]
+impl StorageArg {
+    /// `scenario` as the command line wants it run.
+    fn apply(&self, scenario: scenarios::spec::Scenario) -> scenarios::spec::Scenario {
+        match self.storage {
+            Some(kind) => scenario.with_storage(kind),
+            None => scenario,
+        }
+    }
+}
+
+fn parse_storage(text: &str) -> Result<sim::disk::StorageKind, String> {
+    sim::disk::StorageKind::parse(text)
+        .ok_or_else(|| format!("expected `memory` or `file`, not {text:?}"))
 }
 
 /// Output options shared by the run commands.
@@ -210,10 +241,11 @@ mod commands {
             Command::Run {
                 scenario,
                 seed,
+                storage,
                 trace,
                 out,
             } => {
-                let scenario = resolve(&scenario)?;
+                let scenario = storage.apply(resolve(&scenario)?);
                 let played = run_caught(&scenario, seed, None);
                 let failure_file = if played.result.failed() {
                     Some(save_failure(&scenario, &played, Path::new("failures"))?)
@@ -231,10 +263,11 @@ mod commands {
                 seeds,
                 jobs,
                 stop_at_first,
+                storage,
                 failures,
                 out,
             } => {
-                let scenario = resolve(&scenario)?;
+                let scenario = storage.apply(resolve(&scenario)?);
                 let work: Vec<(usize, u64)> = seeds.0.clone().map(|s| (0, s)).collect();
                 let title = format!(
                     "explore {} seeds {}..{}",
@@ -245,7 +278,7 @@ mod commands {
             }
             Command::Replay { file, trace, out } => {
                 let failure = Failure::load(&file).map_err(|e| e.to_string())?;
-                let scenario = Scenario::load(&failure.scenario_file).map_err(|e| e.to_string())?;
+                let scenario = failure.load_scenario().map_err(|e| e.to_string())?;
                 if failure.build != BUILD_ID && !out.json {
                     eprintln!(
                         "{} this failure was found by build {}, this is {BUILD_ID}: the replay may differ",
@@ -279,6 +312,7 @@ mod commands {
             Command::Suite {
                 dir,
                 seeds,
+                storage,
                 jobs,
                 failures,
                 out,
@@ -287,7 +321,7 @@ mod commands {
                 let files = catalog_files(&dir).map_err(|e| e.to_string())?;
                 let mut catalog = Vec::new();
                 for f in &files {
-                    catalog.push(Scenario::load(f).map_err(|e| e.to_string())?);
+                    catalog.push(storage.apply(Scenario::load(f).map_err(|e| e.to_string())?));
                 }
                 let work: Vec<(usize, u64)> = (0..catalog.len())
                     .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
@@ -586,6 +620,7 @@ mod commands {
             trace_hash: p.result.trace_hash.clone(),
             build: BUILD_ID.into(),
             schedule: p.schedule.clone(),
+            storage: scenario.storage_override,
         };
         let path = dir.join(failure.file_name());
         failure.save(&path).map_err(|e| e.to_string())?;
@@ -686,7 +721,7 @@ mod commands {
 
     fn shrink(file: &Path, out: Option<PathBuf>) -> Result<ExitCode, String> {
         let failure = Failure::load(file).map_err(|e| e.to_string())?;
-        let scenario = Scenario::load(&failure.scenario_file).map_err(|e| e.to_string())?;
+        let scenario = failure.load_scenario().map_err(|e| e.to_string())?;
         let events = failure.schedule.events.len();
         let bar = ProgressBar::new_spinner();
         bar.set_message(format!("shrinking {events} fault events"));

@@ -11,6 +11,7 @@ use madsim::runtime::Runtime;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim::check::Violation;
+use sim::disk::StorageKind;
 use sim::faults::{Fault, FaultMix, Schedule};
 use sim::replication::node::NodeEvent;
 use sim::replication::site::{Config, Event, Reply, Request, RequestError};
@@ -56,11 +57,13 @@ pub struct Group {
     pub faults: Option<(u64, u64, FaultMix)>,
     /// A swarm also runs a steady load through its fault window.
     pub swarm_load: bool,
+    /// What the sites store their data on.
+    pub storage: StorageKind,
 }
 
 /// Builds the group for `seed`.
 pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
-    let (names, membership, policy, version, strict, timeouts, faults, swarm_load) =
+    let (names, membership, policy, version, strict, timeouts, faults, swarm_load, storage) =
         match (&scenario.group, &scenario.swarm) {
             (Some(g), _) => (
                 g.sites.clone(),
@@ -74,6 +77,7 @@ pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
                     .as_ref()
                     .map(|f| (f.from.0, f.until.0, f.mix.clone())),
                 false,
+                g.storage,
             ),
             (None, Some(swarm)) => {
                 // A separate stream from the fault schedule's, so the two do not correlate.
@@ -88,9 +92,15 @@ pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
                     network: draw(),
                     skew: draw(),
                     disk: draw(),
+                    power: 0,
                 };
                 if mix.crash + mix.partition + mix.network + mix.skew + mix.disk == 0 {
                     mix.crash = 1;
+                }
+                // Drawn last, so adding a storage to the list leaves every other draw as it was.
+                let storage = swarm.storage[(rng.next_u64() % swarm.storage.len() as u64) as usize];
+                if storage == StorageKind::File {
+                    mix.power = (rng.next_u64() % 4) as u32;
                 }
                 let (from, until) = scenario
                     .faults
@@ -105,6 +115,7 @@ pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
                     Default::default(),
                     Some((from, until, mix)),
                     true,
+                    storage,
                 )
             }
             (None, None) => unreachable!("a validated scenario has a group or a swarm"),
@@ -158,6 +169,7 @@ pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
         start_ms,
         faults,
         swarm_load,
+        storage,
     }
 }
 
@@ -206,6 +218,7 @@ async fn play(
     schedule: Schedule,
 ) -> (RunResult, String) {
     let mut world = World::new();
+    world.set_storage(group.storage);
     let addrs: Vec<SiteAddr> = group.configs.iter().map(|c| c.addr.clone()).collect();
     let name_of: BTreeMap<SiteAddr, String> = addrs
         .iter()
@@ -478,6 +491,7 @@ async fn perform(
             );
         }
         Action::Skew(s) => world.skew(&addr(&s.site), s.ms),
+        Action::PowerCut(p) => world.cut_power(&addr(&p.site), p.after),
         Action::Drift(d) => world.drift(&addr(&d.site), d.ppm),
         Action::Write(w) => {
             let via = addr(&w.via);
@@ -661,12 +675,12 @@ async fn holds(
         let matching: Vec<NodeEvent> = world
             .events()
             .into_iter()
-            .filter(|o| o.ms >= since && site.as_ref().map_or(true, |s| *s == o.site))
+            .filter(|o| o.ms >= since && site.as_ref().is_none_or(|s| *s == o.site))
             .filter(|o| event_name(&o.event) == *name)
             .filter(|o| {
                 e.reason
                     .as_ref()
-                    .map_or(true, |r| format!("{:?}", o.event).contains(r.as_str()))
+                    .is_none_or(|r| format!("{:?}", o.event).contains(r.as_str()))
             })
             .map(|o| o.event)
             .collect();

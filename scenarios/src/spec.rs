@@ -9,6 +9,7 @@
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use sim::disk::StorageKind;
 use sim::faults::FaultMix;
 use sim::replication::site::{AckPolicy, Timeouts};
 use std::collections::BTreeMap;
@@ -129,6 +130,10 @@ pub struct GroupSpec {
     /// Timer overrides (milliseconds), as the engine names them.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// What the sites store their data on: `"memory"` (the in-memory model, the default) or
+    /// `"file"` (the real `FileStorage` on a simulated filesystem that crashes as POSIX allows).
+    #[serde(default)]
+    pub storage: StorageKind,
 }
 
 fn default_version() -> u8 {
@@ -180,6 +185,13 @@ pub struct SwarmSpec {
     pub sizes: Vec<usize>,
     /// Ack policies to pick from.
     pub policies: Vec<AckPolicy>,
+    /// Storages to pick from (default: the in-memory model only).
+    #[serde(default = "memory_only")]
+    pub storage: Vec<StorageKind>,
+}
+
+fn memory_only() -> Vec<StorageKind> {
+    vec![StorageKind::Memory]
 }
 
 /// `[check]`: which invariants the run checks (all of them unless skipped, with a reason).
@@ -375,6 +387,18 @@ pub struct SkewSpec {
     pub ms: i64,
 }
 
+/// `power_cut = { site = "A", after = 3 }`: the site loses power after `after` more operations
+/// on its filesystem (file storage only).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PowerCutSpec {
+    /// The site.
+    pub site: String,
+    /// Filesystem operations that still complete first (default 0: the next one fails).
+    #[serde(default)]
+    pub after: u64,
+}
+
 /// `drift = { site = "A", ppm = 50000 }`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -438,6 +462,7 @@ struct RawStep {
     resume: Option<Names>,
     isolate: Option<Names>,
     corrupt: Option<Names>,
+    power_cut: Option<PowerCutSpec>,
     partition: Option<Vec<Vec<String>>>,
     clog: Option<ClogSpec>,
     heal: Option<bool>,
@@ -474,6 +499,8 @@ pub enum Action {
     Isolate(Vec<String>),
     /// Damage the last record on each site's disk.
     Corrupt(Vec<String>),
+    /// Cut a site's power in the middle of its disk operations.
+    PowerCut(PowerCutSpec),
     /// Cut every link between different sides (sites not named form one more side).
     Partition(Vec<Vec<String>>),
     /// Cut one direction of one link.
@@ -557,6 +584,9 @@ pub struct Scenario {
     pub settle: Option<Millis>,
     /// The timeline, in time order.
     pub steps: Vec<Step>,
+    /// The storage a command line forced on it (see [`Scenario::with_storage`]), which a
+    /// failure file must record to replay the run.
+    pub storage_override: Option<StorageKind>,
 }
 
 /// The 1-based line holding byte `offset` of `text`.
@@ -619,10 +649,10 @@ impl Scenario {
             (Some(group), _) => group.sites.clone(),
             (None, Some(swarm)) => {
                 let largest = swarm.sizes.iter().copied().max().unwrap_or(0);
-                if swarm.sizes.is_empty() || swarm.policies.is_empty() {
+                if swarm.sizes.is_empty() || swarm.policies.is_empty() || swarm.storage.is_empty() {
                     return Err(fail(
                         line_at("[swarm]"),
-                        "expected at least one size and one policy in [swarm]".into(),
+                        "expected at least one size, one policy and one storage in [swarm]".into(),
                     ));
                 }
                 if swarm.sizes.iter().any(|&n| !(1..=9).contains(&n)) {
@@ -707,6 +737,17 @@ impl Scenario {
         for spanned in &raw.step {
             let line = line_of(text, spanned.span().start);
             let step = validate_step(spanned.get_ref(), &known).map_err(|m| fail(line, m))?;
+            let on_memory = raw
+                .group
+                .as_ref()
+                .is_some_and(|g| g.storage == StorageKind::Memory);
+            if matches!(step.action, Action::PowerCut(_)) && on_memory {
+                return Err(fail(
+                    line,
+                    "a power cut needs sites on files: expected `storage = \"file\"` in [group]"
+                        .into(),
+                ));
+            }
             if step.at < previous {
                 return Err(fail(
                     line,
@@ -731,7 +772,29 @@ impl Scenario {
             skip: raw.check.skip,
             settle: raw.run.and_then(|r| r.settle),
             steps,
+            storage_override: None,
         })
+    }
+
+    /// The same scenario with every site on `kind` of storage, whatever the file says (a swarm
+    /// then draws only that one). A scenario whose steps cut power keeps its files: a memory
+    /// disk has no operations to cut, and its expectations are about what a cut does.
+    pub fn with_storage(mut self, kind: StorageKind) -> Scenario {
+        let cuts_power = self
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::PowerCut(_)));
+        if cuts_power {
+            return self;
+        }
+        if let Some(group) = &mut self.group {
+            group.storage = kind;
+        }
+        if let Some(swarm) = &mut self.swarm {
+            swarm.storage = vec![kind];
+        }
+        self.storage_override = Some(kind);
+        self
     }
 }
 
@@ -800,6 +863,10 @@ fn validate_step(raw: &RawStep, known: &dyn Fn(&str) -> bool) -> Result<Step, St
     names(&raw.resume, Action::Resume, &mut actions)?;
     names(&raw.isolate, Action::Isolate, &mut actions)?;
     names(&raw.corrupt, Action::Corrupt, &mut actions)?;
+    if let Some(p) = &raw.power_cut {
+        check_names([&p.site], known)?;
+        actions.push(Action::PowerCut(p.clone()));
+    }
     if let Some(sides) = &raw.partition {
         check_names(sides.iter().flatten(), known)?;
         actions.push(Action::Partition(sides.clone()));
@@ -1014,6 +1081,26 @@ expect = { master = "B", within = "5s" }
         assert!(
             matches!(&s.steps[1].action, Action::Expect(e) if e.master.as_deref() == Some("B"))
         );
+    }
+
+    #[test]
+    fn a_power_cut_needs_file_storage_and_names_its_line() {
+        let cut = "[[step]]\nat = \"2s\"\npower_cut = { site = \"A\", after = 1 }\n";
+        let on_memory = format!("{GOOD}\n{cut}");
+        let line = on_memory.lines().count() - 2; // the `[[step]]` line
+        error_at(&on_memory, line, "expected `storage = \"file\"` in [group]");
+        let on_files = on_memory.replacen("[group]\n", "[group]\nstorage = \"file\"\n", 1);
+        let s = parse(&on_files).unwrap();
+        assert_eq!(
+            s.steps.last().map(|s| &s.action),
+            Some(&Action::PowerCut(PowerCutSpec {
+                site: "A".into(),
+                after: 1
+            }))
+        );
+        // Forcing memory on it keeps its files: its steps are about a power cut.
+        let forced = s.with_storage(StorageKind::Memory);
+        assert_eq!(forced.group.unwrap().storage, StorageKind::File);
     }
 
     #[test]

@@ -96,3 +96,37 @@ fn a_passing_explore_adds_its_seeds_up() {
     assert!(junit.contains("name=\"seeds passed: 3\""), "{junit}");
     assert!(!dir.path().join("failures").exists());
 }
+
+#[test]
+fn storage_on_the_command_line_reaches_the_sites_and_the_failure_file_and_replays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("fails.toml"), ALWAYS_FAILS).expect("scenario");
+    let (code, stdout) = repsim(
+        dir.path(),
+        &[
+            "run",
+            "fails.toml",
+            "--seed",
+            "3",
+            "--storage",
+            "file",
+            "--trace",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("world sites store on file"), "{stdout}");
+    let file = dir.path().join("failures/fails-seed-3.json");
+    let failure: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("failure file")).unwrap();
+    assert_eq!(failure["storage"], "file", "{failure}");
+    let (code, stdout) = repsim(dir.path(), &["replay", file.to_str().unwrap(), "--trace"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("reproduced the failing run exactly"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("world sites store on file"), "{stdout}");
+
+    let (code, _) = repsim(dir.path(), &["run", "fails.toml", "--storage", "disk"]);
+    assert_eq!(code, 2, "an unknown storage is a usage error");
+}

@@ -1,57 +1,220 @@
 //! The simulator's disk: a site's durable state, held by the world rather than by the node, so
 //! that it survives a kill. A crash loses what was not synced, as a power failure would; the
-//! node's next start reads whatever is left.
+//! node's next start opens whatever is left.
+//!
+//! Two kinds ([`StorageKind`]):
+//!
+//! - `memory`: the log as records in memory ([`MemStorage`]), where a crash drops the unsynced
+//!   records and a torn crash leaves one damaged. The fastest, and the default: scenarios that
+//!   are about the protocol rather than the disk run on it.
+//! - `file`: the real [`FileStorage`] on a simulated filesystem ([`SimFs`]) whose crashes lose,
+//!   keep or tear unsynced writes and undo unsynced renames as POSIX allows. The node's open
+//!   storage (its process memory, write buffer included) is dropped by a crash; the filesystem
+//!   survives it. This is what `repsite` runs, so it is what the swarm should break.
 
 use replication::log::{LogRecord, Snapshot};
-use replication::storage::{MemStorage, Meta, Storage, StorageError};
+use replication::storage::{FileStorage, MemStorage, Meta, SimFs, Storage, StorageError};
 use replication::types::Lsn;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Where a simulated site's data directory lives on its filesystem.
+pub const DATA_DIR: &str = "/data";
+
+/// Which storage simulated sites run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// The in-memory model.
+    #[default]
+    Memory,
+    /// `FileStorage` on a simulated filesystem.
+    File,
+}
+
+impl StorageKind {
+    /// Its name in scenario files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageKind::Memory => "memory",
+            StorageKind::File => "file",
+        }
+    }
+
+    /// Parses a name from a command line.
+    pub fn parse(name: &str) -> Option<StorageKind> {
+        match name {
+            "memory" => Some(StorageKind::Memory),
+            "file" => Some(StorageKind::File),
+            _ => None,
+        }
+    }
+}
+
+/// What the bit rot of [`Disk::corrupt_last`] hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// What was damaged, for the trace.
+    pub what: String,
+    /// Whether it was synced: then an acknowledged write may be gone.
+    pub synced: bool,
+}
+
+enum Backing {
+    Memory(MemStorage),
+    File {
+        fs: SimFs,
+        /// The running node's storage; `None` while the site is down.
+        open: Option<FileStorage>,
+    },
+}
+
 /// A shared handle on one site's disk. Clones see the same disk.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 pub struct Disk {
-    inner: Arc<Mutex<MemStorage>>,
+    inner: Arc<Mutex<Backing>>,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Disk({})", self.kind().name())
+    }
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        Disk::new(StorageKind::Memory, 0)
+    }
 }
 
 impl Disk {
-    /// A blank disk.
-    pub fn new() -> Self {
-        Disk::default()
+    /// A blank disk of `kind`; a file disk's crashes are drawn from `seed`.
+    pub fn new(kind: StorageKind, seed: u64) -> Self {
+        let backing = match kind {
+            StorageKind::Memory => Backing::Memory(MemStorage::new()),
+            StorageKind::File => Backing::File {
+                fs: SimFs::new(seed),
+                open: None,
+            },
+        };
+        Disk {
+            inner: Arc::new(Mutex::new(backing)),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, MemStorage> {
+    fn lock(&self) -> MutexGuard<'_, Backing> {
         // A panic while holding the lock is a simulator bug; the state is still the disk's.
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Power failure: appended records that were not synced are gone.
+    /// Its kind.
+    pub fn kind(&self) -> StorageKind {
+        match &*self.lock() {
+            Backing::Memory(_) => StorageKind::Memory,
+            Backing::File { .. } => StorageKind::File,
+        }
+    }
+
+    /// The node opens its storage (at every start): a torn or damaged tail is dropped here, as
+    /// `FileStorage` does when it opens its files. Returns how many records were dropped.
+    /// `holder` names the site to whoever finds the directory locked.
+    pub fn open(&self, holder: &str) -> Result<u64, StorageError> {
+        match &mut *self.lock() {
+            Backing::Memory(mem) => Ok(mem.recover() as u64),
+            Backing::File { fs, open } => {
+                // The previous process is gone (a restart kills it first): its lock goes too.
+                *open = None;
+                if fs.is_powered_off() {
+                    fs.crash_random();
+                }
+                let (storage, recovery) = FileStorage::open_on(fs.shared(), DATA_DIR, holder)?;
+                *open = Some(storage);
+                Ok(recovery.dropped_records)
+            }
+        }
+    }
+
+    /// Power failure: what was not synced is lost (for a file disk, as the seed decides among
+    /// what POSIX allows), and the node's process memory with it.
     pub fn crash(&self) {
-        self.lock().crash();
+        match &mut *self.lock() {
+            Backing::Memory(mem) => mem.crash(),
+            Backing::File { fs, open } => {
+                *open = None;
+                fs.crash_random();
+            }
+        }
     }
 
-    /// Power failure that tears the first unsynced record (left in place, failing its checksum).
+    /// Power failure during a write. The memory disk keeps the first unsynced record, damaged.
+    /// On a file disk the node was syncing: its unsynced records reached the file but not the
+    /// platter, and the crash loses, keeps or tears each write as the seed decides.
     pub fn crash_tearing(&self) {
-        self.lock().crash_tearing();
+        match &mut *self.lock() {
+            Backing::Memory(mem) => mem.crash_tearing(),
+            Backing::File { fs, open } => {
+                if let Some(storage) = open.as_mut() {
+                    // A write that fails has no power to fail for: the crash decides anyway.
+                    let _ = storage.write_buffered();
+                }
+                *open = None;
+                fs.crash_random();
+            }
+        }
     }
 
-    /// Damages the last record of the log, synced or not (bit rot). Returns its LSN.
-    pub fn corrupt_last(&self) -> Option<Lsn> {
-        let mut disk = self.lock();
-        let last = disk.last_lsn();
-        (last >= disk.first_lsn() && disk.corrupt(last)).then_some(last)
+    /// A file disk loses power in the middle of the node's `n`th next filesystem operation:
+    /// that operation and every later one fail (the node stops on the storage error) and the
+    /// crash is drawn when the site next opens the disk. False for a memory disk.
+    pub fn cut_power_after(&self, n: u64) -> bool {
+        match &*self.lock() {
+            Backing::Memory(_) => false,
+            Backing::File { fs, .. } => {
+                fs.cut_power_after(n);
+                true
+            }
+        }
     }
 
-    /// Damages the record at `lsn`. False if the log does not hold it.
-    pub fn corrupt(&self, lsn: Lsn) -> bool {
-        self.lock().corrupt(lsn)
-    }
-
-    /// Opening the disk: a record failing its checksum and everything after it are dropped (the
-    /// site resyncs them from the group). Returns how many records were dropped.
-    pub fn recover(&self) -> usize {
-        self.lock().recover()
+    /// Damages the last record of the log, synced or not (bit rot). `None` if the log is empty.
+    pub fn corrupt_last(&self) -> Option<Damage> {
+        match &mut *self.lock() {
+            Backing::Memory(mem) => {
+                let last = mem.last_lsn();
+                let synced_end = last - mem.unsynced() as u64;
+                (last >= mem.first_lsn() && mem.corrupt(last)).then(|| Damage {
+                    what: format!("disk record {last}"),
+                    synced: last <= synced_end,
+                })
+            }
+            Backing::File { fs, .. } => {
+                // The current log is the newest `log.<epoch>`; its last byte is in the last
+                // record's payload (records still in the node's write buffer are out of reach,
+                // as they are of a real disk's rot).
+                let log = fs
+                    .list(Path::new(DATA_DIR))
+                    .into_iter()
+                    .filter_map(|name| {
+                        let epoch: u64 = name.strip_prefix("log.")?.parse().ok()?;
+                        Some((epoch, name))
+                    })
+                    .max()?
+                    .1;
+                let path = Path::new(DATA_DIR).join(&log);
+                // A header-only log holds no record to damage.
+                if fs.contents(&path)?.len() <= 12 {
+                    return None;
+                }
+                let synced = fs.damage(&path, 0)?;
+                Some(Damage {
+                    what: format!("the last byte of {log}"),
+                    synced,
+                })
+            }
+        }
     }
 
     /// How many handles share this disk: the world's, its site's running node's, and the
@@ -60,54 +223,103 @@ impl Disk {
         Arc::strong_count(&self.inner)
     }
 
-    /// Records a crash would lose now.
-    pub fn unsynced(&self) -> usize {
-        self.lock().unsynced()
+    /// Runs `read` on the storage as it is: the running node's, or for a site that is down, a
+    /// copy of its filesystem opened as the next start will open it (repairs go to the copy).
+    fn inspect<T>(
+        &self,
+        read: impl FnOnce(&mut dyn Storage) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match &mut *self.lock() {
+            Backing::Memory(mem) => read(mem),
+            Backing::File {
+                open: Some(storage),
+                ..
+            } => read(storage),
+            Backing::File { fs, open: None } => {
+                let copy = fs.fork();
+                if copy.is_powered_off() {
+                    copy.crash_random();
+                }
+                let (mut storage, _) = FileStorage::open_on(copy.shared(), DATA_DIR, "a reader")?;
+                read(&mut storage)
+            }
+        }
     }
 
     /// Every record of the log (after the snapshot).
     pub fn log(&self) -> Result<Vec<LogRecord>, StorageError> {
-        let mut disk = self.lock();
-        let first = disk.first_lsn();
-        replication::storage::read_to_end(&mut *disk, first)
+        self.inspect(|s| {
+            let first = s.first_lsn();
+            replication::storage::read_to_end(s, first)
+        })
     }
 
     /// The snapshot plus the replayed log: what the site's database must equal.
     pub fn replay(&self) -> Result<Snapshot, StorageError> {
-        replication::storage::replay(&mut *self.lock())
+        self.inspect(|s| replication::storage::replay(s))
+    }
+
+    /// The first LSN the log holds (one past the snapshot).
+    pub fn first_lsn(&self) -> Result<Lsn, StorageError> {
+        self.inspect(|s| Ok(s.first_lsn()))
+    }
+
+    /// The node's view of its storage; fails while the site is down.
+    fn with_open<T>(
+        &self,
+        op: impl FnOnce(&mut dyn Storage) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match &mut *self.lock() {
+            Backing::Memory(mem) => op(mem),
+            Backing::File {
+                open: Some(storage),
+                ..
+            } => op(storage),
+            Backing::File { open: None, .. } => Err(StorageError::Fault(
+                "the storage is not open (the site was crashed)".into(),
+            )),
+        }
     }
 }
 
+/// The running node's storage. A node killed by a crash never calls it again; one whose disk
+/// lost power gets the filesystem's errors and stops.
 impl Storage for Disk {
     fn first_lsn(&self) -> Lsn {
-        self.lock().first_lsn()
+        match &*self.lock() {
+            Backing::Memory(mem) => mem.first_lsn(),
+            Backing::File { open, .. } => open.as_ref().map_or(1, Storage::first_lsn),
+        }
     }
     fn last_lsn(&self) -> Lsn {
-        self.lock().last_lsn()
+        match &*self.lock() {
+            Backing::Memory(mem) => mem.last_lsn(),
+            Backing::File { open, .. } => open.as_ref().map_or(0, Storage::last_lsn),
+        }
     }
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
-        self.lock().append(records)
+        self.with_open(|s| s.append(records))
     }
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.lock().sync()
+        self.with_open(|s| s.sync())
     }
     fn read(&mut self, from: Lsn, max: usize) -> Result<Vec<LogRecord>, StorageError> {
-        self.lock().read(from, max)
+        self.with_open(|s| s.read(from, max))
     }
     fn truncate_after(&mut self, lsn: Lsn) -> Result<(), StorageError> {
-        self.lock().truncate_after(lsn)
+        self.with_open(|s| s.truncate_after(lsn))
     }
     fn write_snapshot(&mut self, snapshot: &Snapshot, keep_log: bool) -> Result<(), StorageError> {
-        self.lock().write_snapshot(snapshot, keep_log)
+        self.with_open(|s| s.write_snapshot(snapshot, keep_log))
     }
     fn read_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        self.lock().read_snapshot()
+        self.with_open(|s| s.read_snapshot())
     }
     fn write_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
-        self.lock().write_meta(meta)
+        self.with_open(|s| s.write_meta(meta))
     }
     fn read_meta(&mut self) -> Result<Option<Meta>, StorageError> {
-        self.lock().read_meta()
+        self.with_open(|s| s.read_meta())
     }
 }
 
@@ -117,17 +329,78 @@ mod tests {
     use replication::log::RecordBody;
     use replication::Txn;
 
+    fn rec(lsn: Lsn) -> LogRecord {
+        LogRecord::new(lsn, 1, RecordBody::Txn(Txn::put("k", "v")))
+    }
+
     #[test]
     fn the_disk_outlives_its_user_and_a_crash_loses_only_unsynced_records() {
-        let disk = Disk::new();
-        let mut user = disk.clone();
-        let rec = |lsn| LogRecord::new(lsn, 1, RecordBody::Txn(Txn::put("k", "v")));
-        user.append(&[rec(1)]).unwrap();
-        user.sync().unwrap();
-        user.append(&[rec(2)]).unwrap();
-        drop(user);
-        assert_eq!(disk.unsynced(), 1);
+        for kind in [StorageKind::Memory, StorageKind::File] {
+            let disk = Disk::new(kind, 1);
+            disk.open("site").unwrap();
+            let mut user = disk.clone();
+            user.append(&[rec(1)]).unwrap();
+            user.sync().unwrap();
+            user.append(&[rec(2)]).unwrap();
+            assert_eq!(
+                disk.log().unwrap().len(),
+                2,
+                "{kind:?}: readers see unsynced records"
+            );
+            drop(user);
+            disk.crash();
+            assert_eq!(disk.log().unwrap().len(), 1, "{kind:?}");
+            assert_eq!(disk.open("site").unwrap(), 0, "{kind:?}");
+            assert_eq!(disk.last_lsn(), 1, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn damage_to_a_file_disk_is_found_when_the_site_opens_it_and_a_power_cut_stops_the_node() {
+        let disk = Disk::new(StorageKind::File, 2);
+        disk.open("site").unwrap();
+        let mut node = disk.clone();
+        node.append(&[rec(1), rec(2)]).unwrap();
+        node.sync().unwrap();
+        let damage = disk.corrupt_last().expect("a record to damage");
+        assert!(damage.synced, "{damage:?}");
+        assert!(node.read(2, 1).is_err(), "a damaged record is never served");
+        assert_eq!(
+            disk.open("site").unwrap(),
+            1,
+            "opening drops the damaged record"
+        );
+        assert_eq!(disk.log().unwrap(), vec![rec(1)]);
+
+        assert!(disk.cut_power_after(0));
+        node.append(&[rec(2)]).unwrap();
+        assert!(node.sync().is_err(), "no power, no sync");
+        assert_eq!(disk.open("site").unwrap(), 0);
+        assert_eq!(
+            disk.log().unwrap(),
+            vec![rec(1)],
+            "the unsynced record died with it"
+        );
+    }
+
+    #[test]
+    fn a_down_file_disk_reads_as_its_next_start_will_open_it_without_being_repaired() {
+        let disk = Disk::new(StorageKind::File, 3);
+        disk.open("site").unwrap();
+        let mut node = disk.clone();
+        node.append(&[rec(1), rec(2)]).unwrap();
+        node.sync().unwrap();
+        disk.corrupt_last().unwrap();
         disk.crash();
-        assert_eq!(disk.last_lsn(), 1);
+        assert_eq!(
+            disk.log().unwrap(),
+            vec![rec(1)],
+            "the reader's copy drops the damage"
+        );
+        assert_eq!(
+            disk.open("site").unwrap(),
+            1,
+            "the disk itself still holds it"
+        );
     }
 }

@@ -29,6 +29,16 @@ pub enum Fault {
         /// The site.
         site: usize,
     },
+    /// The site's machine loses power in the middle of its disk operations: the `after_ops`th
+    /// next filesystem operation and every later one fail, the node stops on the error, and the
+    /// operator restarts it on what the crash left. Only a file disk has operations to cut; on
+    /// the memory disk it does nothing.
+    PowerCut {
+        /// The site.
+        site: usize,
+        /// Filesystem operations that still complete before the power fails.
+        after_ops: u64,
+    },
     /// Restart a crashed site from its disk.
     Restart {
         /// The site.
@@ -98,6 +108,9 @@ pub struct FaultMix {
     /// Torn writes at a crash, and corrupted records.
     #[serde(default)]
     pub disk: u32,
+    /// Power failures in the middle of a disk operation (file storage only).
+    #[serde(default)]
+    pub power: u32,
 }
 
 impl Default for FaultMix {
@@ -108,6 +121,7 @@ impl Default for FaultMix {
             network: 2,
             skew: 1,
             disk: 1,
+            power: 0,
         }
     }
 }
@@ -120,6 +134,7 @@ enum Kind {
     Network,
     Skew,
     Disk,
+    Power,
 }
 
 /// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
@@ -130,6 +145,7 @@ fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
         (mix.network, Kind::Network),
         (mix.skew, Kind::Skew),
         (mix.disk, Kind::Disk),
+        (mix.power, Kind::Power),
     ] {
         if pick < weight {
             return kind;
@@ -148,7 +164,7 @@ impl Schedule {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut events = Vec::new();
         let mut down = vec![false; sites];
-        let total = mix.crash + mix.partition + mix.network + mix.skew + mix.disk;
+        let total = mix.crash + mix.partition + mix.network + mix.skew + mix.disk + mix.power;
         let mut at = 1_000;
         while total > 0 && at < duration_ms {
             let kind = pick_kind(mix, (rng.next_u64() % u64::from(total)) as u32);
@@ -192,6 +208,11 @@ impl Schedule {
                         Fault::TornCrash { site }
                     }
                 }
+                Kind::Power => Fault::PowerCut {
+                    site: (rng.next_u64() % sites as u64) as usize,
+                    // Small: a sync is a few operations, and the cut should land inside one.
+                    after_ops: rng.next_u64() % 8,
+                },
             };
             events.push(FaultEvent { at_ms: at, fault });
             at += 200 + rng.next_u64() % 2_000;
@@ -229,6 +250,9 @@ impl fmt::Display for Schedule {
                 Fault::Crash { site } => format!("crash site {site}"),
                 Fault::TornCrash { site } => format!("crash site {site}, tearing its last write"),
                 Fault::CorruptDisk { site } => format!("corrupt the last record on site {site}'s disk"),
+                Fault::PowerCut { site, after_ops } => {
+                    format!("site {site} loses power after {after_ops} more disk operations")
+                }
                 Fault::Restart { site } => format!("restart site {site}"),
                 Fault::Partition { side } => format!("partition {side:?} from the rest"),
                 Fault::Heal => "heal".into(),

@@ -6,7 +6,7 @@
 
 use crate::check::{self, Observed, Operation, Outcome, Violation};
 use crate::clock::SkewedClock;
-use crate::disk::Disk;
+use crate::disk::{Disk, StorageKind};
 use crate::faults::{Fault, Schedule};
 use crate::result::{Counts, RunOutcome, RunResult};
 use madsim::net::NetSim;
@@ -235,6 +235,8 @@ pub struct World {
     quiet_ms: u64,
     /// Sites started without the group secret: refused by the group, not checked as members.
     outsiders: std::collections::BTreeSet<SiteAddr>,
+    /// What sites added from now on store their data on.
+    storage: StorageKind,
     /// Routes the engine's `tracing` output into the trace while the world lives (the
     /// simulation runs on one thread, so a thread-local default reaches every site).
     _tracing: tracing::subscriber::DefaultGuard,
@@ -304,7 +306,16 @@ impl World {
             durability_void: None,
             quiet_ms: 0,
             outsiders: Default::default(),
+            storage: StorageKind::default(),
             _tracing: tracing,
+        }
+    }
+
+    /// Sites added from now on run on `kind` of storage (the in-memory model by default).
+    pub fn set_storage(&mut self, kind: StorageKind) {
+        self.storage = kind;
+        if kind != StorageKind::default() {
+            self.note_all(&format!("sites store on {}", kind.name()));
         }
     }
 
@@ -388,20 +399,36 @@ impl World {
     /// serve it. Damage to a synced record may destroy an acknowledged write, so the
     /// durability check stands down for the rest of the run.
     pub fn corrupt(&mut self, addr: &SiteAddr) {
-        let disk = self.sites[addr].disk.clone();
-        let synced_end = {
-            use replication::storage::Storage;
-            disk.last_lsn() - disk.unsynced() as u64
-        };
-        match disk.corrupt_last() {
-            Some(lsn) => {
-                self.note(addr, &format!("disk record {lsn} corrupted"));
-                if lsn <= synced_end {
-                    self.durability_void =
-                        Some(format!("synced record {lsn} on {addr} was corrupted"));
+        match self.sites[addr].disk.corrupt_last() {
+            Some(damage) => {
+                self.note(addr, &format!("{} corrupted", damage.what));
+                if damage.synced {
+                    self.durability_void = Some(format!(
+                        "synced data on {addr} was corrupted ({})",
+                        damage.what
+                    ));
                 }
             }
             None => self.note(addr, "disk corruption found an empty log"),
+        }
+    }
+
+    /// The site's machine loses power after `after_ops` more filesystem operations (see
+    /// [`Fault::PowerCut`]); the operator restarts it once its node stops on the failure.
+    pub fn cut_power(&mut self, addr: &SiteAddr, after_ops: u64) {
+        if !self.sites[addr].up {
+            return;
+        }
+        if self.sites[addr].disk.cut_power_after(after_ops) {
+            self.note(
+                addr,
+                &format!("will lose power after {after_ops} more disk operations"),
+            );
+        } else {
+            self.note(
+                addr,
+                "power cut skipped: a memory disk has no operations to cut",
+            );
         }
     }
 
@@ -486,7 +513,8 @@ impl World {
             "{addr} is already in the world"
         );
         let node_cfg = Arc::new(Mutex::new(NodeConfig::new(cfg, "sim", secret.to_vec())));
-        let disk = Disk::new();
+        // Its own stream for the filesystem's crashes, apart from the node's.
+        let disk = Disk::new(self.storage, seed ^ 0xd15c_0000_0000_0000);
         let clock = Arc::new(SkewedClock::new());
         let handle: Slot = Arc::default();
         self.clients
@@ -538,6 +566,7 @@ impl World {
                 }
             }
             Fault::CorruptDisk { site: i } => self.corrupt(&site(i)),
+            Fault::PowerCut { site: i, after_ops } => self.cut_power(&site(i), *after_ops),
             Fault::Restart { site: i } => {
                 let addr = site(i);
                 if !self.sites[&addr].up {
@@ -635,7 +664,7 @@ impl World {
                 continue;
             };
             if stats.site.role == RoleKind::Master
-                && best.as_ref().map_or(true, |b| stats.site.gen > b.0)
+                && best.as_ref().is_none_or(|b| stats.site.gen > b.0)
             {
                 best = Some((stats.site.gen, addr));
             }
@@ -812,10 +841,10 @@ impl World {
                     .map(|(a, l)| (a.clone(), l.clone()))
                     .collect();
                 violations.extend(check::logs_are_prefixes(&master, &running_logs));
-                let archived = {
-                    use replication::storage::Storage;
-                    self.sites[&master].disk.first_lsn().saturating_sub(1)
-                };
+                let archived = self.sites[&master]
+                    .disk
+                    .first_lsn()
+                    .map_or(0, |first| first.saturating_sub(1));
                 let master_log = logs.get(&master).cloned().unwrap_or_default();
                 if self.durability_void.is_none() {
                     violations.extend(check::durable_writes_survive(
@@ -897,11 +926,20 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                 };
                 // Opening the disk, as the file storage opens its files: a torn or damaged tail
                 // is dropped here, at the moment the node reads it, and nowhere else.
-                let dropped = m.disk.recover();
-                if dropped > 0 {
-                    note(format!(
+                match m.disk.open(&format!("site {addr}")) {
+                    Ok(0) => {}
+                    Ok(dropped) => note(format!(
                         "opened its disk, dropping {dropped} damaged records"
-                    ));
+                    )),
+                    Err(error) => {
+                        note(format!("failed to open its storage: {error}"));
+                        m.desk
+                            .lock()
+                            .expect("desk lock")
+                            .failed
+                            .insert(addr.clone());
+                        return;
+                    }
                 }
                 let (handle, mut events) = match node::start(cfg, m.disk, clock, m.seed).await {
                     Ok(started) => started,
