@@ -87,6 +87,7 @@ pub enum RecordBody {
     /// log or snapshot ever holds half of it).
     MembershipCreated {
         /// Every member.
+        #[serde(deserialize_with = "crate::codec::canonical_map")]
         members: BTreeMap<SiteAddr, Member>,
     },
     /// A change to the group membership database: `site` gets `member`, or leaves (`None`).
@@ -147,14 +148,18 @@ impl LogRecord {
     }
 }
 
-/// The generations a log went through: for each, the LSN of its first record. Two logs agree up to
-/// an LSN exactly when they have the same generation at it (one master per generation writes each
-/// LSN once), so comparing histories finds where a client's log diverged from its master's
-/// without shipping records.
+/// The generations a log went through: for each, the LSN and checksum of its first record. Two
+/// logs agree up to an LSN exactly when they have the same generation, opened by the same record,
+/// at it (one master per generation writes each LSN once; the opening record names the master,
+/// for the one case where two masters share a generation), so comparing histories finds where a
+/// client's log diverged from its master's without shipping records.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct GenHistory {
-    /// `(generation, first LSN)` in increasing order of both.
-    starts: Vec<(Gen, Lsn)>,
+    /// `(generation, first LSN, first record's checksum)` in increasing order of generation and
+    /// LSN. The checksum tells apart two masters of one generation (a lenient two-site group
+    /// whose link was cut elects each side; each opens the generation with its own `GenStart`):
+    /// the same generation number alone would pass their different records for one history.
+    starts: Vec<(Gen, Lsn, u32)>,
 }
 
 impl GenHistory {
@@ -163,41 +168,48 @@ impl GenHistory {
         GenHistory::default()
     }
 
-    /// The `(generation, first LSN)` pairs, oldest first.
-    pub fn starts(&self) -> &[(Gen, Lsn)] {
+    /// The `(generation, first LSN, first record's checksum)` triples, oldest first.
+    pub fn starts(&self) -> &[(Gen, Lsn, u32)] {
         &self.starts
     }
 
-    /// Notes that record `pos` was appended. Generations never go backwards in a log.
-    pub fn note_append(&mut self, pos: LogPos) {
+    /// Notes that `record` was appended. Generations never go backwards in a log.
+    pub fn note_append(&mut self, record: &LogRecord) {
+        let pos = record.pos();
         match self.starts.last() {
-            Some(&(gen, _)) if gen == pos.gen => {}
-            Some(&(gen, first)) => {
+            Some(&(gen, _, _)) if gen == pos.gen => {}
+            Some(&(gen, first, _)) => {
                 assert!(
                     pos.gen > gen && pos.lsn > first,
                     "log generations go backwards: {pos} after generation {gen} from {first}"
                 );
-                self.starts.push((pos.gen, pos.lsn));
+                self.starts.push((pos.gen, pos.lsn, record.checksum));
             }
-            None => self.starts.push((pos.gen, pos.lsn)),
+            None => self.starts.push((pos.gen, pos.lsn, record.checksum)),
         }
     }
 
     /// Forgets everything after `lsn` (the log was truncated there).
     pub fn truncate_after(&mut self, lsn: Lsn) {
-        self.starts.retain(|&(_, first)| first <= lsn);
+        self.starts.retain(|&(_, first, _)| first <= lsn);
     }
 
     /// The generation of the record at `lsn` in a log whose last LSN is `last`, if it has one.
     pub fn gen_at(&self, lsn: Lsn, last: Lsn) -> Option<Gen> {
+        self.segment_at(lsn, last).map(|(gen, _)| gen)
+    }
+
+    /// The generation of the record at `lsn`, with the checksum of that generation's first
+    /// record: what identifies the history it belongs to.
+    fn segment_at(&self, lsn: Lsn, last: Lsn) -> Option<(Gen, u32)> {
         if lsn == 0 || lsn > last {
             return None;
         }
         self.starts
             .iter()
             .rev()
-            .find(|&&(_, first)| first <= lsn)
-            .map(|&(gen, _)| gen)
+            .find(|&&(_, first, _)| first <= lsn)
+            .map(|&(gen, _, stamp)| (gen, stamp))
     }
 
     /// The highest LSN at which this log (ending at `last`) and `other` (ending at `other_last`)
@@ -211,7 +223,7 @@ impl GenHistory {
             .starts
             .iter()
             .chain(other.starts.iter())
-            .map(|&(_, first)| first)
+            .map(|&(_, first, _)| first)
             .filter(|&first| first <= end)
             .collect();
         boundaries.push(1);
@@ -220,7 +232,10 @@ impl GenHistory {
         boundaries.dedup();
         for window in boundaries.windows(2) {
             let (from, to) = (window[0], window[1] - 1);
-            match (self.gen_at(from, last), other.gen_at(from, other_last)) {
+            match (
+                self.segment_at(from, last),
+                other.segment_at(from, other_last),
+            ) {
                 (Some(a), Some(b)) if a == b => best = to,
                 _ => break,
             }
@@ -232,8 +247,10 @@ impl GenHistory {
 /// The key-value database: exactly the replay of the log (and the snapshot it starts from).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct Database {
+    #[serde(deserialize_with = "crate::codec::canonical_map")]
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     /// The group membership database, replicated through the log like the data.
+    #[serde(deserialize_with = "crate::codec::canonical_map")]
     members: BTreeMap<SiteAddr, Member>,
     applied: LogPos,
 }
@@ -357,7 +374,7 @@ mod tests {
     fn history(records: &[(Gen, Lsn)]) -> GenHistory {
         let mut h = GenHistory::new();
         for &(gen, lsn) in records {
-            h.note_append(LogPos::new(gen, lsn));
+            h.note_append(&rec(lsn, gen));
         }
         h
     }
@@ -405,5 +422,33 @@ mod tests {
         let other = history(&[(3, 1)]);
         assert_eq!(other.common_prefix(4, &master, 9), 0);
         assert_eq!(GenHistory::new().common_prefix(0, &master, 9), 0);
+    }
+
+    #[test]
+    fn two_masters_of_one_generation_share_nothing_past_their_first_records() {
+        // A lenient pair cut apart: both sides elect themselves in generation 2 from LSN 4,
+        // each opening it with its own `GenStart`.
+        let start = |master: &str| {
+            LogRecord::new(
+                4,
+                2,
+                RecordBody::GenStart {
+                    master: crate::types::SiteAddr::new(master),
+                },
+            )
+        };
+        let side = |master: &str| {
+            let mut h = history(&[(1, 1)]);
+            h.note_append(&start(master));
+            h.note_append(&rec(5, 2));
+            h
+        };
+        let (a, b) = (side("10.0.0.1:7000"), side("10.0.0.2:7000"));
+        assert_eq!(
+            a.common_prefix(5, &b, 5),
+            3,
+            "generation 1 is shared, 2 is not"
+        );
+        assert_eq!(a.common_prefix(5, &side("10.0.0.1:7000"), 5), 5);
     }
 }

@@ -495,7 +495,7 @@ fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
     // Archiving starts a new log file: that file and the snapshot are copied, nothing else.
     let mut snapshot = Snapshot::default();
     for r in (1..=15).map(rec) {
-        snapshot.history.note_append(r.pos());
+        snapshot.history.note_append(&r);
         snapshot.db.apply(&r);
     }
     storage.write_snapshot(&snapshot, true).unwrap();

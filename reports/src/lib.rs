@@ -194,6 +194,7 @@ pub(crate) mod tests {
             trace_hash: format!("{seed:016x}"),
             sim_ms: 1000 * seed,
             counts: Counts::default(),
+            reached: Default::default(),
             trace: Vec::new(),
         }
     }

@@ -387,6 +387,7 @@ mod commands {
                     trace_hash: String::new(),
                     sim_ms: 0,
                     counts: Default::default(),
+                    reached: Default::default(),
                     trace: Vec::new(),
                 },
                 schedule: schedule.cloned().unwrap_or_default(),
@@ -560,6 +561,9 @@ mod commands {
                 "{runs} runs, {verdict}; {sim_s:.0} simulated s in {wall:.1} wall s ({:.0}x real time)",
                 sim_s / wall.max(1e-9)
             );
+            if catalog.len() == 1 {
+                print_coverage(&tallies);
+            }
             for (r, path) in &failures {
                 print_run(
                     r,
@@ -594,6 +598,21 @@ mod commands {
         } else {
             ExitCode::SUCCESS
         })
+    }
+
+    /// How many runs reached each behaviour; one that none reached is a hole in the swarm.
+    fn print_coverage(tallies: &Tallies) {
+        let runs = tallies.runs();
+        println!("coverage (runs of {runs} that reached each behaviour):");
+        for (name, what, reached) in tallies.coverage() {
+            let count = format!("{reached:>7}");
+            let count = if reached == 0 {
+                style(count).yellow()
+            } else {
+                style(count)
+            };
+            println!("  {name:<26}{count}  {what}");
+        }
     }
 
     fn first_violation(r: &RunResult) -> String {

@@ -61,65 +61,27 @@ pub struct Group {
     pub storage: StorageKind,
 }
 
-/// Builds the group for `seed`.
+/// Builds the group for `seed` (a swarm draws it).
 pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
-    let (names, membership, policy, version, strict, timeouts, faults, swarm_load, storage) =
-        match (&scenario.group, &scenario.swarm) {
-            (Some(g), _) => (
-                g.sites.clone(),
-                g.membership,
-                g.ack_policy,
-                g.protocol_version,
-                g.two_site_strict,
-                g.timeouts.clone(),
-                scenario
-                    .faults
-                    .as_ref()
-                    .map(|f| (f.from.0, f.until.0, f.mix.clone())),
-                false,
-                g.storage,
-            ),
-            (None, Some(swarm)) => {
-                // A separate stream from the fault schedule's, so the two do not correlate.
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ca1_ab1e_0000_0000);
-                let size = swarm.sizes[(rng.next_u64() % swarm.sizes.len() as u64) as usize];
-                let policy =
-                    swarm.policies[(rng.next_u64() % swarm.policies.len() as u64) as usize];
-                let mut draw = || (rng.next_u64() % 4) as u32;
-                let mut mix = FaultMix {
-                    crash: draw(),
-                    partition: draw(),
-                    network: draw(),
-                    skew: draw(),
-                    disk: draw(),
-                    power: 0,
-                };
-                if mix.crash + mix.partition + mix.network + mix.skew + mix.disk == 0 {
-                    mix.crash = 1;
-                }
-                // Drawn last, so adding a storage to the list leaves every other draw as it was.
-                let storage = swarm.storage[(rng.next_u64() % swarm.storage.len() as u64) as usize];
-                if storage == StorageKind::File {
-                    mix.power = (rng.next_u64() % 4) as u32;
-                }
-                let (from, until) = scenario
-                    .faults
-                    .as_ref()
-                    .map_or((0, 20_000), |f| (f.from.0, f.until.0));
-                (
-                    swarm_names(size),
-                    Membership::Static,
-                    policy,
-                    2,
-                    true,
-                    Default::default(),
-                    Some((from, until, mix)),
-                    true,
-                    storage,
-                )
-            }
-            (None, None) => unreachable!("a validated scenario has a group or a swarm"),
-        };
+    let g = match (&scenario.group, &scenario.swarm) {
+        (Some(g), _) => g,
+        (None, Some(swarm)) => return draw_swarm(scenario, swarm, seed),
+        (None, None) => unreachable!("a validated scenario has a group or a swarm"),
+    };
+    let (names, membership, policy, version, strict, timeouts, storage) = (
+        g.sites.clone(),
+        g.membership,
+        g.ack_policy,
+        g.protocol_version,
+        g.two_site_strict,
+        g.timeouts.clone(),
+        g.storage,
+    );
+    let faults = scenario
+        .faults
+        .as_ref()
+        .map(|f| (f.from.0, f.until.0, f.mix.clone().unwrap_or_default()));
+    let swarm_load = false;
     let addrs: Vec<SiteAddr> = (1..=names.len()).map(site_addr).collect();
     let first_creator = names
         .iter()
@@ -171,6 +133,103 @@ pub fn group_for(scenario: &Scenario, seed: u64) -> Group {
         swarm_load,
         storage,
     }
+}
+
+/// The swarm's group for `seed`: size, policy, storage, per-site priorities, timers and the
+/// fault mix, all drawn from one stream apart from the fault schedule's (so the two do not
+/// correlate). Each draw comes after the ones older versions made, so what they drew stays.
+fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) -> Group {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ca1_ab1e_0000_0000);
+    let size = swarm.sizes[pick(&mut rng, swarm.sizes.len())];
+    let policy = swarm.policies[pick(&mut rng, swarm.policies.len())];
+    // Each weight from 0 up to its bound (the scenario's [faults] mix, or 3).
+    let bounds = scenario
+        .faults
+        .as_ref()
+        .and_then(|f| f.mix.clone())
+        .unwrap_or(FaultMix {
+            crash: 3,
+            partition: 3,
+            network: 3,
+            skew: 3,
+            disk: 3,
+            power: 3,
+            pause: 3,
+            links: 3,
+        });
+    let mut mix = FaultMix {
+        crash: weight(&mut rng, bounds.crash),
+        partition: weight(&mut rng, bounds.partition),
+        network: weight(&mut rng, bounds.network),
+        skew: weight(&mut rng, bounds.skew),
+        disk: weight(&mut rng, bounds.disk),
+        power: 0,
+        pause: 0,
+        links: 0,
+    };
+    let storage = swarm.storage[pick(&mut rng, swarm.storage.len())];
+    if storage == StorageKind::File {
+        mix.power = weight(&mut rng, bounds.power);
+    }
+    mix.pause = weight(&mut rng, bounds.pause);
+    mix.links = weight(&mut rng, bounds.links);
+    if mix.total() == 0 {
+        mix.crash = 1;
+    }
+    let strict = size != 2 || pick(&mut rng, 2) == 0;
+    // Priorities with ties and zeros; at least one site may become master.
+    let mut priorities: Vec<u32> = (0..size)
+        .map(|_| [0, 50, 100, 100, 200][pick(&mut rng, 5)])
+        .collect();
+    if priorities.iter().all(|&p| p == 0) {
+        priorities[pick(&mut rng, size)] = 100;
+    }
+    // Timers within sane ranges: a client waits several heartbeats before calling an election.
+    let interval = [100, 200, 300][pick(&mut rng, 3)];
+    let timeouts = sim::replication::site::Timeouts {
+        heartbeat_interval_ms: interval,
+        heartbeat_timeout_ms: interval * [4, 5, 8][pick(&mut rng, 3)],
+        election_timeout_ms: [500, 1_000, 2_000][pick(&mut rng, 3)],
+        election_jitter_ms: [100, 500, 1_000][pick(&mut rng, 3)],
+        ack_ms: [500, 1_000, 2_000][pick(&mut rng, 3)],
+        ..Default::default()
+    };
+    let (from, until) = scenario
+        .faults
+        .as_ref()
+        .map_or((0, 20_000), |f| (f.from.0, f.until.0));
+    let names = swarm_names(size);
+    let addrs: Vec<SiteAddr> = (1..=size).map(site_addr).collect();
+    let configs = addrs
+        .iter()
+        .zip(&priorities)
+        .map(|(addr, &priority)| Config {
+            ack_policy: policy,
+            two_site_strict: strict,
+            timeouts: timeouts.clone(),
+            priority,
+            ..Config::new(addr.clone(), addrs.clone())
+        })
+        .collect();
+    Group {
+        names,
+        configs,
+        rogue: vec![false; size],
+        start_ms: vec![Some(0); size],
+        faults: Some((from, until, mix)),
+        swarm_load: true,
+        storage,
+    }
+}
+
+/// A number below `n` from the swarm's stream.
+fn pick(rng: &mut ChaCha8Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+/// A weight from 0 up to `bound`.
+fn weight(rng: &mut ChaCha8Rng, bound: u32) -> u32 {
+    pick(rng, bound as usize + 1) as u32
 }
 
 fn index_of(names: &[String], name: &str) -> usize {

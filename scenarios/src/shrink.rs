@@ -26,7 +26,7 @@ fn split_repairs(schedule: &Schedule) -> (Vec<FaultEvent>, u64) {
 /// `body` followed by the repairs it needs at `end`.
 pub fn with_repairs(body: &[FaultEvent], end: u64) -> Schedule {
     let mut events = body.to_vec();
-    let mut down = BTreeSet::new();
+    let (mut down, mut paused) = (BTreeSet::new(), BTreeSet::new());
     for e in body {
         match e.fault {
             Fault::Crash { site } | Fault::TornCrash { site } => {
@@ -34,6 +34,12 @@ pub fn with_repairs(body: &[FaultEvent], end: u64) -> Schedule {
             }
             Fault::Restart { site } => {
                 down.remove(&site);
+            }
+            Fault::Pause { site } => {
+                paused.insert(site);
+            }
+            Fault::Resume { site } => {
+                paused.remove(&site);
             }
             _ => {}
         }
@@ -46,6 +52,11 @@ pub fn with_repairs(body: &[FaultEvent], end: u64) -> Schedule {
         latency_max_ms: 10,
     }));
     events.extend(down.into_iter().map(|site| repair(Fault::Restart { site })));
+    events.extend(
+        paused
+            .into_iter()
+            .map(|site| repair(Fault::Resume { site })),
+    );
     Schedule { events }
 }
 

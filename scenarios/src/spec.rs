@@ -172,9 +172,9 @@ pub struct FaultsSpec {
     pub from: Millis,
     /// When every fault is repaired.
     pub until: Millis,
-    /// Relative weights of each kind of fault.
-    #[serde(default)]
-    pub mix: FaultMix,
+    /// Relative weights of each kind of fault (a swarm draws each weight from 0 up to the one
+    /// given here, every kind up to 3 when there is no mix).
+    pub mix: Option<FaultMix>,
 }
 
 /// `[swarm]`: the group itself is drawn from the seed (size, policy, fault mix).

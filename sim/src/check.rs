@@ -6,7 +6,7 @@
 
 use replication::log::LogRecord;
 use replication::node::NodeEvent;
-use replication::site::Event;
+use replication::site::{AckPolicy, Event};
 use replication::types::{Gen, LogPos, SiteAddr};
 use std::collections::BTreeMap;
 
@@ -215,19 +215,46 @@ pub enum Outcome {
     Unknown(String),
 }
 
-/// Every write acknowledged as durable is on the final master: the record at its LSN there
-/// writes its key and value. (Valid when the policy's guarantee covers the faults that happened,
-/// which the caller decides.)
+/// Whether a write acknowledged under `policy` in a group of `sites` sites, `electable` of
+/// them with a priority above 0, survives any failover, whatever crashed or was cut off
+/// (corruption of synced data aside).
+///
+/// The argument: a master is elected by a majority of the whole group, and an electable voter
+/// only votes for a log at least as advanced as its own (a priority-0 voter votes for any
+/// electable candidate, as in Berkeley DB), so a record held by a majority of electable sites
+/// is on every later master. `quorum` waits for such a majority; `all` and `all_peers` for
+/// every site that could ever be master. `one_peer` waits for the master and one electable
+/// client, a majority only of groups of up to three; `one` and `all_available` for the master
+/// and any client, which may be a priority-0 one; `none` for the master alone, a majority only
+/// of a group of one. (A lenient two-site group elects a lone site: there too a majority of two
+/// is both sites, which every policy but `none` waits for.)
+pub fn survives_failover(policy: AckPolicy, sites: usize, electable: usize) -> bool {
+    let majority = sites / 2 + 1;
+    match policy {
+        AckPolicy::All | AckPolicy::AllPeers | AckPolicy::Quorum => true,
+        AckPolicy::OnePeer => 2 >= majority,
+        AckPolicy::One | AckPolicy::AllAvailable => 2 >= majority && electable == sites,
+        AckPolicy::None => 1 >= majority,
+    }
+}
+
+/// Every write acknowledged as durable, and `promised` by its policy (see
+/// [`survives_failover`]), is on the final master: the record at its LSN there writes its key
+/// and value.
 pub fn durable_writes_survive(
     history: &[Operation],
     master: &SiteAddr,
     master_log: &[LogRecord],
     archived_up_to: u64,
+    promised: &dyn Fn(&Operation) -> bool,
 ) -> Option<Violation> {
     for op in history {
         let Outcome::Ok { lsn } = op.outcome else {
             continue;
         };
+        if !promised(op) {
+            continue;
+        }
         if lsn <= archived_up_to {
             continue; // folded into the snapshot: covered by the prefix and replay checks
         }

@@ -39,6 +39,39 @@ pub enum Fault {
         /// Filesystem operations that still complete before the power fails.
         after_ops: u64,
     },
+    /// Freeze a site's machine: its tasks and timers stop, its connections stay open.
+    Pause {
+        /// The site.
+        site: usize,
+    },
+    /// Let a frozen site run again.
+    Resume {
+        /// The site.
+        site: usize,
+    },
+    /// Cut one direction of one link: `to` stops hearing `from`.
+    Clog {
+        /// The sender cut off.
+        from: usize,
+        /// The receiver.
+        to: usize,
+    },
+    /// Cut both directions of every link between a site of `a` and a site of `b`, and no other:
+    /// with one site on each side a non-transitive partition (both still reach the rest), with
+    /// sites left out a bridge between the two sides.
+    Cut {
+        /// One side.
+        a: Vec<usize>,
+        /// The other.
+        b: Vec<usize>,
+    },
+    /// Repair both directions of every link between `a` and `b` (a flapping link comes back).
+    Mend {
+        /// One side.
+        a: Vec<usize>,
+        /// The other.
+        b: Vec<usize>,
+    },
     /// Restart a crashed site from its disk.
     Restart {
         /// The site.
@@ -111,6 +144,27 @@ pub struct FaultMix {
     /// Power failures in the middle of a disk operation (file storage only).
     #[serde(default)]
     pub power: u32,
+    /// Frozen machines (long pauses).
+    #[serde(default)]
+    pub pause: u32,
+    /// Single links cut: one way, both ways between two sites (a non-transitive partition),
+    /// two sides bridged by a site that reaches both, and links that flap.
+    #[serde(default)]
+    pub links: u32,
+}
+
+impl FaultMix {
+    /// The sum of the weights.
+    pub fn total(&self) -> u32 {
+        self.crash
+            + self.partition
+            + self.network
+            + self.skew
+            + self.disk
+            + self.power
+            + self.pause
+            + self.links
+    }
 }
 
 impl Default for FaultMix {
@@ -122,6 +176,8 @@ impl Default for FaultMix {
             skew: 1,
             disk: 1,
             power: 0,
+            pause: 0,
+            links: 0,
         }
     }
 }
@@ -135,6 +191,8 @@ enum Kind {
     Skew,
     Disk,
     Power,
+    Pause,
+    Links,
 }
 
 /// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
@@ -146,6 +204,8 @@ fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
         (mix.skew, Kind::Skew),
         (mix.disk, Kind::Disk),
         (mix.power, Kind::Power),
+        (mix.pause, Kind::Pause),
+        (mix.links, Kind::Links),
     ] {
         if pick < weight {
             return kind;
@@ -164,7 +224,8 @@ impl Schedule {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut events = Vec::new();
         let mut down = vec![false; sites];
-        let total = mix.crash + mix.partition + mix.network + mix.skew + mix.disk + mix.power;
+        let total = mix.total();
+        let mut paused = vec![false; sites];
         let mut at = 1_000;
         while total > 0 && at < duration_ms {
             let kind = pick_kind(mix, (rng.next_u64() % u64::from(total)) as u32);
@@ -213,6 +274,59 @@ impl Schedule {
                     // Small: a sync is a few operations, and the cut should land inside one.
                     after_ops: rng.next_u64() % 8,
                 },
+                Kind::Pause => {
+                    let site = (rng.next_u64() % sites as u64) as usize;
+                    paused[site] = !paused[site];
+                    if paused[site] {
+                        Fault::Pause { site }
+                    } else {
+                        Fault::Resume { site }
+                    }
+                }
+                Kind::Links => {
+                    let mut two = || {
+                        let x = (rng.next_u64() % sites as u64) as usize;
+                        let y =
+                            (x + 1 + (rng.next_u64() % (sites as u64 - 1).max(1)) as usize) % sites;
+                        (x, y)
+                    };
+                    let (x, y) = two();
+                    match rng.next_u64() % 4 {
+                        _ if x == y => Fault::Heal, // a group of one has no link to cut
+                        0 => Fault::Clog { from: x, to: y },
+                        1 => Fault::Cut {
+                            a: vec![x],
+                            b: vec![y],
+                        },
+                        2 => {
+                            // Two sides and a bridge: x reaches both, nobody else crosses.
+                            let (mut a, mut b) = (Vec::new(), Vec::new());
+                            for s in (0..sites).filter(|&s| s != x) {
+                                if rng.next_u64() % 2 == 0 {
+                                    a.push(s);
+                                } else {
+                                    b.push(s);
+                                }
+                            }
+                            Fault::Cut { a, b }
+                        }
+                        _ => {
+                            // A flapping link: cut now, back within a few hundred ms.
+                            events.push(FaultEvent {
+                                at_ms: at,
+                                fault: Fault::Cut {
+                                    a: vec![x],
+                                    b: vec![y],
+                                },
+                            });
+                            at = (at + 50 + rng.next_u64() % 250).min(duration_ms);
+                            Fault::Mend {
+                                a: vec![x],
+                                b: vec![y],
+                            }
+                        }
+                    }
+                }
             };
             events.push(FaultEvent { at_ms: at, fault });
             at += 200 + rng.next_u64() % 2_000;
@@ -239,6 +353,14 @@ impl Schedule {
                 });
             }
         }
+        for (site, &is_paused) in paused.iter().enumerate() {
+            if is_paused {
+                events.push(FaultEvent {
+                    at_ms: end,
+                    fault: Fault::Resume { site },
+                });
+            }
+        }
         Schedule { events }
     }
 }
@@ -253,6 +375,11 @@ impl fmt::Display for Schedule {
                 Fault::PowerCut { site, after_ops } => {
                     format!("site {site} loses power after {after_ops} more disk operations")
                 }
+                Fault::Pause { site } => format!("pause site {site}"),
+                Fault::Resume { site } => format!("resume site {site}"),
+                Fault::Clog { from, to } => format!("cut the link from site {from} to site {to}"),
+                Fault::Cut { a, b } => format!("cut every link between {a:?} and {b:?}"),
+                Fault::Mend { a, b } => format!("mend every link between {a:?} and {b:?}"),
                 Fault::Restart { site } => format!("restart site {site}"),
                 Fault::Partition { side } => format!("partition {side:?} from the rest"),
                 Fault::Heal => "heal".into(),

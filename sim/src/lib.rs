@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod coverage;
 pub mod disk;
 pub mod faults;
 pub mod result;

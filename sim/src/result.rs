@@ -1,6 +1,7 @@
 //! What a run produced, in a form the reports and the CLI render (JSON among others).
 
 use crate::check::Violation;
+use crate::coverage::Coverage;
 use serde::Serialize;
 
 /// Pass or fail.
@@ -47,6 +48,9 @@ pub struct RunResult {
     pub sim_ms: u64,
     /// What happened, counted.
     pub counts: Counts,
+    /// The behaviours and faults the run reached, each with how often
+    /// ([`BEHAVIOURS`](crate::coverage::BEHAVIOURS) says what each name means).
+    pub reached: Coverage,
     /// The trace, one line per event (left out of JSON when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
@@ -75,6 +79,8 @@ pub struct Tally {
     pub sim_ms: u64,
     /// Counts over all the runs.
     pub counts: Counts,
+    /// For each behaviour, how many runs reached it.
+    pub reached: Coverage,
 }
 
 impl Tally {
@@ -94,6 +100,9 @@ impl Tally {
         sum.writes_ok += c.writes_ok;
         sum.writes_failed += c.writes_failed;
         sum.writes_unknown += c.writes_unknown;
+        for name in run.reached.keys() {
+            *self.reached.entry(name.clone()).or_default() += 1;
+        }
     }
 }
 
@@ -137,6 +146,18 @@ impl Tallies {
     pub fn sim_ms(&self) -> u64 {
         self.0.iter().map(|t| t.sim_ms).sum()
     }
+
+    /// For each behaviour of [`BEHAVIOURS`](crate::coverage::BEHAVIOURS), how many runs of any
+    /// scenario reached it (zero for one none did), in that table's order.
+    pub fn coverage(&self) -> Vec<(&'static str, &'static str, u64)> {
+        crate::coverage::BEHAVIOURS
+            .iter()
+            .map(|&(name, what)| {
+                let runs = self.0.iter().filter_map(|t| t.reached.get(name)).sum();
+                (name, what, runs)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +181,10 @@ mod tests {
                 elections,
                 ..Counts::default()
             },
+            reached: [("election_won".to_string(), elections)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             trace: Vec::new(),
         }
     }
@@ -188,5 +213,10 @@ mod tests {
         );
         assert_eq!((t.0[1].runs, t.0[1].failed, t.0[1].sim_ms), (2, 2, 20));
         assert_eq!((t.runs(), t.failed(), t.sim_ms()), (4, 3, 40));
+        let won = t
+            .coverage()
+            .into_iter()
+            .find(|(n, _, _)| *n == "election_won");
+        assert_eq!(won.map(|(_, _, runs)| runs), Some(3), "runs, not elections");
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::check::{self, Observed, Operation, Outcome, Violation};
 use crate::clock::SkewedClock;
+use crate::coverage::{self, Coverage};
 use crate::disk::{Disk, StorageKind};
 use crate::faults::{Fault, Schedule};
 use crate::result::{Counts, RunOutcome, RunResult};
@@ -237,6 +238,8 @@ pub struct World {
     outsiders: std::collections::BTreeSet<SiteAddr>,
     /// What sites added from now on store their data on.
     storage: StorageKind,
+    /// The faults this world applied, for the run's coverage.
+    faults_reached: Mutex<Coverage>,
     /// Routes the engine's `tracing` output into the trace while the world lives (the
     /// simulation runs on one thread, so a thread-local default reaches every site).
     _tracing: tracing::subscriber::DefaultGuard,
@@ -307,6 +310,7 @@ impl World {
             quiet_ms: 0,
             outsiders: Default::default(),
             storage: StorageKind::default(),
+            faults_reached: Mutex::default(),
             _tracing: tracing,
         }
     }
@@ -317,6 +321,38 @@ impl World {
         if kind != StorageKind::default() {
             self.note_all(&format!("sites store on {}", kind.name()));
         }
+    }
+
+    /// Counts one fault applied, for the run's coverage.
+    fn reach(&self, fault: &'static str) {
+        coverage::reach(
+            &mut self.faults_reached.lock().expect("coverage lock"),
+            fault,
+        );
+    }
+
+    /// What the run reached so far: the faults applied, the engine's behaviours its events
+    /// show, writes of unknown fate and damaged tails dropped on opening a disk.
+    pub fn coverage(&self) -> Coverage {
+        let mut reached = self.faults_reached.lock().expect("coverage lock").clone();
+        let trace = self.trace.lock().expect("trace lock");
+        for e in &trace.events {
+            for name in coverage::of_event(&e.event) {
+                coverage::reach(&mut reached, name);
+            }
+        }
+        for line in &trace.lines {
+            if line.contains("opened its disk, dropping") {
+                coverage::reach(&mut reached, "disk_tail_dropped");
+            }
+        }
+        drop(trace);
+        for op in self.history() {
+            if matches!(op.outcome, Outcome::Unknown(_)) {
+                coverage::reach(&mut reached, "write_unknown");
+            }
+        }
+        reached
     }
 
     /// Every site's address.
@@ -354,6 +390,7 @@ impl World {
     pub fn pause(&mut self, addr: &SiteAddr) {
         let site = &self.sites[addr];
         if site.up && self.desk().paused.insert(addr.clone()) {
+            self.reach("fault_pause");
             Handle::current().pause(site.machine.id());
             self.note(addr, "paused");
         }
@@ -369,6 +406,7 @@ impl World {
 
     /// Cuts the link from `from` to `to` only: `to` no longer hears `from`.
     pub fn clog(&self, from: &SiteAddr, to: &SiteAddr) {
+        self.reach("fault_clog");
         let net = NetSim::current();
         net.clog_link(self.sites[from].machine.id(), self.sites[to].machine.id());
         self.note_all(&format!("clog {from} -> {to}"));
@@ -386,12 +424,14 @@ impl World {
 
     /// Kills a site's machine; the disk loses what was not synced.
     pub fn crash(&mut self, addr: &SiteAddr) {
+        self.reach("fault_crash");
         self.crash_with(addr, Disk::crash);
     }
 
     /// Kills a site's machine and tears the write it was doing: the torn record stays on disk,
     /// failing its checksum, until the restart drops it.
     pub fn crash_tearing(&mut self, addr: &SiteAddr) {
+        self.reach("fault_torn_crash");
         self.crash_with(addr, Disk::crash_tearing);
     }
 
@@ -401,6 +441,7 @@ impl World {
     pub fn corrupt(&mut self, addr: &SiteAddr) {
         match self.sites[addr].disk.corrupt_last() {
             Some(damage) => {
+                self.reach("fault_corruption");
                 self.note(addr, &format!("{} corrupted", damage.what));
                 if damage.synced {
                     self.durability_void = Some(format!(
@@ -420,6 +461,7 @@ impl World {
             return;
         }
         if self.sites[addr].disk.cut_power_after(after_ops) {
+            self.reach("fault_power_cut");
             self.note(
                 addr,
                 &format!("will lose power after {after_ops} more disk operations"),
@@ -434,12 +476,18 @@ impl World {
 
     /// Offsets a site's clock.
     pub fn skew(&self, addr: &SiteAddr, skew_ms: i64) {
+        if skew_ms != 0 {
+            self.reach("fault_skew");
+        }
         self.clock(addr).set_skew_ms(skew_ms);
         self.note(addr, &format!("clock skewed by {skew_ms} ms"));
     }
 
     /// Makes a site's clock run fast (positive) or slow.
     pub fn drift(&self, addr: &SiteAddr, drift_ppm: i64) {
+        if drift_ppm != 0 {
+            self.reach("fault_drift");
+        }
         self.clock(addr).set_drift_ppm(drift_ppm);
         self.note(addr, &format!("clock drifting by {drift_ppm} ppm"));
     }
@@ -468,6 +516,7 @@ impl World {
 
     /// Cuts every link between the two sides (both directions).
     pub fn partition(&self, a: &[SiteAddr], b: &[SiteAddr]) {
+        self.reach("fault_partition");
         let net = NetSim::current();
         for x in a {
             for y in b {
@@ -477,6 +526,38 @@ impl World {
             }
         }
         self.note_all(&format!("partition {a:?} | {b:?}"));
+    }
+
+    /// Cuts both directions of every link between a site of `a` and a site of `b`, and no
+    /// other (sites in neither still reach both: a bridge, or a non-transitive partition).
+    pub fn cut(&self, a: &[SiteAddr], b: &[SiteAddr]) {
+        let net = NetSim::current();
+        let mut cut_any = false;
+        for x in a {
+            for y in b.iter().filter(|y| *y != x) {
+                let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
+                net.clog_link(x, y);
+                net.clog_link(y, x);
+                cut_any = true;
+            }
+        }
+        if cut_any {
+            self.reach("fault_cut");
+            self.note_all(&format!("cut {a:?} <-> {b:?}"));
+        }
+    }
+
+    /// Repairs both directions of every link between `a` and `b`.
+    pub fn mend(&self, a: &[SiteAddr], b: &[SiteAddr]) {
+        let net = NetSim::current();
+        for x in a {
+            for y in b {
+                let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
+                net.unclog_link(x, y);
+                net.unclog_link(y, x);
+            }
+        }
+        self.note_all(&format!("mend {a:?} <-> {b:?}"));
     }
 
     /// Repairs every link.
@@ -493,6 +574,10 @@ impl World {
     /// Sets the chance that a packet is lost and the range of delivery delays (madsim's network
     /// configuration, applied to every link).
     pub fn set_network(&self, loss_rate: f64, latency: std::ops::Range<Duration>) {
+        // The repair at the end of a schedule (no loss, 1..10 ms) is not a fault.
+        if loss_rate > 0.0 || latency.end > Duration::from_millis(10) {
+            self.reach("fault_network");
+        }
         NetSim::current().update_config(|cfg| {
             cfg.packet_loss_rate = loss_rate;
             cfg.send_latency = latency.clone();
@@ -567,6 +652,23 @@ impl World {
             }
             Fault::CorruptDisk { site: i } => self.corrupt(&site(i)),
             Fault::PowerCut { site: i, after_ops } => self.cut_power(&site(i), *after_ops),
+            Fault::Pause { site: i } => self.pause(&site(i)),
+            Fault::Resume { site: i } => self.resume(&site(i)),
+            Fault::Clog { from, to } => {
+                if site(from) != site(to) {
+                    self.clog(&site(from), &site(to));
+                }
+            }
+            Fault::Cut { a, b } => {
+                let (a, b): (Vec<SiteAddr>, Vec<SiteAddr>) =
+                    (a.iter().map(site).collect(), b.iter().map(site).collect());
+                self.cut(&a, &b);
+            }
+            Fault::Mend { a, b } => {
+                let (a, b): (Vec<SiteAddr>, Vec<SiteAddr>) =
+                    (a.iter().map(site).collect(), b.iter().map(site).collect());
+                self.mend(&a, &b);
+            }
             Fault::Restart { site: i } => {
                 let addr = site(i);
                 if !self.sites[&addr].up {
@@ -740,6 +842,7 @@ impl World {
                 messages += answer(h.stats()).await.map_or(0, |s| s.site.messages_sent);
             }
         }
+        let reached = self.coverage();
         let trace = self.trace.lock().expect("trace lock");
         let elections = trace
             .events
@@ -770,6 +873,7 @@ impl World {
                 writes_failed: count(|o| matches!(o, Outcome::Failed(_))),
                 writes_unknown: count(|o| matches!(o, Outcome::Unknown(_))),
             },
+            reached,
             trace: trace.lines.clone(),
         }
     }
@@ -780,7 +884,17 @@ impl World {
         let events = self.trace.lock().expect("trace lock").events.clone();
         let history = self.history();
         let mut violations = Vec::new();
-        violations.extend(check::one_master_per_generation(&events));
+        // A two-site group without strictness chooses availability: each side of a cut link
+        // elects itself, as in Berkeley DB, and the duplicate masters are resolved when they
+        // meet (liveness and the sync checks below still hold it to that).
+        let lenient_pair = self.sites.len() == 2
+            && self
+                .sites
+                .values()
+                .any(|s| !s.cfg.lock().expect("cfg lock").site.two_site_strict);
+        if !lenient_pair {
+            violations.extend(check::one_master_per_generation(&events));
+        }
         let mut logs = BTreeMap::new();
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
@@ -846,12 +960,62 @@ impl World {
                     .first_lsn()
                     .map_or(0, |first| first.saturating_sub(1));
                 let master_log = logs.get(&master).cloned().unwrap_or_default();
+                // What each write's policy promises: survival of any failover, or at least of
+                // a group whose master never changed after the acknowledgement.
+                let group_size = if listed.is_empty() {
+                    self.sites[&master]
+                        .cfg
+                        .lock()
+                        .expect("cfg lock")
+                        .site
+                        .sites
+                        .len()
+                } else {
+                    listed.len()
+                };
+                let electable = self
+                    .sites
+                    .iter()
+                    .filter(|(a, _)| listed.is_empty() || listed.contains(*a))
+                    .filter(|(_, s)| s.cfg.lock().expect("cfg lock").site.priority > 0)
+                    .count();
+                let became_master = |e: &Observed| match e.event {
+                    NodeEvent::Site(replication::site::Event::BecameMaster { gen }) => Some(gen),
+                    _ => None,
+                };
+                let promised = |op: &Operation| {
+                    let policy = self.sites[&op.site]
+                        .cfg
+                        .lock()
+                        .expect("cfg lock")
+                        .site
+                        .ack_policy;
+                    if check::survives_failover(policy, group_size, electable) {
+                        return true;
+                    }
+                    // A weaker policy still promises the write to its master for as long as
+                    // no other site masters a later generation than the one it was written in.
+                    let written_in = events
+                        .iter()
+                        .filter(|e| e.site == op.site && e.ms <= op.completed_ms)
+                        .filter_map(became_master)
+                        .next_back();
+                    written_in.is_some_and(|gen| {
+                        op.site == master
+                            && !events
+                                .iter()
+                                .filter(|e| e.site != op.site)
+                                .filter_map(became_master)
+                                .any(|later| later > gen)
+                    })
+                };
                 if self.durability_void.is_none() {
                     violations.extend(check::durable_writes_survive(
                         &history,
                         &master,
                         &master_log,
                         archived,
+                        &promised,
                     ));
                 }
             }

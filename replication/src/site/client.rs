@@ -453,9 +453,9 @@ impl GenHistory {
             .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let within = starts
             .iter()
-            .all(|&(_, first)| first >= 1 && first <= last.lsn);
+            .all(|&(_, first, _)| first >= 1 && first <= last.lsn);
         let ends_right = match starts.last() {
-            Some(&(gen, _)) => gen == last.gen,
+            Some(&(gen, _, _)) => gen == last.gen,
             None => last == LogPos::default(),
         };
         increasing && within && ends_right

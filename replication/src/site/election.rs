@@ -133,11 +133,17 @@ impl<S: Storage> Site<S> {
         let Role::Electing(e) = &self.role else {
             return Ok(());
         };
-        if self.now >= e.ends_at && e.granted.len() < self.votes_needed() {
+        // The votes needed now, not in general: a lenient two-site group whose other site is
+        // connected needs its vote too, and an election that waited for it in vain must end
+        // (judged against the general need it would never end, and the site would spin on a
+        // deadline in the past).
+        let needed = self.votes_needed_now();
+        if self.now >= e.ends_at && e.granted.len() < needed {
             let event = Event::ElectionFailed {
                 egen: e.egen,
                 votes: e.granted.len(),
-                needed: self.votes_needed(),
+                needed,
+                pre: e.pre,
             };
             self.emit(event);
             self.become_client(None);
@@ -313,8 +319,12 @@ impl<S: Storage> Site<S> {
                 return (false, false);
             }
         }
+        // Only a site that could stand instead refuses a less advanced log, as in Berkeley DB:
+        // a priority-0 site's records count for no acknowledgement that promises survival
+        // (`quorum` counts electable sites), and if it refused, a group whose most advanced log
+        // sits on a priority-0 site could never elect anyone.
         let mine = self.last();
-        if last < mine {
+        if last < mine && self.cfg.priority > 0 {
             return (false, true);
         }
         let me = (mine, self.cfg.priority, &self.cfg.addr);

@@ -478,7 +478,7 @@ impl<S: Storage> Site<S> {
                     .storage
                     .read(next, (at - next + 1).min(1024) as usize)?;
                 for record in &batch {
-                    snapshot.history.note_append(record.pos());
+                    snapshot.history.note_append(record);
                     snapshot.db.apply(record);
                 }
                 next += batch.len() as u64;

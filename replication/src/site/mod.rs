@@ -72,6 +72,8 @@ pub struct Site<S: Storage> {
     /// Set once the site stopped (storage failed, or it was removed from the group): it does
     /// nothing more and answers `HandleDead`.
     dead: Option<String>,
+    /// A deadline the last tick left due (see `check_ticks_progress`).
+    overdue: Option<Time>,
     /// While joining: when to ask the helper (again).
     join_at: Option<Time>,
     /// Whether the helper answered the last join request (with `Unavail`): a retry after an
@@ -122,6 +124,7 @@ impl<S: Storage> Site<S> {
             outputs: Vec::new(),
             stats: Stats::default(),
             dead: None,
+            overdue: None,
             cfg,
         };
         let delay = site.election_delay();
@@ -134,6 +137,7 @@ impl<S: Storage> Site<S> {
 
     /// Feeds one input at time `now` and returns what the site wants done, in order.
     pub fn step(&mut self, now: Time, input: Input) -> Vec<Output> {
+        let tick = matches!(input, Input::Tick);
         // Time handed in by a driver never goes backwards for the core, even if a skewed clock
         // does: a step at an earlier time is a step at the latest time seen.
         self.now = self.now.max(now);
@@ -149,6 +153,9 @@ impl<S: Storage> Site<S> {
         }
         self.finish_join_if_member();
         self.check_invariants();
+        if tick {
+            self.check_ticks_progress();
+        }
         std::mem::take(&mut self.outputs)
     }
 
@@ -514,7 +521,7 @@ impl<S: Storage> Site<S> {
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
         self.storage.append(records)?;
         for record in records {
-            self.history.note_append(record.pos());
+            self.history.note_append(record);
             let before = match &record.body {
                 crate::log::RecordBody::Membership { site, .. } => {
                     self.db.members().get(site).copied()
@@ -602,6 +609,22 @@ impl<S: Storage> Site<S> {
 
     /// Invariants that hold after every step, whatever the input. Cheap enough to keep in
     /// release builds for the properties that guard data; the rest in debug builds.
+    /// A tick may leave a deadline due at once (a new master's first heartbeat), but the next
+    /// tick must move it: a deadline left in the past tick after tick has the driver tick again
+    /// at once, forever, a site spinning without progress.
+    fn check_ticks_progress(&mut self) {
+        let due = self.next_deadline().filter(|&at| at <= self.now);
+        assert!(
+            due.is_none() || due != self.overdue,
+            "{}: two ticks in a row left the deadline at {:?} unmoved (now {:?}, as {:?})",
+            self.cfg.addr,
+            due,
+            self.now,
+            self.role()
+        );
+        self.overdue = due;
+    }
+
     fn check_invariants(&self) {
         if self.dead.is_some() {
             return;

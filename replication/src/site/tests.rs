@@ -156,6 +156,58 @@ fn a_priority_zero_site_never_becomes_master() {
     assert_ne!(master, s(1));
 }
 
+/// Berkeley DB elects the best electable site even when a priority-0 site holds more of the
+/// log: the priority-0 site cannot stand, so refusing its vote would leave the group without a
+/// master for good. (Its extra records were acknowledged by nobody a policy counts.)
+#[test]
+fn a_priority_zero_site_ahead_of_every_candidate_still_lets_one_win() {
+    // s1 is the first master, s2 an electable client, s3 a priority-0 client.
+    let mut net = Network::new(3, 21, |i, cfg| {
+        cfg.priority = [200, 100, 0][i];
+    });
+    let master = elected(&mut net);
+    assert_eq!(master, s(1));
+    // s2 stops hearing the master; the next commits reach s3 only.
+    net.clog(&s(1), &s(2));
+    net.commit(&s(1), Txn::put("only", "on s1 and s3"));
+    net.run_for(3_000);
+    let ahead = |net: &mut Network, a: &SiteAddr, b: &SiteAddr| {
+        net.log_of(a).last().map(|r| r.pos()) > net.log_of(b).last().map(|r| r.pos())
+    };
+    assert!(ahead(&mut net, &s(3), &s(2)), "s3 holds more than s2");
+    net.crash(&s(1));
+    net.heal();
+    assert!(
+        net.run_until_cond(20_000, |n| n.master() == Some(s(2))),
+        "s2 is elected with s3's vote"
+    );
+}
+
+/// A lenient two-site group needs the other site's vote while it is connected. If that vote
+/// never comes (lost on a connection that stays up), the election must still end and be tried
+/// again, not wait on a deadline in the past (the site would spin; `step` asserts against it).
+#[test]
+fn a_lenient_pair_whose_vote_is_lost_ends_the_election_and_tries_again() {
+    let mut net = Network::new(2, 22, |_, cfg| cfg.two_site_strict = false);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    // Every message is lost, but the connection stays up: the client stops hearing its master,
+    // stands, and hears nothing back.
+    net.faults.drop_per_mille = 1000;
+    net.run_for(15_000);
+    let failed = net
+        .events_of(&client)
+        .into_iter()
+        .filter(|e| matches!(e, Event::ElectionFailed { needed: 2, .. }))
+        .count();
+    assert!(
+        failed >= 2,
+        "the client's elections end and start again ({failed})"
+    );
+    net.faults.drop_per_mille = 0;
+    assert!(net.run_until_cond(20_000, |n| n.master().is_some()));
+}
+
 #[test]
 fn no_master_without_a_majority_of_the_whole_group() {
     let mut net = group(5, 7);

@@ -398,6 +398,9 @@ pub enum Event {
         votes: usize,
         /// Votes needed.
         needed: usize,
+        /// It was the pre-vote round: no majority would have voted, so the site never asked for
+        /// real votes and nothing was recorded anywhere.
+        pre: bool,
     },
     /// The master went silent.
     MasterFailure {

@@ -44,8 +44,9 @@ pub mod inspect;
 const LOG_MAGIC: &[u8; 8] = b"RSIMLOG\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RSIMSNAP";
 const META_MAGIC: &[u8; 8] = b"RSIMMETA";
-/// Bumped on any change to any of the three file layouts.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped on any change to any of the three file layouts. 2: a snapshot's generation history
+/// holds each generation's first record checksum.
+const FORMAT_VERSION: u32 = 2;
 const LOG_HEADER_LEN: u64 = 12;
 const FRAME_HEADER_LEN: u64 = 8;
 const FILE_HEADER_LEN: usize = 24;
@@ -892,7 +893,7 @@ mod tests {
     fn snapshot_of(records: &[LogRecord]) -> Snapshot {
         let mut snapshot = Snapshot::default();
         for record in records {
-            snapshot.history.note_append(record.pos());
+            snapshot.history.note_append(record);
             snapshot.db.apply(record);
         }
         snapshot
@@ -1341,7 +1342,7 @@ mod tests {
                 fs::write(d.join(name), original).unwrap();
             }
         }
-        for damage in [&b"RSIM"[..], b"RSIMLOG\0\x02\0\0\0", b"NOTALOG!\x01\0\0\0"] {
+        for damage in [&b"RSIM"[..], b"RSIMLOG\0\x09\0\0\0", b"NOTALOG!\x01\0\0\0"] {
             fs::write(d.join("log.1"), damage).unwrap();
             assert_corrupt_naming(FileStorage::open(d).unwrap_err(), "log.1");
         }
@@ -1446,7 +1447,7 @@ mod tests {
             } else {
                 rec_in(gen, lsn)
             };
-            snapshot.history.note_append(record.pos());
+            snapshot.history.note_append(&record);
             snapshot.db.apply(&record);
         }
         snapshot

@@ -147,7 +147,7 @@ pub fn read_to_end<S: Storage + ?Sized>(
 pub fn replay<S: Storage + ?Sized>(storage: &mut S) -> Result<Snapshot, StorageError> {
     let mut snapshot = storage.read_snapshot()?;
     for record in read_to_end(storage, snapshot.pos().lsn + 1)? {
-        snapshot.history.note_append(record.pos());
+        snapshot.history.note_append(&record);
         snapshot.db.apply(&record);
     }
     Ok(snapshot)

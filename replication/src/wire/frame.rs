@@ -437,7 +437,11 @@ mod tests {
     fn history(starts: &[(u64, u64)]) -> GenHistory {
         let mut h = GenHistory::new();
         for &(gen, lsn) in starts {
-            h.note_append(LogPos::new(gen, lsn));
+            h.note_append(&LogRecord::new(
+                lsn,
+                gen,
+                RecordBody::Txn(Txn::put("k", "v")),
+            ));
         }
         h
     }
@@ -1093,7 +1097,11 @@ mod tests {
             for (dg, dl) in steps {
                 gen += dg;
                 lsn += dl;
-                h.note_append(LogPos::new(gen, lsn));
+                h.note_append(&LogRecord::new(
+                    lsn,
+                    gen,
+                    RecordBody::Txn(Txn::put("k", "v")),
+                ));
             }
             h
         })
@@ -1105,7 +1113,7 @@ mod tests {
             let mut history = GenHistory::new();
             for (i, ops) in txns.into_iter().enumerate() {
                 let record = LogRecord::new(i as u64 + 1, 1, RecordBody::Txn(Txn { ops }));
-                history.note_append(record.pos());
+                history.note_append(&record);
                 db.apply(&record);
             }
             Snapshot { db, history }

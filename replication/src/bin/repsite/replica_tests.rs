@@ -106,7 +106,7 @@ fn after_archiving_the_new_log_and_snapshot_replace_the_old_log() {
     let snapshot = {
         let mut snap = Snapshot::default();
         for r in (1..=6).map(|l| rec(l, 1)) {
-            snap.history.note_append(r.pos());
+            snap.history.note_append(&r);
             snap.db.apply(&r);
         }
         snap
@@ -225,7 +225,7 @@ fn a_backup_ahead_of_its_source_is_refused() {
     let mut s = source(other.path(), 4);
     let mut snap = Snapshot::default();
     let r = rec(1, 1);
-    snap.history.note_append(r.pos());
+    snap.history.note_append(&r);
     snap.db.apply(&r);
     s.write_snapshot(&snap, true).unwrap();
     copy(other.path(), bk.path()).unwrap();

@@ -208,11 +208,13 @@ fn members(bits: u8) -> BTreeMap<SiteAddr, Member> {
 
 /// A history exactly as listed, well-formed or not: what a peer can put on the wire. Built
 /// through the codec because [`GenHistory`] only grows through appends that keep it well-formed.
+/// Each generation's first-record checksum is made up (no real record backs a forged history),
+/// so a forged history never agrees with a real log past its first generation boundary.
 fn raw_history(pairs: &[(Num, Num)], gen: Gen, last: Lsn) -> GenHistory {
-    let starts: Vec<(Gen, Lsn)> = pairs
+    let starts: Vec<(Gen, Lsn, u32)> = pairs
         .iter()
         .take(8)
-        .map(|(g, l)| (g.at(gen), l.at(last)))
+        .map(|(g, l)| (g.at(gen), l.at(last), 0))
         .collect();
     codec::decode(&codec::encode(&starts), 1 << 16).expect("a history is its list of starts")
 }

@@ -355,7 +355,7 @@ mod tests {
         let mut s = storage_with(dir.path(), 4);
         let mut snapshot = Snapshot::default();
         for r in (1..=2).map(rec) {
-            snapshot.history.note_append(r.pos());
+            snapshot.history.note_append(&r);
             snapshot.db.apply(&r);
         }
         s.write_snapshot(&snapshot, true).unwrap();
