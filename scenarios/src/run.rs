@@ -156,6 +156,9 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             power: 3,
             pause: 3,
             links: 3,
+            switchover: 0,
+            archive: 0,
+            remove: 0,
         });
     let mut mix = FaultMix {
         crash: weight(&mut rng, bounds.crash),
@@ -166,6 +169,9 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
         power: 0,
         pause: 0,
         links: 0,
+        switchover: 0,
+        archive: 0,
+        remove: 0,
     };
     let storage = swarm.storage[pick(&mut rng, swarm.storage.len())];
     if storage == StorageKind::File {
@@ -194,13 +200,16 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
         ack_ms: [500, 1_000, 2_000][pick(&mut rng, 3)],
         ..Default::default()
     };
+    mix.switchover = weight(&mut rng, swarm.operations.switchover);
+    mix.archive = weight(&mut rng, swarm.operations.archive);
+    let membership = swarm.membership[pick(&mut rng, swarm.membership.len())];
     let (from, until) = scenario
         .faults
         .as_ref()
         .map_or((0, 20_000), |f| (f.from.0, f.until.0));
     let names = swarm_names(size);
     let addrs: Vec<SiteAddr> = (1..=size).map(site_addr).collect();
-    let configs = addrs
+    let mut configs: Vec<Config> = addrs
         .iter()
         .zip(&priorities)
         .map(|(addr, &priority)| Config {
@@ -211,11 +220,38 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             ..Config::new(addr.clone(), addrs.clone())
         })
         .collect();
+    let mut start_ms = vec![Some(0); size];
+    if membership == Membership::Database {
+        // One creator; every other site joins through a helper: the creator, or a site before it
+        // in address order that joins itself (and may not have yet). Helpers so lead back to the
+        // creator, as an operator would set them; some sites start before the creator does.
+        mix.remove = weight(&mut rng, swarm.operations.remove);
+        let creator = pick(&mut rng, size);
+        // The first master: a priority-0 creator is refused (see the core).
+        configs[creator].priority = configs[creator].priority.max(100);
+        for (i, cfg) in configs.iter_mut().enumerate() {
+            cfg.sites = Vec::new();
+            cfg.group_creator = i == creator;
+            cfg.helper = (i != creator).then(|| {
+                let earlier: Vec<usize> = (0..i).filter(|&j| j != creator).collect();
+                if earlier.is_empty() || pick(&mut rng, 2) == 0 {
+                    addrs[creator].clone()
+                } else {
+                    addrs[earlier[pick(&mut rng, earlier.len())]].clone()
+                }
+            });
+            start_ms[i] = Some(if i == creator {
+                [0, 0, 1_000, 3_000][pick(&mut rng, 4)]
+            } else {
+                [0, 0, 500, 2_000, 5_000][pick(&mut rng, 5)]
+            });
+        }
+    }
     Group {
         names,
         configs,
         rogue: vec![false; size],
-        start_ms: vec![Some(0); size],
+        start_ms,
         faults: Some((from, until, mix)),
         swarm_load: true,
         storage,

@@ -188,6 +188,44 @@ pub struct SwarmSpec {
     /// Storages to pick from (default: the in-memory model only).
     #[serde(default = "memory_only")]
     pub storage: Vec<StorageKind>,
+    /// What the operator does during the faults (each weight drawn from 0 up to the one given).
+    #[serde(default)]
+    pub operations: OperationBounds,
+    /// How groups are formed, to pick from (default: the static site list only). A database
+    /// group starts from a creator the others join through helpers, some of them started
+    /// before the creator.
+    #[serde(default = "static_only")]
+    pub membership: Vec<Membership>,
+}
+
+fn static_only() -> Vec<Membership> {
+    vec![Membership::Static]
+}
+
+/// `[swarm] operations = { switchover = 2, archive = 2 }`: the operator's actions a swarm mixes
+/// into its fault schedule, as weights beside the faults'.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationBounds {
+    /// Planned switchovers asked of the master.
+    #[serde(default)]
+    pub switchover: u32,
+    /// Log archiving asked of the master (forcing internal initialisation of clients behind).
+    #[serde(default)]
+    pub archive: u32,
+    /// Removals of a site, asked of any site (database groups only).
+    #[serde(default)]
+    pub remove: u32,
+}
+
+impl Default for OperationBounds {
+    fn default() -> Self {
+        OperationBounds {
+            switchover: 2,
+            archive: 2,
+            remove: 2,
+        }
+    }
 }
 
 fn memory_only() -> Vec<StorageKind> {
@@ -649,10 +687,15 @@ impl Scenario {
             (Some(group), _) => group.sites.clone(),
             (None, Some(swarm)) => {
                 let largest = swarm.sizes.iter().copied().max().unwrap_or(0);
-                if swarm.sizes.is_empty() || swarm.policies.is_empty() || swarm.storage.is_empty() {
+                if swarm.sizes.is_empty()
+                    || swarm.policies.is_empty()
+                    || swarm.storage.is_empty()
+                    || swarm.membership.is_empty()
+                {
                     return Err(fail(
                         line_at("[swarm]"),
-                        "expected at least one size, one policy and one storage in [swarm]".into(),
+                        "expected at least one size, policy, storage and membership in [swarm]"
+                            .into(),
                     ));
                 }
                 if swarm.sizes.iter().any(|&n| !(1..=9).contains(&n)) {

@@ -179,6 +179,15 @@ impl Disk {
         }
     }
 
+    /// Whether the power is out: a cut armed by [`Disk::cut_power_after`] has fired. The machine
+    /// is dead from then on, whether or not its node has tried the disk since.
+    pub fn is_powered_off(&self) -> bool {
+        match &*self.lock() {
+            Backing::Memory(_) => false,
+            Backing::File { fs, .. } => fs.is_powered_off(),
+        }
+    }
+
     /// Damages the last record of the log, synced or not (bit rot). `None` if the log is empty.
     pub fn corrupt_last(&self) -> Option<Damage> {
         match &mut *self.lock() {
@@ -223,8 +232,9 @@ impl Disk {
         Arc::strong_count(&self.inner)
     }
 
-    /// Runs `read` on the storage as it is: the running node's, or for a site that is down, a
-    /// copy of its filesystem opened as the next start will open it (repairs go to the copy).
+    /// Runs `read` on the storage as it is: the running node's, or for a site that is down (or
+    /// whose power is out), a copy of its filesystem opened as the next start will open it
+    /// (repairs go to the copy).
     fn inspect<T>(
         &self,
         read: impl FnOnce(&mut dyn Storage) -> Result<T, StorageError>,
@@ -232,10 +242,10 @@ impl Disk {
         match &mut *self.lock() {
             Backing::Memory(mem) => read(mem),
             Backing::File {
+                fs,
                 open: Some(storage),
-                ..
-            } => read(storage),
-            Backing::File { fs, open: None } => {
+            } if !fs.is_powered_off() => read(storage),
+            Backing::File { fs, .. } => {
                 let copy = fs.fork();
                 if copy.is_powered_off() {
                     copy.crash_random();

@@ -72,6 +72,24 @@ pub enum Fault {
         /// The other.
         b: Vec<usize>,
     },
+    /// An operator asks the master to hand mastership to `to` (a planned switchover).
+    Switchover {
+        /// The site to become master.
+        to: usize,
+    },
+    /// An operator asks the master to archive its log down to its last `keep` records: a
+    /// client further behind is then initialised from the snapshot.
+    Archive {
+        /// Records the log keeps.
+        keep: u64,
+    },
+    /// An operator asks `via` to remove `site` from the group (a client forwards to the master).
+    Remove {
+        /// The site to remove.
+        site: usize,
+        /// The site asked.
+        via: usize,
+    },
     /// Restart a crashed site from its disk.
     Restart {
         /// The site.
@@ -151,6 +169,15 @@ pub struct FaultMix {
     /// two sides bridged by a site that reaches both, and links that flap.
     #[serde(default)]
     pub links: u32,
+    /// Planned switchovers asked of the master (an operation rather than a fault).
+    #[serde(default)]
+    pub switchover: u32,
+    /// Log archiving asked of the master, forcing internal initialisation of clients behind it.
+    #[serde(default)]
+    pub archive: u32,
+    /// Removals of a site from the group (membership database groups).
+    #[serde(default)]
+    pub remove: u32,
 }
 
 impl FaultMix {
@@ -164,6 +191,9 @@ impl FaultMix {
             + self.power
             + self.pause
             + self.links
+            + self.switchover
+            + self.archive
+            + self.remove
     }
 }
 
@@ -178,6 +208,9 @@ impl Default for FaultMix {
             power: 0,
             pause: 0,
             links: 0,
+            switchover: 0,
+            archive: 0,
+            remove: 0,
         }
     }
 }
@@ -193,6 +226,9 @@ enum Kind {
     Power,
     Pause,
     Links,
+    Switchover,
+    Archive,
+    Remove,
 }
 
 /// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
@@ -206,6 +242,9 @@ fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
         (mix.power, Kind::Power),
         (mix.pause, Kind::Pause),
         (mix.links, Kind::Links),
+        (mix.switchover, Kind::Switchover),
+        (mix.archive, Kind::Archive),
+        (mix.remove, Kind::Remove),
     ] {
         if pick < weight {
             return kind;
@@ -273,6 +312,16 @@ impl Schedule {
                     site: (rng.next_u64() % sites as u64) as usize,
                     // Small: a sync is a few operations, and the cut should land inside one.
                     after_ops: rng.next_u64() % 8,
+                },
+                Kind::Switchover => Fault::Switchover {
+                    to: (rng.next_u64() % sites as u64) as usize,
+                },
+                Kind::Archive => Fault::Archive {
+                    keep: rng.next_u64() % 20,
+                },
+                Kind::Remove => Fault::Remove {
+                    site: (rng.next_u64() % sites as u64) as usize,
+                    via: (rng.next_u64() % sites as u64) as usize,
                 },
                 Kind::Pause => {
                     let site = (rng.next_u64() % sites as u64) as usize;
@@ -375,6 +424,11 @@ impl fmt::Display for Schedule {
                 Fault::PowerCut { site, after_ops } => {
                     format!("site {site} loses power after {after_ops} more disk operations")
                 }
+                Fault::Switchover { to } => format!("ask the master to switch over to site {to}"),
+                Fault::Archive { keep } => {
+                    format!("ask the master to archive its log down to {keep} records")
+                }
+                Fault::Remove { site, via } => format!("ask site {via} to remove site {site}"),
                 Fault::Pause { site } => format!("pause site {site}"),
                 Fault::Resume { site } => format!("resume site {site}"),
                 Fault::Clog { from, to } => format!("cut the link from site {from} to site {to}"),

@@ -223,6 +223,18 @@ fn a_site_with_no_membership_database_and_nothing_to_start_from_is_refused() {
 }
 
 #[test]
+fn a_priority_zero_group_creator_is_refused_rather_than_made_master() {
+    let mut net = Network::empty(9);
+    net.add_site(Config {
+        priority: 0,
+        ..Config::group_creator(s(1))
+    });
+    let error = net.start_error(&s(1)).expect("refused");
+    assert!(error.contains("priority 0"), "{error}");
+    assert_eq!(net.master(), None);
+}
+
+#[test]
 fn removal_asked_at_a_client_removes_the_site_everywhere() {
     let mut net = built_group(3, 9);
     let id = net.request(&s(2), Request::RemoveSite { site: s(3) });
