@@ -276,6 +276,94 @@ pub fn durable_writes_survive(
     None
 }
 
+/// A read by a client of the load: the value one site held for a key at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// The site read.
+    pub site: SiteAddr,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What it held (`None`: no such key).
+    pub value: Option<Vec<u8>>,
+    /// When the read was asked.
+    pub invoked_ms: u64,
+}
+
+/// Reads only ever see written values, and one site's reads of a key never go back in time.
+///
+/// A value is "written" if any write put it, whatever that write's outcome: a refused or
+/// unknown write may still have reached a log. Going back in time is judged on the load's
+/// values (`load<n>`, `n` growing with every write): a later read of a key at one site must not
+/// show an older value than an earlier read there, unless the site rolled back, was initialised
+/// from a snapshot or (re)started in between, which all legitimately replace what it held.
+pub fn reads_are_sane(
+    reads: &[Read],
+    history: &[Operation],
+    events: &[Observed],
+) -> Option<Violation> {
+    let written: std::collections::BTreeSet<(&[u8], &[u8])> = history
+        .iter()
+        .map(|op| (op.key.as_slice(), op.value.as_slice()))
+        .collect();
+    let load_number = |value: &[u8]| -> Option<u64> {
+        std::str::from_utf8(value.strip_prefix(b"load")?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let resets_at = |site: &SiteAddr, from: u64, to: u64| {
+        events.iter().any(|e| {
+            e.site == *site
+                && e.ms >= from
+                && e.ms <= to
+                && matches!(
+                    e.event,
+                    NodeEvent::Site(
+                        Event::RolledBack { .. }
+                            | Event::InitDone { .. }
+                            | Event::BecameClient { .. }
+                    )
+                )
+        })
+    };
+    let mut last_seen: BTreeMap<(&SiteAddr, &[u8]), (u64, u64)> = BTreeMap::new();
+    for read in reads {
+        let Some(value) = &read.value else { continue };
+        if !written.contains(&(read.key.as_slice(), value.as_slice())) {
+            return Some(Violation {
+                invariant: "reads_are_sane",
+                site: Some(read.site.clone()),
+                at_ms: Some(read.invoked_ms),
+                detail: format!(
+                    "read {:?} = {:?}, a value no write ever wrote",
+                    String::from_utf8_lossy(&read.key),
+                    String::from_utf8_lossy(value)
+                ),
+            });
+        }
+        let Some(n) = load_number(value) else {
+            continue;
+        };
+        let slot = (&read.site, read.key.as_slice());
+        if let Some(&(seen, at)) = last_seen.get(&slot) {
+            if n < seen && !resets_at(&read.site, at, read.invoked_ms) {
+                return Some(Violation {
+                    invariant: "reads_are_sane",
+                    site: Some(read.site.clone()),
+                    at_ms: Some(read.invoked_ms),
+                    detail: format!(
+                        "read {:?} = load{n} after reading load{seen} there at {at} ms, with no \
+                         rollback, initialisation or restart in between",
+                        String::from_utf8_lossy(&read.key)
+                    ),
+                });
+            }
+        }
+        last_seen.insert(slot, (n, read.invoked_ms));
+    }
+    None
+}
+
 /// Only masters accept writes: an acknowledged write's record was written in a generation its
 /// site was master of.
 pub fn no_client_accepted_a_write(
@@ -339,6 +427,50 @@ mod tests {
             site: SiteAddr::new(site),
             event: NodeEvent::Site(Event::BecameMaster { gen }),
         }
+    }
+
+    fn write(key: &str, value: &str) -> Operation {
+        Operation {
+            site: SiteAddr::new("m:1"),
+            key: key.into(),
+            value: value.into(),
+            invoked_ms: 0,
+            completed_ms: 1,
+            // Refused writes count as written too: they may have reached a log.
+            outcome: Outcome::Failed("refused".into()),
+        }
+    }
+
+    fn read(at: u64, value: &str) -> Read {
+        Read {
+            site: SiteAddr::new("c:1"),
+            key: b"k1".to_vec(),
+            value: Some(value.into()),
+            invoked_ms: at,
+        }
+    }
+
+    #[test]
+    fn reads_of_unwritten_values_or_back_in_time_are_caught_and_a_rollback_excuses_the_second() {
+        let history = [write("k1", "load3"), write("k1", "load9")];
+        let forward = [read(10, "load3"), read(20, "load9"), read(30, "load9")];
+        assert_eq!(reads_are_sane(&forward, &history, &[]), None);
+        let invented = [read(10, "load5")];
+        let v = reads_are_sane(&invented, &history, &[]).expect("caught");
+        assert!(v.detail.contains("no write ever wrote"), "{}", v.detail);
+        let backwards = [read(10, "load9"), read(20, "load3")];
+        let v = reads_are_sane(&backwards, &history, &[]).expect("caught");
+        assert!(v.detail.contains("after reading load9"), "{}", v.detail);
+        // The legal edge: the site rolled its log back between the two reads.
+        let rollback = Observed {
+            ms: 15,
+            site: SiteAddr::new("c:1"),
+            event: NodeEvent::Site(Event::RolledBack {
+                to: LogPos::default(),
+                txns: vec![9],
+            }),
+        };
+        assert_eq!(reads_are_sane(&backwards, &history, &[rollback]), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Build a world inside a madsim runtime (`Runtime::with_seed_and_config(seed, ..).block_on`).
 
-use crate::check::{self, Observed, Operation, Outcome, Violation};
+use crate::check::{self, Observed, Operation, Outcome, Read, Violation};
 use crate::clock::SkewedClock;
 use crate::coverage::{self, Coverage};
 use crate::disk::{Disk, StorageKind};
@@ -93,6 +93,8 @@ async fn operator(desk: SharedDesk, trace: Trace, start: tokio::time::Instant) {
 struct Clients {
     slots: Arc<Mutex<BTreeMap<SiteAddr, Slot>>>,
     history: Arc<Mutex<Vec<Operation>>>,
+    /// Reads the load made, in the order they were asked.
+    reads: Arc<Mutex<Vec<Read>>>,
     start: tokio::time::Instant,
 }
 
@@ -172,6 +174,20 @@ impl Clients {
         best.map(|b| b.1)
     }
 
+    /// Reads `key` at `addr` and records what it saw (nothing if the site does not answer).
+    async fn read(&self, addr: &SiteAddr, key: &str) {
+        let Some(h) = self.handle(addr) else { return };
+        let invoked_ms = self.now_ms();
+        if let Some(value) = answer(h.get(key.as_bytes().to_vec())).await {
+            self.reads.lock().expect("reads lock").push(Read {
+                site: addr.clone(),
+                key: key.as_bytes().to_vec(),
+                value,
+                invoked_ms,
+            });
+        }
+    }
+
     /// Who `addr` says is master (what a `NotMaster` reply would name).
     async fn hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
         let stats = answer(self.handle(addr)?.stats()).await?;
@@ -197,6 +213,9 @@ impl Clients {
             let result = self
                 .commit(&target, &format!("k{}", key % 50), &format!("load{key}"))
                 .await;
+            // Read a key back from one of the sites, master or client, as a reader would.
+            let reader = &addrs[(key as usize / 7) % addrs.len()];
+            self.read(reader, &format!("k{}", (key * 7) % 50)).await;
             if result.is_err() {
                 believed = Some(match self.hint(&target).await {
                     Some(master) => master,
@@ -343,6 +362,7 @@ impl World {
             clients: Clients {
                 slots: Arc::default(),
                 history: Arc::default(),
+                reads: Arc::default(),
                 start,
             },
             desk,
@@ -1035,13 +1055,14 @@ impl World {
                 }
                 // The membership as the running site holds it (its database is the replay of its
                 // disk, which `database_is_replay` checks; reading the disk again here would stop
-                // at a damaged record the site has not read yet). A site whose removal is under
-                // way is no longer held to the group's log.
+                // at a damaged record the site has not read yet): the sites it counts. One being
+                // removed is no longer held to the group's log; one still being added may never
+                // be, if the group cannot acknowledge its join (a policy no member can meet).
                 if let Some(status) = answer(h.status()).await {
                     let current = status
                         .members
                         .iter()
-                        .filter(|(_, m)| m.state != replication::log::MemberState::Removing)
+                        .filter(|(_, m)| m.state == replication::log::MemberState::Present)
                         .map(|(a, _)| a.clone())
                         .collect();
                     members.insert(addr.clone(), current);
@@ -1050,6 +1071,8 @@ impl World {
         }
         violations.extend(check::database_is_replay(&live, &replayed));
         violations.extend(check::no_client_accepted_a_write(&history, &events, &logs));
+        let reads = self.clients.reads.lock().expect("reads lock").clone();
+        violations.extend(check::reads_are_sane(&reads, &history, &events));
         // Every site that was ever part of the group: removals shrink it, and a write
         // acknowledged in a larger group is held to what that group promised.
         let group_size = self
