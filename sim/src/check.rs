@@ -474,6 +474,43 @@ mod tests {
     }
 
     #[test]
+    fn each_policy_promises_survival_only_where_its_holders_are_a_majority() {
+        use AckPolicy::*;
+        for policy in [All, AllPeers, Quorum] {
+            assert!(survives_failover(policy, 7, 3), "{policy:?}");
+        }
+        // The master and one client: a majority of three, not of four.
+        assert!(survives_failover(OnePeer, 3, 2));
+        assert!(!survives_failover(OnePeer, 4, 4));
+        // `one` may be acknowledged by a priority-0 client, whose vote goes to anyone electable.
+        assert!(survives_failover(One, 3, 3));
+        assert!(!survives_failover(One, 3, 2));
+        assert!(!survives_failover(AllAvailable, 3, 2));
+        // The master alone: only a group of one.
+        assert!(survives_failover(None, 1, 1));
+        assert!(!survives_failover(None, 2, 2));
+    }
+
+    #[test]
+    fn a_lost_write_is_a_violation_only_if_its_policy_promised_it() {
+        let m = SiteAddr::new("m:1");
+        let mut op = write("k1", "load1");
+        op.outcome = Outcome::Ok { lsn: 2 };
+        let history = [op];
+        assert_eq!(
+            durable_writes_survive(&history, &m, &[], 0, &|_| false),
+            None
+        );
+        let v = durable_writes_survive(&history, &m, &[], 0, &|_| true).expect("caught");
+        assert_eq!(v.invariant, "durable_writes_survive");
+        // Folded into an archived snapshot: the prefix and replay checks speak for it.
+        assert_eq!(
+            durable_writes_survive(&history, &m, &[], 2, &|_| true),
+            None
+        );
+    }
+
+    #[test]
     fn a_site_with_another_membership_is_caught() {
         let (a, b) = (SiteAddr::new("a:1"), SiteAddr::new("b:1"));
         let mut members = BTreeMap::new();
