@@ -238,6 +238,25 @@ pub fn survives_failover(policy: AckPolicy, sites: usize, electable: usize) -> b
     }
 }
 
+/// Whether a master's commits can get the acks `policy` asks for in a group of `members` sites
+/// (master included), all running, `electable_clients` of the others with a priority above 0.
+/// `one_peer` needs an electable client, `quorum` enough of them to make a majority with the
+/// master; every other policy is met once the group is whole (or has nobody else to ask).
+pub fn policy_can_be_met(policy: AckPolicy, members: usize, electable_clients: usize) -> bool {
+    if members <= 1 {
+        return true;
+    }
+    match policy {
+        AckPolicy::OnePeer => electable_clients >= 1,
+        AckPolicy::Quorum => electable_clients + 1 >= members / 2 + 1,
+        AckPolicy::None
+        | AckPolicy::One
+        | AckPolicy::All
+        | AckPolicy::AllAvailable
+        | AckPolicy::AllPeers => true,
+    }
+}
+
 /// Every write acknowledged as durable, and `promised` by its policy (see
 /// [`survives_failover`]), is on the final master: the record at its LSN there writes its key
 /// and value.
@@ -489,6 +508,22 @@ mod tests {
         // The master alone: only a group of one.
         assert!(survives_failover(None, 1, 1));
         assert!(!survives_failover(None, 2, 2));
+    }
+
+    #[test]
+    fn a_policy_can_be_met_unless_it_needs_electable_clients_the_group_lacks() {
+        use AckPolicy::*;
+        for policy in AckPolicy::ALL {
+            assert!(policy_can_be_met(policy, 1, 0), "{policy:?} alone");
+            assert!(policy_can_be_met(policy, 3, 2), "{policy:?}");
+        }
+        assert!(!policy_can_be_met(OnePeer, 3, 0));
+        assert!(
+            !policy_can_be_met(Quorum, 5, 1),
+            "two of five is no majority"
+        );
+        assert!(policy_can_be_met(Quorum, 5, 2));
+        assert!(policy_can_be_met(One, 3, 0), "any client will do");
     }
 
     #[test]

@@ -179,6 +179,13 @@ impl Disk {
         }
     }
 
+    /// Calls off a power cut armed by [`Disk::cut_power_after`] that has not fired yet.
+    pub fn disarm_power_cut(&self) {
+        if let Backing::File { fs, .. } = &*self.lock() {
+            fs.disarm();
+        }
+    }
+
     /// Whether the power is out: a cut armed by [`Disk::cut_power_after`] has fired. The machine
     /// is dead from then on, whether or not its node has tried the disk since.
     pub fn is_powered_off(&self) -> bool {

@@ -1188,6 +1188,58 @@ impl World {
                         &promised,
                     ));
                 }
+                // Last, as it writes: once the group is whole and quiet, a write through the
+                // master succeeds whenever its policy can be met by the members there are.
+                let group: Vec<SiteAddr> = if listed.is_empty() {
+                    self.sites
+                        .keys()
+                        .filter(|a| !self.outsiders.contains(*a))
+                        .cloned()
+                        .collect()
+                } else {
+                    listed.clone()
+                };
+                let whole = group.iter().all(|a| live.contains_key(a) && !excused(a));
+                let master_cfg = self.sites[&master]
+                    .cfg
+                    .lock()
+                    .expect("cfg lock")
+                    .site
+                    .clone();
+                let electable_clients = group
+                    .iter()
+                    .filter(|a| **a != master)
+                    .filter(|a| self.sites[*a].cfg.lock().expect("cfg lock").site.priority > 0)
+                    .count();
+                // A power cut armed during the faults but never reached is a fault that did not
+                // happen: it must not fall on the probe.
+                for site in self.sites.values() {
+                    site.disk.disarm_power_cut();
+                }
+                if whole
+                    && check::policy_can_be_met(
+                        master_cfg.ack_policy,
+                        group.len(),
+                        electable_clients,
+                    )
+                {
+                    let result = self
+                        .commit(&master, "quiet probe", "written once the group is quiet")
+                        .await;
+                    if !matches!(outcome_of(&result), Outcome::Ok { .. }) {
+                        violations.push(Violation {
+                            invariant: "liveness",
+                            site: Some(master.clone()),
+                            at_ms: Some(self.now_ms()),
+                            detail: format!(
+                                "a write through the master once the group was whole and quiet \
+                                 ended {result:?}, though {} can be met by its {} members",
+                                master_cfg.ack_policy.name(),
+                                group.len()
+                            ),
+                        });
+                    }
+                }
             }
             None => {
                 // A lost removal (see above) can leave a majority out of reach for good: then

@@ -202,6 +202,7 @@ mod tests {
     fn names_round_trip_and_unknown_names_are_refused() {
         for policy in AckPolicy::ALL {
             assert_eq!(policy.name().parse::<AckPolicy>().unwrap(), policy);
+            assert_eq!(policy.to_string(), policy.name(), "shown as configured");
         }
         assert!("majority".parse::<AckPolicy>().is_err());
     }

@@ -228,6 +228,14 @@ impl SimFs {
         s.power_cut_at = Some(s.ops + n);
     }
 
+    /// Calls off a power cut that has not happened yet (one that has stays until the crash).
+    pub fn disarm(&self) {
+        let mut s = self.lock();
+        if !s.power_cut_at.is_some_and(|at| s.ops >= at) {
+            s.power_cut_at = None;
+        }
+    }
+
     /// Every crash the rules allow now.
     pub fn crash_space(&self) -> CrashSpace {
         let s = self.lock();
