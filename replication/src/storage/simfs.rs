@@ -231,7 +231,7 @@ impl SimFs {
     /// Calls off a power cut that has not happened yet (one that has stays until the crash).
     pub fn disarm(&self) {
         let mut s = self.lock();
-        if !s.power_cut_at.is_some_and(|at| s.ops >= at) {
+        if s.power_cut_at.is_none_or(|at| s.ops < at) {
             s.power_cut_at = None;
         }
     }
