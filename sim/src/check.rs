@@ -248,7 +248,11 @@ pub fn policy_can_be_met(policy: AckPolicy, members: usize, electable_clients: u
     }
     match policy {
         AckPolicy::OnePeer => electable_clients >= 1,
-        AckPolicy::Quorum => electable_clients + 1 >= members / 2 + 1,
+        // With the master, a majority of the group.
+        AckPolicy::Quorum => {
+            let majority = members / 2 + 1;
+            electable_clients + 1 >= majority
+        }
         AckPolicy::None
         | AckPolicy::One
         | AckPolicy::All
