@@ -156,9 +156,7 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             power: 3,
             pause: 3,
             links: 3,
-            switchover: 0,
-            archive: 0,
-            remove: 0,
+            ..FaultMix::NONE
         });
     let mut mix = FaultMix {
         crash: weight(&mut rng, bounds.crash),
@@ -166,12 +164,7 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
         network: weight(&mut rng, bounds.network),
         skew: weight(&mut rng, bounds.skew),
         disk: weight(&mut rng, bounds.disk),
-        power: 0,
-        pause: 0,
-        links: 0,
-        switchover: 0,
-        archive: 0,
-        remove: 0,
+        ..FaultMix::NONE
     };
     let storage = swarm.storage[pick(&mut rng, swarm.storage.len())];
     if storage == StorageKind::File {

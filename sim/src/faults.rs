@@ -181,6 +181,21 @@ pub struct FaultMix {
 }
 
 impl FaultMix {
+    /// Every weight 0: nothing happens (a base to build a mix on).
+    pub const NONE: FaultMix = FaultMix {
+        crash: 0,
+        partition: 0,
+        network: 0,
+        skew: 0,
+        disk: 0,
+        power: 0,
+        pause: 0,
+        links: 0,
+        switchover: 0,
+        archive: 0,
+        remove: 0,
+    };
+
     /// The sum of the weights.
     pub fn total(&self) -> u32 {
         self.crash
@@ -205,12 +220,7 @@ impl Default for FaultMix {
             network: 2,
             skew: 1,
             disk: 1,
-            power: 0,
-            pause: 0,
-            links: 0,
-            switchover: 0,
-            archive: 0,
-            remove: 0,
+            ..FaultMix::NONE
         }
     }
 }

@@ -618,31 +618,35 @@ impl World {
     /// Cuts every link between the two sides (both directions).
     pub fn partition(&self, a: &[SiteAddr], b: &[SiteAddr]) {
         self.reach("fault_partition");
+        self.set_links(a, b, false);
+        self.note_all(&format!("partition {a:?} | {b:?}"));
+    }
+
+    /// Cuts (`up` false) or repairs both directions of every link between a site of `a` and a
+    /// different site of `b`. Returns whether there was any such link.
+    fn set_links(&self, a: &[SiteAddr], b: &[SiteAddr], up: bool) -> bool {
         let net = NetSim::current();
+        let mut any = false;
         for x in a {
-            for y in b {
+            for y in b.iter().filter(|y| *y != x) {
                 let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
-                net.clog_link(x, y);
-                net.clog_link(y, x);
+                if up {
+                    net.unclog_link(x, y);
+                    net.unclog_link(y, x);
+                } else {
+                    net.clog_link(x, y);
+                    net.clog_link(y, x);
+                }
+                any = true;
             }
         }
-        self.note_all(&format!("partition {a:?} | {b:?}"));
+        any
     }
 
     /// Cuts both directions of every link between a site of `a` and a site of `b`, and no
     /// other (sites in neither still reach both: a bridge, or a non-transitive partition).
     pub fn cut(&self, a: &[SiteAddr], b: &[SiteAddr]) {
-        let net = NetSim::current();
-        let mut cut_any = false;
-        for x in a {
-            for y in b.iter().filter(|y| *y != x) {
-                let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
-                net.clog_link(x, y);
-                net.clog_link(y, x);
-                cut_any = true;
-            }
-        }
-        if cut_any {
+        if self.set_links(a, b, false) {
             self.reach("fault_cut");
             self.note_all(&format!("cut {a:?} <-> {b:?}"));
         }
@@ -650,14 +654,7 @@ impl World {
 
     /// Repairs both directions of every link between `a` and `b`.
     pub fn mend(&self, a: &[SiteAddr], b: &[SiteAddr]) {
-        let net = NetSim::current();
-        for x in a {
-            for y in b {
-                let (x, y) = (self.sites[x].machine.id(), self.sites[y].machine.id());
-                net.unclog_link(x, y);
-                net.unclog_link(y, x);
-            }
-        }
+        self.set_links(a, b, true);
         self.note_all(&format!("mend {a:?} <-> {b:?}"));
     }
 
