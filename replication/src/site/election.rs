@@ -398,8 +398,10 @@ impl<S: Storage> Site<S> {
         e.max_term = e.max_term.max(term);
         if granted && member {
             e.granted.insert(from);
-        } else if !e.takeover && priority > 0 && outranks((last, priority, &from), me) {
-            // A better-placed site is up: let it win rather than win against it.
+        } else if !e.takeover && member && priority > 0 && outranks((last, priority, &from), me) {
+            // A better-placed member is up: let it win rather than win against it. (A site
+            // still joining may hold more of the log, but it cannot stand: stepping aside for
+            // it would leave the group without a master for as long as its join takes.)
             self.become_client(None);
             return Ok(());
         }
