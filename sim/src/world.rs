@@ -148,15 +148,19 @@ impl Clients {
         result
     }
 
-    /// The running master of the highest generation, as a client finds it by asking every site.
-    async fn find_master(&self) -> Option<SiteAddr> {
-        let addrs: Vec<SiteAddr> = self
-            .slots
+    /// Every site a client knows of, in address order.
+    fn addrs(&self) -> Vec<SiteAddr> {
+        self.slots
             .lock()
             .expect("slots lock")
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// The running master of the highest generation, as a client finds it by asking every site.
+    async fn find_master(&self) -> Option<SiteAddr> {
+        let addrs = self.addrs();
         let mut best: Option<(u64, SiteAddr)> = None;
         for addr in addrs {
             let Some(h) = self.handle(&addr) else {
@@ -201,13 +205,7 @@ impl Clients {
         let mut key = 0u64;
         let mut believed: Option<SiteAddr> = None;
         while !stop.load(Ordering::Relaxed) {
-            let addrs: Vec<SiteAddr> = self
-                .slots
-                .lock()
-                .expect("slots lock")
-                .keys()
-                .cloned()
-                .collect();
+            let addrs = self.addrs();
             let target = believed.clone().unwrap_or_else(|| addrs[0].clone());
             key += 1;
             let result = self
