@@ -156,6 +156,7 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             power: 3,
             pause: 3,
             links: 3,
+            shuffle: 3,
             ..FaultMix::NONE
         });
     let mut mix = FaultMix {
@@ -240,6 +241,7 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             });
         }
     }
+    mix.shuffle = weight(&mut rng, bounds.shuffle);
     Group {
         names,
         configs,
@@ -577,6 +579,8 @@ async fn perform(
                 n.loss,
                 Duration::from_millis(range.start)..Duration::from_millis(range.end),
             );
+            let per_mille = |chance: f64| (chance * 1_000.0).round() as u32;
+            world.shuffle(per_mille(n.duplicate), per_mille(n.reorder));
         }
         Action::Skew(s) => world.skew(&addr(&s.site), s.ms),
         Action::PowerCut(p) => world.cut_power(&addr(&p.site), p.after),

@@ -394,13 +394,19 @@ pub struct ReconfigureSpec {
     pub priority: Option<u32>,
 }
 
-/// `network = { loss = 0.05, latency = ["1ms", "30ms"] }`.
+/// `network = { loss = 0.05, latency = ["1ms", "30ms"], duplicate = 0.01, reorder = 0.02 }`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// Chance a packet is lost, 0 to 1.
     #[serde(default)]
     pub loss: f64,
+    /// Chance a message is delivered twice, 0 to 1.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Chance a message is delivered after the next one, 0 to 1.
+    #[serde(default)]
+    pub reorder: f64,
     /// Smallest and largest delivery delay.
     pub latency: Option<[Millis; 2]>,
 }
@@ -924,11 +930,16 @@ fn validate_step(raw: &RawStep, known: &dyn Fn(&str) -> bool) -> Result<Step, St
         None => {}
     }
     if let Some(n) = &raw.network {
-        if !(0.0..=1.0).contains(&n.loss) {
-            return Err(format!(
-                "network loss {}: expected a chance from 0 to 1",
-                n.loss
-            ));
+        for (what, chance) in [
+            ("loss", n.loss),
+            ("duplicate", n.duplicate),
+            ("reorder", n.reorder),
+        ] {
+            if !(0.0..=1.0).contains(&chance) {
+                return Err(format!(
+                    "network {what} {chance}: expected a chance from 0 to 1"
+                ));
+            }
         }
         if let Some([lo, hi]) = n.latency {
             if hi < lo {

@@ -8,7 +8,7 @@ use replication::log::LogRecord;
 use replication::node::NodeEvent;
 use replication::site::{AckPolicy, Event};
 use replication::types::{Gen, LogPos, SiteAddr};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -428,6 +428,108 @@ pub fn no_client_accepted_a_write(
     None
 }
 
+/// Who may vote and who may win, for [`elections_are_sound`].
+#[derive(Clone, Debug, Default)]
+pub struct Electorate {
+    /// Members from the start: a static list's sites and the group's creators. Others become
+    /// members when a site reports them added (or the group's database is created with them).
+    pub founders: BTreeSet<SiteAddr>,
+    /// Priority-0 sites: they vote but must never become master.
+    pub unelectable: BTreeSet<SiteAddr>,
+    /// When each site's machine was killed. A vote cast in the instant of a kill can leave the
+    /// site before the site's event reporting it is recorded (the kill takes the recorder too).
+    pub kills: Vec<(u64, SiteAddr)>,
+}
+
+/// How far back a kill excuses a counted vote missing from the trace: longer than any
+/// election the swarm draws lasts (pre-vote, vote and the collection window).
+const VOTE_LOST_WITH_KILL_MS: u64 = 10_000;
+
+/// Election safety, read from the votes the sites reported rather than from their memory (which
+/// a crash can rewind): no site votes for two candidates in one election generation, across its
+/// crashes; every vote a winner counted was cast for it, in that generation, by a site that was
+/// a member by then; and no priority-0 site becomes master.
+pub fn elections_are_sound(events: &[Observed], electorate: &Electorate) -> Option<Violation> {
+    let violation = |e: &Observed, detail: String| Violation {
+        invariant: "elections_are_sound",
+        site: Some(e.site.clone()),
+        at_ms: Some(e.ms),
+        detail,
+    };
+    // Every vote of the run first: a vote and the win it made can be reported in one instant,
+    // in either order.
+    let mut votes: BTreeMap<(&SiteAddr, Gen), &SiteAddr> = BTreeMap::new();
+    for e in events {
+        if let NodeEvent::Site(Event::Voted { candidate, egen }) = &e.event {
+            match votes.insert((&e.site, *egen), candidate) {
+                Some(earlier) if earlier != candidate => {
+                    return Some(violation(
+                        e,
+                        format!(
+                            "voted for {earlier} and then for {candidate} in election \
+                             generation {egen}"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut members = electorate.founders.clone();
+    for e in events {
+        let NodeEvent::Site(event) = &e.event else {
+            continue;
+        };
+        match event {
+            Event::SiteAdded { site } => {
+                members.insert(site.clone());
+            }
+            Event::MembershipCreated { sites } => members.extend(sites.iter().cloned()),
+            Event::BecameMaster { gen } if electorate.unelectable.contains(&e.site) => {
+                return Some(violation(
+                    e,
+                    format!("a priority-0 site became master of generation {gen}"),
+                ));
+            }
+            Event::Elected { gen, voters, .. } => {
+                for voter in voters {
+                    if !members.contains(voter) {
+                        return Some(violation(
+                            e,
+                            format!(
+                                "counted {voter}'s vote in generation {gen}, but {voter} was \
+                                 not yet a member"
+                            ),
+                        ));
+                    }
+                    let killed_lately = electorate.kills.iter().any(|(ms, site)| {
+                        site == voter && *ms <= e.ms && ms + VOTE_LOST_WITH_KILL_MS >= e.ms
+                    });
+                    match votes.get(&(voter, *gen)) {
+                        Some(candidate) if **candidate == e.site => {}
+                        None if killed_lately => {}
+                        cast => {
+                            let cast = match cast {
+                                Some(other) => format!("voted for {other}"),
+                                None => "reported no vote".to_string(),
+                            };
+                            return Some(violation(
+                                e,
+                                format!(
+                                    "won generation {gen} counting {voter}'s vote, but {voter} \
+                                     {cast} in it"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// True if `record` is a transaction that puts `key = value`.
 fn writes(record: &LogRecord, key: &[u8], value: &[u8]) -> bool {
     use replication::log::{Op, RecordBody};
@@ -620,5 +722,96 @@ mod tests {
         let v = no_client_accepted_a_write(&history, &other, &logs).expect("caught");
         assert_eq!(v.site, Some(b));
         assert_eq!(v.at_ms, Some(12));
+    }
+
+    fn site_event(ms: u64, site: &str, event: Event) -> Observed {
+        Observed {
+            ms,
+            site: SiteAddr::new(site),
+            event: NodeEvent::Site(event),
+        }
+    }
+
+    fn voted(ms: u64, site: &str, candidate: &str, egen: Gen) -> Observed {
+        let candidate = SiteAddr::new(candidate);
+        site_event(ms, site, Event::Voted { candidate, egen })
+    }
+
+    fn elected(ms: u64, site: &str, gen: Gen, voters: &[&str]) -> Observed {
+        let voters: Vec<SiteAddr> = voters.iter().map(|v| SiteAddr::new(*v)).collect();
+        let (votes, needed) = (voters.len(), voters.len());
+        let event = Event::Elected {
+            gen,
+            votes,
+            needed,
+            voters,
+        };
+        site_event(ms, site, event)
+    }
+
+    #[test]
+    fn elections_are_held_to_the_votes_the_sites_reported() {
+        let electorate = Electorate {
+            founders: ["a:1", "b:1", "c:1"].map(SiteAddr::new).into(),
+            unelectable: [SiteAddr::new("c:1")].into(),
+            kills: vec![(40, SiteAddr::new("b:1"))],
+        };
+        let check = |events: &[Observed]| elections_are_sound(events, &electorate);
+        // Legal edges: a voter that crashed and voted again for the same candidate in the same
+        // generation; a win reported before the vote it counted.
+        let fair = [
+            voted(10, "a:1", "a:1", 2),
+            elected(12, "a:1", 2, &["a:1", "c:1"]),
+            voted(12, "c:1", "a:1", 2),
+            voted(30, "c:1", "a:1", 2),
+        ];
+        assert_eq!(check(&fair), None);
+        // A second candidate in the same generation.
+        let twice = [voted(10, "c:1", "a:1", 2), voted(30, "c:1", "b:1", 2)];
+        let v = check(&twice).expect("caught");
+        assert!(v.detail.contains("and then for b:1"), "{}", v.detail);
+        // A counted vote that was cast for someone else, or never.
+        let stolen = [
+            voted(10, "a:1", "a:1", 3),
+            voted(10, "c:1", "b:1", 3),
+            elected(20, "a:1", 3, &["a:1", "c:1"]),
+        ];
+        let v = check(&stolen).expect("caught");
+        assert!(v.detail.contains("c:1 voted for b:1"), "{}", v.detail);
+        let invented = [
+            voted(10, "a:1", "a:1", 3),
+            elected(20, "a:1", 3, &["a:1", "c:1"]),
+        ];
+        let v = check(&invented).expect("caught");
+        assert!(v.detail.contains("reported no vote"), "{}", v.detail);
+        // ... unless the voter was killed in the meantime (its report can die with it).
+        let killed = [
+            voted(10, "a:1", "a:1", 3),
+            elected(50, "a:1", 3, &["a:1", "b:1"]),
+        ];
+        assert_eq!(check(&killed), None);
+        // A vote from a site not yet added.
+        let early = [
+            voted(10, "a:1", "a:1", 4),
+            voted(10, "d:1", "a:1", 4),
+            elected(20, "a:1", 4, &["a:1", "d:1"]),
+            site_event(
+                30,
+                "a:1",
+                Event::SiteAdded {
+                    site: SiteAddr::new("d:1"),
+                },
+            ),
+        ];
+        let v = check(&early).expect("caught");
+        assert!(v.detail.contains("not yet a member"), "{}", v.detail);
+        let mut joined = early.to_vec();
+        joined.rotate_right(1);
+        joined[0].ms = 5;
+        assert_eq!(check(&joined), None);
+        // A priority-0 master.
+        let zero = [site_event(5, "c:1", Event::BecameMaster { gen: 9 })];
+        let v = check(&zero).expect("caught");
+        assert!(v.detail.contains("priority-0"), "{}", v.detail);
     }
 }

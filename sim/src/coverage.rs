@@ -80,6 +80,8 @@ pub const BEHAVIOURS: &[(&str, &str)] = &[
     ),
     ("fault_pause", "a site's machine froze"),
     ("fault_network", "messages were lost or delayed"),
+    ("fault_duplicate", "a message was delivered twice"),
+    ("fault_reorder", "a message was delivered after a later one"),
     ("fault_skew", "a clock was offset"),
     ("fault_drift", "a clock ran fast or slow"),
 ];
@@ -123,6 +125,7 @@ pub fn of_event(event: &NodeEvent) -> Vec<&'static str> {
         | Event::BecameClient { .. }
         | Event::NewMaster { .. }
         | Event::WouldRollback { .. }
+        | Event::Voted { .. }
         | Event::StartupDone { .. } => Vec::new(),
     }
 }

@@ -111,6 +111,14 @@ pub enum Fault {
         /// Largest delay (reordering when above the smallest).
         latency_max_ms: u64,
     },
+    /// Duplicate and reorder messages on every connection (at the frame layer: see
+    /// `replication::node::LinkChaos`).
+    Shuffle {
+        /// Chance a frame is sent twice, in per mille.
+        duplicate_per_mille: u32,
+        /// Chance a frame is held back and sent after the next one, in per mille.
+        reorder_per_mille: u32,
+    },
     /// Make a site's clock run fast or slow.
     Drift {
         /// The site.
@@ -178,6 +186,9 @@ pub struct FaultMix {
     /// Removals of a site from the group (membership database groups).
     #[serde(default)]
     pub remove: u32,
+    /// Messages duplicated and reordered.
+    #[serde(default)]
+    pub shuffle: u32,
 }
 
 impl FaultMix {
@@ -194,6 +205,7 @@ impl FaultMix {
         switchover: 0,
         archive: 0,
         remove: 0,
+        shuffle: 0,
     };
 
     /// The sum of the weights.
@@ -209,6 +221,7 @@ impl FaultMix {
             + self.switchover
             + self.archive
             + self.remove
+            + self.shuffle
     }
 }
 
@@ -239,6 +252,7 @@ enum Kind {
     Switchover,
     Archive,
     Remove,
+    Shuffle,
 }
 
 /// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
@@ -255,6 +269,7 @@ fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
         (mix.switchover, Kind::Switchover),
         (mix.archive, Kind::Archive),
         (mix.remove, Kind::Remove),
+        (mix.shuffle, Kind::Shuffle),
     ] {
         if pick < weight {
             return kind;
@@ -275,6 +290,7 @@ impl Schedule {
         let mut down = vec![false; sites];
         let total = mix.total();
         let mut paused = vec![false; sites];
+        let mut shuffled = false;
         let mut at = 1_000;
         while total > 0 && at < duration_ms {
             let kind = pick_kind(mix, (rng.next_u64() % u64::from(total)) as u32);
@@ -333,6 +349,13 @@ impl Schedule {
                     site: (rng.next_u64() % sites as u64) as usize,
                     via: (rng.next_u64() % sites as u64) as usize,
                 },
+                Kind::Shuffle => {
+                    shuffled = true;
+                    Fault::Shuffle {
+                        duplicate_per_mille: (rng.next_u64() % 100) as u32,
+                        reorder_per_mille: (rng.next_u64() % 100) as u32,
+                    }
+                }
                 Kind::Pause => {
                     let site = (rng.next_u64() % sites as u64) as usize;
                     paused[site] = !paused[site];
@@ -404,6 +427,16 @@ impl Schedule {
                 latency_max_ms: 10,
             },
         });
+        // (Only when drawn: a mix without shuffling keeps the schedules it always had.)
+        if shuffled {
+            events.push(FaultEvent {
+                at_ms: end,
+                fault: Fault::Shuffle {
+                    duplicate_per_mille: 0,
+                    reorder_per_mille: 0,
+                },
+            });
+        }
         for (site, &is_down) in down.iter().enumerate() {
             if is_down {
                 events.push(FaultEvent {
@@ -453,6 +486,13 @@ impl fmt::Display for Schedule {
                     latency_max_ms,
                 } => format!("network loss {loss_per_mille}/1000, latency {latency_min_ms}..{latency_max_ms} ms"),
                 Fault::Skew { site, skew_ms } => format!("skew site {site} by {skew_ms} ms"),
+                Fault::Shuffle {
+                    duplicate_per_mille,
+                    reorder_per_mille,
+                } => format!(
+                    "duplicate {duplicate_per_mille}/1000 and reorder {reorder_per_mille}/1000 \
+                     messages"
+                ),
                 Fault::Drift { site, drift_ppm } => {
                     format!("drift site {site}'s clock by {drift_ppm} ppm")
                 }

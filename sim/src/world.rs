@@ -14,7 +14,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
 use madsim::task::NodeId;
 use replication::log::LogRecord;
-use replication::node::{self, NodeConfig, NodeEvent, NodeHandle};
+use replication::node::{self, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
 use replication::site::{Config, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
@@ -52,6 +52,8 @@ struct Desk {
     machines: BTreeMap<SiteAddr, NodeId>,
     /// Each site's disk: one whose power went out is a dead machine to restart.
     disks: BTreeMap<SiteAddr, Disk>,
+    /// Every kill of a site's machine, at simulated milliseconds (for the election checker).
+    kills: Vec<(u64, SiteAddr)>,
 }
 
 type SharedDesk = Arc<Mutex<Desk>>;
@@ -79,6 +81,7 @@ async fn operator(desk: SharedDesk, trace: Trace, start: tokio::time::Instant) {
             Handle::current().kill(desk.machines[&addr]);
             Handle::current().restart(desk.machines[&addr]);
             let ms = start.elapsed().as_millis();
+            desk.kills.push((ms as u64, addr.clone()));
             trace
                 .lock()
                 .expect("trace lock")
@@ -295,6 +298,8 @@ pub struct World {
     storage: StorageKind,
     /// The faults this world applied, for the run's coverage.
     faults_reached: Mutex<Coverage>,
+    /// Duplication and reordering of frames, shared by every site's connections.
+    chaos: Arc<LinkChaos>,
     /// Routes the engine's `tracing` output into the trace while the world lives (the
     /// simulation runs on one thread, so a thread-local default reaches every site).
     _tracing: tracing::subscriber::DefaultGuard,
@@ -371,6 +376,7 @@ impl World {
             outsiders: Default::default(),
             storage: StorageKind::default(),
             faults_reached: Mutex::default(),
+            chaos: Arc::default(),
             _tracing: tracing,
         }
     }
@@ -446,6 +452,12 @@ impl World {
             }
         }
         drop(trace);
+        if self.chaos.duplicated() > 0 {
+            coverage::reach(&mut reached, "fault_duplicate");
+        }
+        if self.chaos.reordered() > 0 {
+            coverage::reach(&mut reached, "fault_reorder");
+        }
         for op in self.history() {
             if matches!(op.outcome, Outcome::Unknown(_)) {
                 coverage::reach(&mut reached, "write_unknown");
@@ -594,7 +606,11 @@ impl World {
     /// Kills a site's machine, with `power_failure` deciding what its disk keeps.
     fn crash_with(&mut self, addr: &SiteAddr, power_failure: fn(&Disk)) {
         self.resume(addr);
-        self.desk().failed.remove(addr);
+        let now = self.now_ms();
+        let mut desk = self.desk();
+        desk.failed.remove(addr);
+        desk.kills.push((now, addr.clone()));
+        drop(desk);
         let site = self.sites.get_mut(addr).expect("known site");
         Handle::current().kill(site.machine.id());
         power_failure(&site.disk);
@@ -681,6 +697,18 @@ impl World {
         self.note_all(&format!("network loss {loss_rate} latency {latency:?}"));
     }
 
+    /// Sets the chances (per mille) that a frame is sent twice, or held back and sent after the
+    /// next one, on every connection (see [`LinkChaos`]: madsim's TCP does neither).
+    pub fn shuffle(&self, duplicate_per_mille: u32, reorder_per_mille: u32) {
+        if self.chaos.chances() == (duplicate_per_mille, reorder_per_mille) {
+            return;
+        }
+        self.chaos.set(duplicate_per_mille, reorder_per_mille);
+        self.note_all(&format!(
+            "frames duplicated {duplicate_per_mille}/1000, reordered {reorder_per_mille}/1000"
+        ));
+    }
+
     /// Starts one more site with its own configuration and secret (a rogue, a late joiner). A
     /// site without [`GROUP_SECRET`] is an outsider: the group must refuse it, so the checkers
     /// do not expect it to hold the group's data.
@@ -694,7 +722,10 @@ impl World {
             "{addr} is already in the world"
         );
         let site_cfg = cfg.clone();
-        let node_cfg = Arc::new(Mutex::new(NodeConfig::new(cfg, "sim", secret.to_vec())));
+        let node_cfg = Arc::new(Mutex::new(NodeConfig {
+            chaos: ChaosHandle(Some(self.chaos.clone())),
+            ..NodeConfig::new(cfg, "sim", secret.to_vec())
+        }));
         // Its own stream for the filesystem's crashes, apart from the node's.
         let disk = Disk::new(self.storage, seed ^ 0xd15c_0000_0000_0000);
         let clock = Arc::new(SkewedClock::new());
@@ -824,6 +855,10 @@ impl World {
                 }
             }
             Fault::Heal => self.heal(),
+            Fault::Shuffle {
+                duplicate_per_mille,
+                reorder_per_mille,
+            } => self.shuffle(*duplicate_per_mille, *reorder_per_mille),
             Fault::Network {
                 loss_per_mille,
                 latency_min_ms,
@@ -1029,6 +1064,7 @@ impl World {
         if !lenient_pair {
             violations.extend(check::one_master_per_generation(&events));
         }
+        violations.extend(check::elections_are_sound(&events, &self.electorate()));
         let mut logs = BTreeMap::new();
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
@@ -1250,6 +1286,25 @@ impl World {
             }
         }
         violations
+    }
+
+    /// Who may vote and win, as the sites were configured, with every kill of the run.
+    fn electorate(&self) -> check::Electorate {
+        let mut electorate = check::Electorate {
+            kills: self.desk().kills.clone(),
+            ..Default::default()
+        };
+        for (addr, site) in &self.sites {
+            let cfg = site.cfg.lock().expect("cfg lock");
+            electorate.founders.extend(cfg.site.sites.iter().cloned());
+            if cfg.site.group_creator {
+                electorate.founders.insert(addr.clone());
+            }
+            if cfg.site.priority == 0 {
+                electorate.unelectable.insert(addr.clone());
+            }
+        }
+        electorate
     }
 
     /// The run's fingerprint.

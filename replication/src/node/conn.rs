@@ -5,12 +5,14 @@
 //! peer closes the connection; the node counts and logs it. Writes are flushed after each frame
 //! (madsim delivers simulated TCP data only on flush).
 
+use super::chaos::LinkChaos;
 use super::NetEvent;
 use crate::types::SiteAddr;
 use crate::wire::handshake::{Handshake, HandshakeConfig, HandshakeStep};
 use crate::wire::{encode_frame_checked, Frame, FrameDecoder, Message};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +27,7 @@ pub(super) struct ConnConfig {
     reconnect_min: Duration,
     reconnect_max: Duration,
     idle_timeout: Duration,
+    chaos: Option<Arc<LinkChaos>>,
 }
 
 impl ConnConfig {
@@ -46,6 +49,7 @@ impl ConnConfig {
             reconnect_min: Duration::from_millis(cfg.reconnect_min_ms.max(1)),
             reconnect_max: Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms)),
             idle_timeout: Duration::from_millis(cfg.idle_timeout_ms.max(3)),
+            chaos: cfg.chaos.0.clone(),
         }
     }
 }
@@ -183,28 +187,56 @@ async fn run(
     let limit = cfg.frame_limit;
     let writer_net = net.clone();
     let keepalive = cfg.idle_timeout / 3;
+    let chaos = cfg.chaos.clone();
+    // The connection's own stream for the chaos's draws, from its seeded nonce.
+    let mut rng = ChaCha8Rng::from_seed({
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&nonce);
+        seed
+    });
     let write_task = tokio::spawn(async move {
+        // A frame the chaos holds back, to send after the next one.
+        let mut held: Option<Message> = None;
         loop {
-            // A keep-alive after a third of the idle timeout in silence tells the peer we live.
+            // A keep-alive after a third of the idle timeout in silence tells the peer we live
+            // (a held frame goes out instead: it has waited long enough).
             let msg = match tokio::time::timeout(keepalive, out_rx.recv()).await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return,
-                Err(_) => Message::KeepAlive,
+                Err(_) => held.take().unwrap_or(Message::KeepAlive),
             };
-            let bytes = match encode_frame_checked(version, &msg, limit) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    tracing::warn!(%error, "message not sent");
-                    continue;
-                }
+            let plan = match &chaos {
+                Some(chaos) => chaos.plan(|| rng.next_u64()),
+                None => Default::default(),
             };
-            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
-                return;
+            if plan.hold && held.is_none() {
+                held = Some(msg);
+                continue;
             }
-            let sent = NetEvent::Sent {
-                bytes: bytes.len() as u64,
-            };
-            let _ = writer_net.try_send(sent);
+            let late = held.take();
+            let copies = if plan.duplicate { 2 } else { 1 };
+            let frames = std::iter::repeat_n(&msg, copies).chain(late.as_ref());
+            for frame in frames {
+                let bytes = match encode_frame_checked(version, frame, limit) {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        tracing::warn!(%error, "message not sent");
+                        continue;
+                    }
+                };
+                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+                let sent = NetEvent::Sent {
+                    bytes: bytes.len() as u64,
+                };
+                let _ = writer_net.try_send(sent);
+            }
+            if late.is_some() {
+                if let Some(chaos) = &chaos {
+                    chaos.count_reordered();
+                }
+            }
         }
     });
     read_messages(&mut reader, &mut decoder, &peer, id, &net, cfg.idle_timeout).await;

@@ -8,7 +8,10 @@
 //! anything about replication; it must bound every queue, and it must never trust a peer before
 //! the handshake has proven it holds the group secret.
 
+mod chaos;
 mod conn;
+
+pub use chaos::{ChaosHandle, LinkChaos};
 
 use crate::log::Member;
 use crate::site::{
@@ -82,6 +85,9 @@ pub struct NodeConfig {
     /// A connection on which nothing arrives for this long is closed (a stalled stream looks
     /// open forever otherwise); each end sends a keep-alive after a third of it in silence.
     pub idle_timeout_ms: u64,
+    /// Duplication and reordering of sent frames, for simulation only (see [`LinkChaos`]).
+    #[serde(skip)]
+    pub chaos: ChaosHandle,
 }
 
 impl NodeConfig {
@@ -97,6 +103,7 @@ impl NodeConfig {
             reconnect_min_ms: 50,
             reconnect_max_ms: 2_000,
             idle_timeout_ms: 3_000,
+            chaos: ChaosHandle::default(),
         }
     }
 }

@@ -361,6 +361,10 @@ impl<S: Storage> Site<S> {
             None if gap => self.request_log(last.lsn + 1),
             None => {}
         }
+        self.leave_if_removed();
+        if self.dead.is_some() {
+            return Ok(());
+        }
         self.check_startup_done();
         Ok(())
     }

@@ -106,6 +106,8 @@ impl<S: Storage> Site<S> {
             // The vote for ourselves is durable before anyone hears of the election.
             self.save_meta()?;
             self.stats.elections += 1;
+            let candidate = self.cfg.addr.clone();
+            self.emit(Event::Voted { candidate, egen });
         }
         self.role = Role::Electing(Election {
             egen,
@@ -185,8 +187,8 @@ impl<S: Storage> Site<S> {
         let since = *e.enough_since.get_or_insert(now);
         let heard_everyone = connected.iter().all(|a| e.answered.contains(a));
         if e.takeover || heard_everyone || now >= since.plus_ms(e.collect_ms) {
-            let (gen, votes) = (e.egen, e.granted.len());
-            self.become_master(gen, votes, needed)?;
+            let (gen, voters) = (e.egen, e.granted.iter().cloned().collect());
+            self.become_master(gen, voters, needed)?;
         }
         Ok(())
     }
@@ -194,7 +196,7 @@ impl<S: Storage> Site<S> {
     pub(super) fn become_master(
         &mut self,
         gen: Gen,
-        votes: usize,
+        voters: Vec<SiteAddr>,
         needed: usize,
     ) -> Result<(), StorageError> {
         assert!(
@@ -205,7 +207,13 @@ impl<S: Storage> Site<S> {
         self.save_meta()?;
         self.stats.elections_won += 1;
         self.role = Role::Master(Master::new(self.now));
-        self.emit(Event::Elected { gen, votes, needed });
+        let votes = voters.len();
+        self.emit(Event::Elected {
+            gen,
+            votes,
+            needed,
+            voters,
+        });
         self.emit(Event::BecameMaster { gen });
         // The generation opens with a record of its own, so every log that has anything of this
         // generation starts it at the same LSN and clients can verify against it.
@@ -246,6 +254,8 @@ impl<S: Storage> Site<S> {
                 // The vote is durable before the candidate can count it.
                 self.save_meta()?;
             }
+            let candidate = from.clone();
+            self.emit(Event::Voted { candidate, egen });
             // We just helped someone else stand: step aside and give them time. A master of a
             // generation below the one we voted in is no longer ours to follow.
             if !matches!(self.role, Role::Client(_)) {

@@ -112,7 +112,12 @@ impl<S: Storage> Site<S> {
         self.meta.voted_for = Some(self.cfg.addr.clone());
         self.save_meta()?;
         self.stats.elections += 1;
-        self.become_master(egen, 1, 1)?;
+        let me = self.cfg.addr.clone();
+        self.emit(Event::Voted {
+            candidate: me.clone(),
+            egen,
+        });
+        self.become_master(egen, vec![me], 1)?;
         let member = Member {
             state: MemberState::Present,
             priority: self.cfg.priority,
@@ -457,6 +462,18 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// A client that applied its own removal leaves the group once it has caught up with its
+    /// master, if nothing since re-admitted it. (Leaving at the record itself would stop a
+    /// site that was removed and re-admitted while it was away, replaying both records.)
+    pub(super) fn leave_if_removed(&mut self) {
+        let last = self.last().lsn;
+        let caught_up = matches!(&self.role, Role::Client(c) if last >= c.master_last.lsn);
+        if self.removal_pending && caught_up {
+            self.removal_pending = false;
+            self.removed_from_group();
+        }
+    }
+
     /// A master tells us we are no longer a member (we were removed while away).
     pub(super) fn on_removed(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
         // A site still joining is not a member yet: there is nothing to be removed from.
@@ -508,12 +525,19 @@ impl<S: Storage> Site<S> {
         };
         let was_present = before.is_some_and(|m| m.state == MemberState::Present);
         let was_member = before.is_some_and(|m| m.state != MemberState::Adding);
+        if *site == self.cfg.addr {
+            // Ours: a removal only counts once we know it is not history (see
+            // `leave_if_removed`); a later record re-admitting us cancels it.
+            match member {
+                Some(m) if m.state == MemberState::Present => self.removal_pending = false,
+                None if was_member => self.removal_pending = true,
+                _ => {}
+            }
+        }
         match member {
             Some(m) if m.state == MemberState::Present && !was_present => {
                 self.emit(Event::SiteAdded { site: site.clone() });
             }
-            // Our own join being undone is not a removal: we keep asking.
-            None if *site == self.cfg.addr && was_member => self.removed_from_group(),
             None if *site != self.cfg.addr && was_member => {
                 self.emit(Event::SiteRemoved { site: site.clone() })
             }

@@ -83,6 +83,10 @@ pub struct Site<S: Storage> {
     started: Time,
     /// Removal requests forwarded to the master: the site to remove and when to give up.
     removes: BTreeMap<RequestId, (SiteAddr, Time)>,
+    /// A client catching up applied the record of its own removal: it leaves the group once it
+    /// has caught up and no later record added it back (the group may have re-admitted it, as
+    /// it does a removed site that asks to join again, further on in the same log).
+    removal_pending: bool,
 }
 
 impl<S: Storage> std::fmt::Debug for Site<S> {
@@ -119,6 +123,7 @@ impl<S: Storage> Site<S> {
             join_answered: false,
             started: now,
             removes: BTreeMap::new(),
+            removal_pending: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now,
             outputs: Vec::new(),

@@ -389,6 +389,16 @@ pub enum Event {
         votes: usize,
         /// Votes needed.
         needed: usize,
+        /// The members whose votes were counted, this site included (as many as `votes`).
+        voters: Vec<SiteAddr>,
+    },
+    /// This site cast its vote in a real election (not a pre-vote): for `candidate`, in election
+    /// generation `egen`. A candidate votes for itself. The vote was durable before it left.
+    Voted {
+        /// Whom it voted for.
+        candidate: SiteAddr,
+        /// The election generation.
+        egen: Gen,
     },
     /// An election this site ran ended without a winner.
     ElectionFailed {

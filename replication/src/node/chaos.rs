@@ -1,0 +1,129 @@
+//! Message duplication and reordering at the frame layer, for simulation.
+//!
+//! TCP (madsim's simulated TCP too) delivers each byte once and in order, so a node never sees
+//! a message twice or after a later one on the same connection. A replication protocol must
+//! still survive both: a master resends records a client asked for again, a message sent on a
+//! connection that broke can be followed by its resend on the next, and a vote can arrive after
+//! the election that asked for it has moved on. [`LinkChaos`] lets the simulator make these
+//! happen on purpose: each connection's writer, after the handshake, duplicates a frame or
+//! holds one back and sends it after the next, with the chances set here. A real deployment
+//! never sets it, and then the writer sends each frame once, in order.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Chances, in per mille, that a connection's writer duplicates a frame or swaps it with the
+/// next one; shared by every connection of the nodes it is given to, and changeable while they
+/// run. Counts what it did, so a run can say whether it happened.
+#[derive(Debug, Default)]
+pub struct LinkChaos {
+    duplicate_per_mille: AtomicU32,
+    reorder_per_mille: AtomicU32,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+}
+
+/// What the writer does with one frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct FramePlan {
+    /// Send it twice.
+    pub duplicate: bool,
+    /// Send it after the next frame instead.
+    pub hold: bool,
+}
+
+impl LinkChaos {
+    /// Sets both chances (per mille; 0 turns one off).
+    pub fn set(&self, duplicate_per_mille: u32, reorder_per_mille: u32) {
+        self.duplicate_per_mille
+            .store(duplicate_per_mille.min(1_000), Ordering::Relaxed);
+        self.reorder_per_mille
+            .store(reorder_per_mille.min(1_000), Ordering::Relaxed);
+    }
+
+    /// The chances set: duplicate, reorder (per mille).
+    pub fn chances(&self) -> (u32, u32) {
+        (
+            self.duplicate_per_mille.load(Ordering::Relaxed),
+            self.reorder_per_mille.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames sent twice so far.
+    pub fn duplicated(&self) -> u64 {
+        self.duplicated.load(Ordering::Relaxed)
+    }
+
+    /// Frames sent after a later one so far.
+    pub fn reordered(&self) -> u64 {
+        self.reordered.load(Ordering::Relaxed)
+    }
+
+    /// Draws what to do with the next frame from `draw` (a fresh number from the connection's
+    /// seeded stream for each chance that is on, so a run with chaos off draws nothing).
+    pub(super) fn plan(&self, mut draw: impl FnMut() -> u64) -> FramePlan {
+        let mut chance = |per_mille: &AtomicU32| {
+            let p = u64::from(per_mille.load(Ordering::Relaxed));
+            p > 0 && draw() % 1_000 < p
+        };
+        let duplicate = chance(&self.duplicate_per_mille);
+        let hold = chance(&self.reorder_per_mille);
+        if duplicate {
+            self.duplicated.fetch_add(1, Ordering::Relaxed);
+        }
+        FramePlan { duplicate, hold }
+    }
+
+    /// Counts a held frame sent after a later one.
+    pub(super) fn count_reordered(&self) {
+        self.reordered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A node's optional [`LinkChaos`]: compared by identity, and never part of a configuration
+/// file (it is set by code, for simulation).
+#[derive(Clone, Debug, Default)]
+pub struct ChaosHandle(pub Option<Arc<LinkChaos>>);
+
+impl PartialEq for ChaosHandle {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ChaosHandle {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaos_off_draws_nothing_and_changes_nothing() {
+        let chaos = LinkChaos::default();
+        let plan = chaos.plan(|| panic!("no draw with chaos off"));
+        assert_eq!(
+            plan,
+            FramePlan {
+                duplicate: false,
+                hold: false
+            }
+        );
+    }
+
+    #[test]
+    fn chances_are_per_mille_and_counted() {
+        let chaos = LinkChaos::default();
+        chaos.set(1_000, 0);
+        assert!(chaos.plan(|| 999).duplicate);
+        chaos.set(0, 500);
+        assert!(chaos.plan(|| 499).hold);
+        assert!(!chaos.plan(|| 500).hold);
+        assert_eq!(chaos.duplicated(), 1);
+        chaos.count_reordered();
+        assert_eq!(chaos.reordered(), 1);
+    }
+}
