@@ -157,6 +157,7 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
             pause: 3,
             links: 3,
             shuffle: 3,
+            aimed: 3,
             ..FaultMix::NONE
         });
     let mut mix = FaultMix {
@@ -242,6 +243,20 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
         }
     }
     mix.shuffle = weight(&mut rng, bounds.shuffle);
+    mix.aimed = weight(&mut rng, bounds.aimed);
+    if membership == Membership::Database {
+        mix.rejoin = weight(&mut rng, swarm.operations.rejoin);
+    } else if pick(&mut rng, 3) == 0 {
+        // A legacy group part-way through an upgrade: some sites still speak version 1, and the
+        // operator upgrades them one by one (the master writes the membership database once
+        // every site speaks version 2).
+        for cfg in &mut configs {
+            if pick(&mut rng, 2) == 0 {
+                cfg.protocol_version = 1;
+            }
+        }
+        mix.upgrade = weight(&mut rng, swarm.operations.upgrade);
+    }
     Group {
         names,
         configs,
@@ -584,6 +599,10 @@ async fn perform(
         }
         Action::Skew(s) => world.skew(&addr(&s.site), s.ms),
         Action::PowerCut(p) => world.cut_power(&addr(&p.site), p.after),
+        Action::CrashAt(c) => {
+            let site = c.site.as_deref().map(addr);
+            world.arm_crash(site.as_ref(), c.moment);
+        }
         Action::Drift(d) => world.drift(&addr(&d.site), d.ppm),
         Action::Write(w) => {
             let via = addr(&w.via);

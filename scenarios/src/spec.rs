@@ -10,7 +10,7 @@
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use sim::disk::StorageKind;
-use sim::faults::FaultMix;
+use sim::faults::{FaultMix, Moment};
 use sim::replication::site::{AckPolicy, Timeouts};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -202,7 +202,7 @@ fn static_only() -> Vec<Membership> {
     vec![Membership::Static]
 }
 
-/// `[swarm] operations = { switchover = 2, archive = 2 }`: the operator's actions a swarm mixes
+/// `[swarm] operations = { switchover = 2, upgrade = 1 }`: the operator's actions a swarm mixes
 /// into its fault schedule, as weights beside the faults'.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,6 +216,14 @@ pub struct OperationBounds {
     /// Removals of a site, asked of any site (database groups only).
     #[serde(default)]
     pub remove: u32,
+    /// Restarts of a site with another helper (database groups only: a joiner that has not
+    /// joined yet asks the new one).
+    #[serde(default)]
+    pub rejoin: u32,
+    /// Upgrades of a legacy site to protocol version 2 (static groups only, some of whose sites
+    /// the swarm starts on version 1).
+    #[serde(default)]
+    pub upgrade: u32,
 }
 
 impl Default for OperationBounds {
@@ -224,6 +232,8 @@ impl Default for OperationBounds {
             switchover: 2,
             archive: 2,
             remove: 2,
+            rejoin: 2,
+            upgrade: 2,
         }
     }
 }
@@ -256,11 +266,12 @@ pub struct RunSpec {
 pub const INVARIANTS: &[&str] = &[
     "one_master_per_generation",
     "durable_writes_survive",
-    "logs_are_prefixes",
+    "client_log_is_prefix",
     "database_is_replay",
     "membership_converges",
     "no_client_accepted_a_write",
-    "all_caught_up",
+    "elections_are_sound",
+    "reads_are_sane",
     "liveness",
     "expectation",
     "run_finishes",
@@ -273,6 +284,7 @@ pub const EVENTS: &[&str] = &[
     "BecameClient",
     "NewMaster",
     "Elected",
+    "Voted",
     "ElectionFailed",
     "MasterFailure",
     "DuplicateMaster",
@@ -443,6 +455,18 @@ pub struct PowerCutSpec {
     pub after: u64,
 }
 
+/// `crash_at = { site = "B", moment = "vote" }`: the site crashes in the instant it next votes
+/// (`vote`), records an admission (`join`) or is initialised from a snapshot (`init`); without
+/// a site, the first site to get there does. The operator restarts it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrashAtSpec {
+    /// The site (any, if absent).
+    pub site: Option<String>,
+    /// The moment.
+    pub moment: Moment,
+}
+
 /// `drift = { site = "A", ppm = 50000 }`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -507,6 +531,7 @@ struct RawStep {
     isolate: Option<Names>,
     corrupt: Option<Names>,
     power_cut: Option<PowerCutSpec>,
+    crash_at: Option<CrashAtSpec>,
     partition: Option<Vec<Vec<String>>>,
     clog: Option<ClogSpec>,
     heal: Option<bool>,
@@ -545,6 +570,8 @@ pub enum Action {
     Corrupt(Vec<String>),
     /// Cut a site's power in the middle of its disk operations.
     PowerCut(PowerCutSpec),
+    /// Crash a site in the middle of an election, a join or an initialisation.
+    CrashAt(CrashAtSpec),
     /// Cut every link between different sides (sites not named form one more side).
     Partition(Vec<Vec<String>>),
     /// Cut one direction of one link.
@@ -915,6 +942,10 @@ fn validate_step(raw: &RawStep, known: &dyn Fn(&str) -> bool) -> Result<Step, St
     if let Some(p) = &raw.power_cut {
         check_names([&p.site], known)?;
         actions.push(Action::PowerCut(p.clone()));
+    }
+    if let Some(c) = &raw.crash_at {
+        check_names(c.site.iter(), known)?;
+        actions.push(Action::CrashAt(c.clone()));
     }
     if let Some(sides) = &raw.partition {
         check_names(sides.iter().flatten(), known)?;

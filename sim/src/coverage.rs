@@ -79,6 +79,20 @@ pub const BEHAVIOURS: &[(&str, &str)] = &[
         "links between two sets of sites were cut, others kept (non-transitive, bridged)",
     ),
     ("fault_pause", "a site's machine froze"),
+    (
+        "crash_in_election",
+        "a site crashed in the instant after it voted",
+    ),
+    (
+        "crash_in_join",
+        "a site crashed in the instant after it recorded an admission",
+    ),
+    (
+        "crash_in_init",
+        "a site crashed in the instant after its internal initialisation",
+    ),
+    ("rejoin", "a site was restarted with another helper"),
+    ("upgrade", "a site was upgraded to protocol version 2"),
     ("fault_network", "messages were lost or delayed"),
     ("fault_duplicate", "a message was delivered twice"),
     ("fault_reorder", "a message was delivered after a later one"),

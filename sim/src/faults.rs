@@ -90,6 +90,30 @@ pub enum Fault {
         /// The site asked.
         via: usize,
     },
+    /// Arm a crash of `site` for the next moment it reaches: it is killed in that instant (its
+    /// disk losing what was not synced) and the operator restarts it.
+    CrashAt {
+        /// The site; none for the first site to reach the moment.
+        #[serde(default)]
+        site: Option<usize>,
+        /// When.
+        moment: Moment,
+    },
+    /// The operator restarts `site` (a process restart: the disk keeps what it holds) with
+    /// another helper. A site already a member ignores its helper; one still joining asks the
+    /// new one. The group's creator is left alone.
+    Rejoin {
+        /// The site.
+        site: usize,
+        /// The new helper.
+        helper: usize,
+    },
+    /// The operator upgrades `site` to protocol version 2: stop, new version, start (a site
+    /// already on version 2 is left alone).
+    Upgrade {
+        /// The site.
+        site: usize,
+    },
     /// Restart a crashed site from its disk.
     Restart {
         /// The site.
@@ -133,6 +157,35 @@ pub enum Fault {
         /// Offset in milliseconds.
         skew_ms: i64,
     },
+}
+
+/// A moment in the engine's work that an aimed crash waits for (see [`Fault::CrashAt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moment {
+    /// The site has just cast a vote (a voter, or a candidate standing): the election is
+    /// under way.
+    Vote,
+    /// The site has just recorded a site's admission: on the master, the join is waiting for
+    /// its acknowledgements; on a joiner, it has not caught up yet.
+    Join,
+    /// The site has just been initialised from the master's snapshot and not yet caught up with
+    /// the log after it.
+    Init,
+}
+
+impl Moment {
+    /// Every moment, in the order a schedule draws them.
+    pub const ALL: [Moment; 3] = [Moment::Vote, Moment::Join, Moment::Init];
+
+    /// How a trace or a coverage table names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Moment::Vote => "an election",
+            Moment::Join => "a join",
+            Moment::Init => "an internal initialisation",
+        }
+    }
 }
 
 /// A fault at a simulated time.
@@ -189,6 +242,15 @@ pub struct FaultMix {
     /// Messages duplicated and reordered.
     #[serde(default)]
     pub shuffle: u32,
+    /// Crashes aimed at the middle of an election, a join or an internal initialisation.
+    #[serde(default)]
+    pub aimed: u32,
+    /// Restarts of a site with a changed helper.
+    #[serde(default)]
+    pub rejoin: u32,
+    /// Upgrades of a site to protocol version 2.
+    #[serde(default)]
+    pub upgrade: u32,
 }
 
 impl FaultMix {
@@ -206,6 +268,9 @@ impl FaultMix {
         archive: 0,
         remove: 0,
         shuffle: 0,
+        aimed: 0,
+        rejoin: 0,
+        upgrade: 0,
     };
 
     /// The sum of the weights.
@@ -222,6 +287,9 @@ impl FaultMix {
             + self.archive
             + self.remove
             + self.shuffle
+            + self.aimed
+            + self.rejoin
+            + self.upgrade
     }
 }
 
@@ -253,6 +321,9 @@ enum Kind {
     Archive,
     Remove,
     Shuffle,
+    Aimed,
+    Rejoin,
+    Upgrade,
 }
 
 /// The kind whose share of the mix's total weight holds `pick` (0 <= pick < total).
@@ -270,6 +341,9 @@ fn pick_kind(mix: &FaultMix, mut pick: u32) -> Kind {
         (mix.archive, Kind::Archive),
         (mix.remove, Kind::Remove),
         (mix.shuffle, Kind::Shuffle),
+        (mix.aimed, Kind::Aimed),
+        (mix.rejoin, Kind::Rejoin),
+        (mix.upgrade, Kind::Upgrade),
     ] {
         if pick < weight {
             return kind;
@@ -348,6 +422,27 @@ impl Schedule {
                 Kind::Remove => Fault::Remove {
                     site: (rng.next_u64() % sites as u64) as usize,
                     via: (rng.next_u64() % sites as u64) as usize,
+                },
+                Kind::Aimed => {
+                    let site = (rng.next_u64() % sites as u64) as usize;
+                    match Moment::ALL[(rng.next_u64() % 3) as usize] {
+                        // Few sites are ever initialised: the crash waits for whichever is.
+                        Moment::Init => Fault::CrashAt {
+                            site: None,
+                            moment: Moment::Init,
+                        },
+                        moment => Fault::CrashAt {
+                            site: Some(site),
+                            moment,
+                        },
+                    }
+                }
+                Kind::Rejoin => Fault::Rejoin {
+                    site: (rng.next_u64() % sites as u64) as usize,
+                    helper: (rng.next_u64() % sites as u64) as usize,
+                },
+                Kind::Upgrade => Fault::Upgrade {
+                    site: (rng.next_u64() % sites as u64) as usize,
                 },
                 Kind::Shuffle => {
                     shuffled = true;
@@ -478,6 +573,18 @@ impl fmt::Display for Schedule {
                 Fault::Cut { a, b } => format!("cut every link between {a:?} and {b:?}"),
                 Fault::Mend { a, b } => format!("mend every link between {a:?} and {b:?}"),
                 Fault::Restart { site } => format!("restart site {site}"),
+                Fault::CrashAt {
+                    site: Some(site),
+                    moment,
+                } => format!("crash site {site} in the middle of {}", moment.name()),
+                Fault::CrashAt {
+                    site: None,
+                    moment,
+                } => format!("crash the first site in the middle of {}", moment.name()),
+                Fault::Rejoin { site, helper } => {
+                    format!("restart site {site} with site {helper} as its helper")
+                }
+                Fault::Upgrade { site } => format!("upgrade site {site} to protocol version 2"),
                 Fault::Partition { side } => format!("partition {side:?} from the rest"),
                 Fault::Heal => "heal".into(),
                 Fault::Network {

@@ -8,7 +8,7 @@ use crate::check::{self, Observed, Operation, Outcome, Read, Violation};
 use crate::clock::SkewedClock;
 use crate::coverage::{self, Coverage};
 use crate::disk::{Disk, StorageKind};
-use crate::faults::{Fault, Schedule};
+use crate::faults::{Fault, Moment, Schedule};
 use crate::result::{Counts, RunOutcome, RunResult};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
@@ -54,9 +54,55 @@ struct Desk {
     disks: BTreeMap<SiteAddr, Disk>,
     /// Every kill of a site's machine, at simulated milliseconds (for the election checker).
     kills: Vec<(u64, SiteAddr)>,
+    /// Crashes waiting for a moment of a site's work ([`Fault::CrashAt`]).
+    /// (A crash for no site in particular falls on the first site to reach its moment.)
+    armed: Vec<(Option<SiteAddr>, Moment)>,
+    /// Sites that reached their armed moment, for the executioner to kill.
+    doomed: Vec<(SiteAddr, Moment)>,
+}
+
+/// Whether `event` is the moment an armed crash waits for.
+fn is_moment(event: &NodeEvent, moment: Moment) -> bool {
+    use replication::site::Event;
+    let NodeEvent::Site(event) = event else {
+        return false;
+    };
+    matches!(
+        (moment, event),
+        (Moment::Vote, Event::Voted { .. })
+            | (Moment::Join, Event::SiteAdded { .. })
+            | (Moment::Init, Event::InitDone { .. })
+    )
+}
+
+/// The executioner's task: kills each site that reached its armed moment, in the instant it
+/// reports it (its disk loses what was not synced), and leaves it to the operator to restart.
+async fn executioner(
+    desk: SharedDesk,
+    wake: Arc<tokio::sync::Notify>,
+    trace: Trace,
+    start: tokio::time::Instant,
+) {
+    loop {
+        wake.notified().await;
+        let mut desk = desk.lock().expect("desk lock");
+        for (addr, moment) in std::mem::take(&mut desk.doomed) {
+            Handle::current().kill(desk.machines[&addr]);
+            desk.disks[&addr].crash();
+            let ms = start.elapsed().as_millis();
+            desk.kills.push((ms as u64, addr.clone()));
+            desk.failed.insert(addr.clone());
+            let line = format!("{addr} crashed in the middle of {}", moment.name());
+            trace.lock().expect("trace lock").world(ms, line);
+        }
+    }
 }
 
 type SharedDesk = Arc<Mutex<Desk>>;
+
+/// How many times the liveness check samples positions, 50 ms apart, before it calls a site
+/// behind the master.
+const CATCH_UP_SAMPLES: usize = 20;
 
 /// How often the operator looks at the group.
 pub const OPERATOR_EVERY_MS: u64 = 100;
@@ -285,6 +331,9 @@ pub struct World {
     desk: SharedDesk,
     /// The operator's task, stopped with the world.
     operator: madsim::task::JoinHandle<()>,
+    /// The task that carries out aimed crashes, and how it is woken.
+    executioner: madsim::task::JoinHandle<()>,
+    doom: Arc<tokio::sync::Notify>,
     /// Operations asked of the master in the background (switchovers, archiving), stopped with
     /// the world if still waiting.
     operations: Vec<madsim::task::JoinHandle<()>>,
@@ -316,6 +365,7 @@ pub fn site_addr(i: usize) -> SiteAddr {
 impl Drop for World {
     fn drop(&mut self) {
         self.operator.abort();
+        self.executioner.abort();
         for operation in &self.operations {
             operation.abort();
         }
@@ -358,6 +408,13 @@ impl World {
         let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let desk = SharedDesk::default();
         let operator = madsim::task::spawn(operator(desk.clone(), trace.clone(), start));
+        let doom: Arc<tokio::sync::Notify> = Arc::default();
+        let executioner = madsim::task::spawn(executioner(
+            desk.clone(),
+            doom.clone(),
+            trace.clone(),
+            start,
+        ));
         World {
             sites: BTreeMap::new(),
             trace,
@@ -370,6 +427,8 @@ impl World {
             },
             desk,
             operator,
+            executioner,
+            doom,
             operations: Vec::new(),
             durability_void: None,
             quiet_ms: 0,
@@ -449,6 +508,15 @@ impl World {
         for line in &trace.lines {
             if line.contains("opened its disk, dropping") {
                 coverage::reach(&mut reached, "disk_tail_dropped");
+            }
+            for (moment, name) in [
+                (Moment::Vote, "crash_in_election"),
+                (Moment::Join, "crash_in_join"),
+                (Moment::Init, "crash_in_init"),
+            ] {
+                if line.contains(&format!("crashed in the middle of {}", moment.name())) {
+                    coverage::reach(&mut reached, name);
+                }
             }
         }
         drop(trace);
@@ -619,6 +687,63 @@ impl World {
         self.note(addr, "crashed");
     }
 
+    /// Crashes `addr` (or, with none, the first site) in the instant it next reaches `moment`
+    /// (see [`Fault::CrashAt`]). A site has one armed crash at most.
+    pub fn arm_crash(&mut self, addr: Option<&SiteAddr>, moment: Moment) {
+        let mut desk = self.desk();
+        desk.armed.retain(|(site, _)| site.as_ref() != addr);
+        desk.armed.push((addr.cloned(), moment));
+        drop(desk);
+        let what = format!("will crash in the middle of {}", moment.name());
+        match addr {
+            Some(addr) => self.note(addr, &what),
+            None => self.note_all(&format!("the next site to reach it {what}")),
+        }
+    }
+
+    /// The operator restarts a site with another helper (see [`Fault::Rejoin`]).
+    pub fn rejoin(&mut self, addr: &SiteAddr, helper: &SiteAddr) {
+        let cfg = self.sites[addr].cfg.lock().expect("cfg lock").site.clone();
+        if cfg.group_creator || !cfg.sites.is_empty() || addr == helper {
+            return;
+        }
+        self.reach("rejoin");
+        self.reconfigure(addr, |cfg| cfg.helper = Some(helper.clone()));
+        self.note(addr, &format!("helper changed to {helper}"));
+        if self.sites[addr].up && !self.desk().paused.contains(addr) {
+            self.process_restart(addr);
+        }
+    }
+
+    /// The operator upgrades a site to protocol version 2: stop, new version, start.
+    pub fn upgrade(&mut self, addr: &SiteAddr) {
+        let version = self.sites[addr]
+            .cfg
+            .lock()
+            .expect("cfg lock")
+            .site
+            .protocol_version;
+        if version >= 2 {
+            return;
+        }
+        self.reach("upgrade");
+        self.reconfigure(addr, |cfg| cfg.protocol_version = 2);
+        self.note(addr, "upgraded to protocol version 2");
+        if self.sites[addr].up && !self.desk().paused.contains(addr) {
+            self.process_restart(addr);
+        }
+    }
+
+    /// Stops a site's process and starts it again at once: nothing on its disk is lost.
+    fn process_restart(&mut self, addr: &SiteAddr) {
+        let now = self.now_ms();
+        self.desk().kills.push((now, addr.clone()));
+        let machine = self.sites[addr].machine.id();
+        Handle::current().kill(machine);
+        Handle::current().restart(machine);
+        self.note(addr, "restarted by the operator");
+    }
+
     /// Restarts a crashed site. Its node opens the disk as the file storage opens its files,
     /// dropping a torn or corrupt tail (the site resyncs the rest from the group).
     pub fn restart(&mut self, addr: &SiteAddr) {
@@ -743,6 +868,7 @@ impl World {
                 slot: handle.clone(),
                 trace: self.trace.clone(),
                 desk: self.desk.clone(),
+                doom: self.doom.clone(),
                 start: self.start,
                 seed,
             },
@@ -846,6 +972,25 @@ impl World {
                     self.restart(&addr);
                 }
             }
+            Fault::CrashAt { site: None, moment } => self.arm_crash(None, *moment),
+            Fault::CrashAt {
+                site: Some(i),
+                moment,
+            } => {
+                if let Some(addr) = site(i) {
+                    self.arm_crash(Some(&addr), *moment);
+                }
+            }
+            Fault::Rejoin { site: i, helper } => {
+                if let (Some(addr), Some(helper)) = (site(i), site(helper)) {
+                    self.rejoin(&addr, &helper);
+                }
+            }
+            Fault::Upgrade { site: i } => {
+                if let Some(addr) = site(i) {
+                    self.upgrade(&addr);
+                }
+            }
             Fault::Partition { side } => {
                 self.heal();
                 let a = sites(side);
@@ -901,6 +1046,8 @@ impl World {
     /// Leaves the group alone (but for the operator) for `quiet_ms` before the checks. The
     /// liveness checks then expect every live site caught up.
     pub async fn settle(&mut self, quiet_ms: u64) {
+        // Crashes armed for moments that never came are faults that did not happen.
+        self.desk().armed.clear();
         self.note_all(&format!("left alone for {quiet_ms} ms"));
         tokio::time::sleep(Duration::from_millis(quiet_ms)).await;
         self.quiet_ms = quiet_ms;
@@ -1156,11 +1303,28 @@ impl World {
                 // follows no one, as on Berkeley DB): it is no longer held to the group's log.
                 let member =
                     |a: &SiteAddr| (listed.is_empty() || listed.contains(a)) && !excused(a);
-                let live_members: BTreeMap<SiteAddr, (replication::LogPos, u64)> = live
+                let mut live_members: BTreeMap<SiteAddr, (replication::LogPos, u64)> = live
                     .iter()
                     .filter(|(a, _)| member(a))
                     .map(|(a, d)| (a.clone(), *d))
                     .collect();
+                // A quiet group can still write: a joiner whose join the policy cannot
+                // acknowledge asks again every few seconds, and each attempt is a record. A
+                // record in flight at the instant of sampling is no laggard: sample again a
+                // few times before calling anyone behind.
+                for _ in 0..CATCH_UP_SAMPLES {
+                    if check::all_caught_up(&master, &live_members, self.quiet_ms).is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    for (addr, digest) in live_members.iter_mut() {
+                        if let Some(h) = self.handle(addr) {
+                            if let Some(now) = answer(h.digest()).await {
+                                *digest = now;
+                            }
+                        }
+                    }
+                }
                 violations.extend(check::all_caught_up(&master, &live_members, self.quiet_ms));
                 members.retain(|a, _| member(a));
                 violations.extend(check::membership_converges(&master, &members));
@@ -1338,6 +1502,8 @@ struct SiteMachine {
     slot: Arc<Mutex<Option<NodeHandle>>>,
     trace: Trace,
     desk: SharedDesk,
+    /// Wakes the executioner when this site reaches an armed moment.
+    doom: Arc<tokio::sync::Notify>,
     start: tokio::time::Instant,
     seed: u64,
 }
@@ -1404,6 +1570,16 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                             .failed
                             .insert(addr.clone());
                     }
+                    let mut desk = m.desk.lock().expect("desk lock");
+                    let armed = desk.armed.iter().position(|(site, moment)| {
+                        site.as_ref().is_none_or(|s| *s == addr) && is_moment(&event, *moment)
+                    });
+                    if let Some(i) = armed {
+                        let (_, moment) = desk.armed.remove(i);
+                        desk.doomed.push((addr.clone(), moment));
+                        m.doom.notify_one();
+                    }
+                    drop(desk);
                     let ms = m.start.elapsed().as_millis();
                     m.trace.lock().expect("trace").site(ms, &addr, event);
                 }
