@@ -2,6 +2,8 @@
 //! scenario on the simulated world ([`run`], simulated build only), failure files and their
 //! shrinking, and what the `repsim` command line needs around them.
 
+#[cfg(madsim)]
+pub mod failover;
 pub mod failure;
 #[cfg(madsim)]
 pub mod run;

@@ -81,6 +81,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Measure failover: lose the master of a group with default timeouts once per seed, and
+    /// print how long the group went without one (p50, p99, worst) and how often an election
+    /// failed on the way.
+    Failover {
+        /// Group sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "3,5")]
+        sites: Vec<usize>,
+        /// How the master is lost: `crash` (connections break) or `pause` (it goes silent).
+        #[arg(long, default_value = "crash", value_parser = parse_loss)]
+        fault: LossArg,
+        /// Seeds, as A..B (B excluded) or A..=B.
+        #[arg(long, value_parser = parse_seeds, default_value = "1..201")]
+        seeds: SeedRange,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print each run's trace from the fault to the new master (use with one seed).
+        #[arg(long)]
+        trace: bool,
+    },
     /// Run every scenario in the catalog (or DIR) on K seeds; fail on any violation.
     Suite {
         /// Scenario directory.
@@ -138,6 +158,19 @@ struct Output {
     /// Write JUnit XML to FILE.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+}
+
+/// `--fault` of `failover`.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(madsim), allow(dead_code))]
+struct LossArg(&'static str);
+
+fn parse_loss(text: &str) -> Result<LossArg, String> {
+    match text {
+        "crash" => Ok(LossArg("crash")),
+        "pause" => Ok(LossArg("pause")),
+        _ => Err(format!("expected `crash` or `pause`, not {text:?}")),
+    }
 }
 
 /// A range of seeds.
@@ -235,6 +268,75 @@ mod commands {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
+    /// `repsim failover`: one failover per seed and size, then the distribution.
+    fn failover(
+        sizes: &[usize],
+        fault: super::LossArg,
+        seeds: super::SeedRange,
+        json: bool,
+        trace: bool,
+    ) -> Result<ExitCode, String> {
+        use scenarios::failover::{measure, percentile, Loss};
+        let loss = Loss::parse(fault.0).expect("validated by clap");
+        let mut rows = Vec::new();
+        for &sites in sizes {
+            if sites < 2 {
+                return Err(format!(
+                    "--sites {sites}: a failover needs at least 2 sites"
+                ));
+            }
+            let runs: Vec<_> = seeds.0.clone().map(|s| measure(sites, loss, s)).collect();
+            if trace {
+                for run in &runs {
+                    println!("seed {}:\n{}", run.seed, run.trace.join("\n"));
+                }
+            }
+            let mut ms: Vec<u64> = runs.iter().filter_map(|r| r.ms).collect();
+            ms.sort_unstable();
+            let never = runs.len() - ms.len();
+            let with_failed = runs.iter().filter(|r| r.failed_elections > 0).count();
+            rows.push(serde_json::json!({
+                "sites": sites,
+                "fault": fault.0,
+                "seeds": runs.len(),
+                "p50_ms": percentile(&ms, 50),
+                "p99_ms": percentile(&ms, 99),
+                "max_ms": ms.last(),
+                "no_new_master": never,
+                "failovers_with_a_failed_election": with_failed,
+            }));
+            if !json {
+                let show = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+                println!(
+                    "{sites} sites, master {}: p50 {}, p99 {}, worst {} over {} seeds; no new \
+                     master in {never}; an election failed on the way in {with_failed} ({:.1}%)",
+                    if loss == Loss::Crash {
+                        "crashed"
+                    } else {
+                        "paused"
+                    },
+                    show(percentile(&ms, 50)),
+                    show(percentile(&ms, 99)),
+                    show(ms.last().copied()),
+                    runs.len(),
+                    100.0 * with_failed as f64 / runs.len().max(1) as f64,
+                );
+                let mut slowest: Vec<_> = runs.iter().collect();
+                slowest.sort_by_key(|r| std::cmp::Reverse(r.ms.unwrap_or(u64::MAX)));
+                let names: Vec<String> = slowest
+                    .iter()
+                    .take(3)
+                    .map(|r| format!("{} ({})", r.seed, show(r.ms)))
+                    .collect();
+                println!("  slowest seeds: {}", names.join(", "));
+            }
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub fn dispatch(command: Command) -> Result<ExitCode, String> {
         match command {
             Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
@@ -258,6 +360,13 @@ mod commands {
                 let title = format!("{} seed {seed}", scenario.name);
                 finish(&out, played, failure_file, &title)
             }
+            Command::Failover {
+                sites,
+                fault,
+                seeds,
+                json,
+                trace,
+            } => failover(&sites, fault, seeds, json, trace),
             Command::Explore {
                 scenario,
                 seeds,

@@ -428,6 +428,43 @@ pub fn no_client_accepted_a_write(
     None
 }
 
+/// Whether the group still owes `op` (an acknowledged write) at the end of the run, with
+/// `master` its master then. A policy that promises survival of any failover (`strong`, see
+/// [`survives_failover`]) owes it always; a weaker one owes it to its master for as long as no
+/// other site masters a later generation than the one it was written in. A lenient pair owes
+/// no more than the weak promise, and a master of the same generation elsewhere voids that too:
+/// each side may elect itself alone, in a generation the other never heard of, and when they
+/// meet one side's history goes (as Berkeley DB documents for 2SITE_STRICT off). A removal
+/// acknowledged by the master alone is how a write acknowledged "by everyone" is lost there.
+pub fn write_is_promised(
+    op: &Operation,
+    strong: bool,
+    lenient_pair: bool,
+    master: &SiteAddr,
+    events: &[Observed],
+) -> bool {
+    if strong && !lenient_pair {
+        return true;
+    }
+    let became_master = |e: &Observed| match e.event {
+        NodeEvent::Site(Event::BecameMaster { gen }) => Some(gen),
+        _ => None,
+    };
+    let written_in = events
+        .iter()
+        .filter(|e| e.site == op.site && e.ms <= op.completed_ms)
+        .filter_map(became_master)
+        .next_back();
+    written_in.is_some_and(|gen| {
+        op.site == *master
+            && !events
+                .iter()
+                .filter(|e| e.site != op.site)
+                .filter_map(became_master)
+                .any(|other| other > gen || lenient_pair && other == gen)
+    })
+}
+
 /// Who may vote and who may win, for [`elections_are_sound`].
 #[derive(Clone, Debug, Default)]
 pub struct Electorate {
@@ -813,5 +850,30 @@ mod tests {
         let zero = [site_event(5, "c:1", Event::BecameMaster { gen: 9 })];
         let v = check(&zero).expect("caught");
         assert!(v.detail.contains("priority-0"), "{}", v.detail);
+    }
+
+    #[test]
+    fn a_write_is_owed_as_its_policy_promises_and_a_lenient_pair_promises_less() {
+        let op = Operation {
+            site: SiteAddr::new("m:1"),
+            outcome: Outcome::Ok { lsn: 5 },
+            ..write("k", "v")
+        };
+        let (m, other) = (SiteAddr::new("m:1"), SiteAddr::new("o:1"));
+        let mastered = [became_master(0, "m:1", 3)];
+        // A strong policy owes it whoever is master; a weak one only to its own master.
+        assert!(write_is_promised(&op, true, false, &other, &mastered));
+        assert!(write_is_promised(&op, false, false, &m, &mastered));
+        assert!(!write_is_promised(&op, false, false, &other, &mastered));
+        // Another site mastering a later generation voids the weak promise; the same generation
+        // cannot happen outside a lenient pair (one_master_per_generation says so) ...
+        let later = [became_master(0, "m:1", 3), became_master(5, "o:1", 4)];
+        assert!(!write_is_promised(&op, false, false, &m, &later));
+        let same = [became_master(0, "m:1", 3), became_master(5, "o:1", 3)];
+        assert!(write_is_promised(&op, false, false, &m, &same));
+        // ... but in a lenient pair it does, and the strong promise does not hold there.
+        assert!(!write_is_promised(&op, false, true, &m, &same));
+        assert!(!write_is_promised(&op, true, true, &other, &mastered));
+        assert!(write_is_promised(&op, true, true, &m, &mastered));
     }
 }

@@ -1269,6 +1269,7 @@ impl World {
         // and stopped (LocalSiteRemoved, as on Berkeley DB). The group then counts a member that
         // will never answer, which no check may hold against the engine.
         let removals_may_be_lost = self.durability_void.is_some()
+            || lenient_pair
             || self.sites.values().any(|s| {
                 let policy = s.cfg.lock().expect("cfg lock").site.ack_policy;
                 !check::survives_failover(policy, group_size, electable)
@@ -1344,10 +1345,6 @@ impl World {
                 let master_log = logs.get(&master).cloned().unwrap_or_default();
                 // What each write's policy promises: survival of any failover, or at least of
                 // a group whose master never changed after the acknowledgement.
-                let became_master = |e: &Observed| match e.event {
-                    NodeEvent::Site(replication::site::Event::BecameMaster { gen }) => Some(gen),
-                    _ => None,
-                };
                 let promised = |op: &Operation| {
                     let policy = self.sites[&op.site]
                         .cfg
@@ -1355,24 +1352,8 @@ impl World {
                         .expect("cfg lock")
                         .site
                         .ack_policy;
-                    if check::survives_failover(policy, group_size, electable) {
-                        return true;
-                    }
-                    // A weaker policy still promises the write to its master for as long as
-                    // no other site masters a later generation than the one it was written in.
-                    let written_in = events
-                        .iter()
-                        .filter(|e| e.site == op.site && e.ms <= op.completed_ms)
-                        .filter_map(became_master)
-                        .next_back();
-                    written_in.is_some_and(|gen| {
-                        op.site == master
-                            && !events
-                                .iter()
-                                .filter(|e| e.site != op.site)
-                                .filter_map(became_master)
-                                .any(|later| later > gen)
-                    })
+                    let strong = check::survives_failover(policy, group_size, electable);
+                    check::write_is_promised(op, strong, lenient_pair, &master, &events)
                 };
                 if self.durability_void.is_none() {
                     violations.extend(check::durable_writes_survive(

@@ -202,7 +202,12 @@ async fn run(
             // (a held frame goes out instead: it has waited long enough).
             let msg = match tokio::time::timeout(keepalive, out_rx.recv()).await {
                 Ok(Some(msg)) => msg,
-                Ok(None) => return,
+                // The node dropped this connection (it keeps another to the peer): close it,
+                // so the peer does not wait out the idle timeout on it.
+                Ok(None) => {
+                    let _ = writer.shutdown().await;
+                    return;
+                }
                 Err(_) => held.take().unwrap_or(Message::KeepAlive),
             };
             let plan = match &chaos {

@@ -235,6 +235,11 @@ const COMMAND_QUEUE: usize = 1024;
 const NET_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 const PEER_QUEUE: usize = 1024;
+/// Messages held for a peer while a connection to it is being made.
+const HELD_FOR_CONNECT: usize = 64;
+
+/// The first id of a connection this node dialled; accepted ones count up from 1.
+const FIRST_DIALLED_ID: u64 = 1 << 32;
 
 /// A handle on a running node.
 #[derive(Clone, Debug)]
@@ -322,6 +327,12 @@ struct Peer {
     out: mpsc::Sender<Message>,
 }
 
+impl Peer {
+    fn dialled_by_us(&self) -> bool {
+        self.id > FIRST_DIALLED_ID
+    }
+}
+
 /// The node task's state.
 struct Node<S: Storage> {
     cfg: NodeConfig,
@@ -330,6 +341,8 @@ struct Node<S: Storage> {
     rng: ChaCha8Rng,
     peers: BTreeMap<SiteAddr, Peer>,
     dialing: std::collections::BTreeSet<SiteAddr>,
+    /// What the core said to peers not connected yet, sent once they are (see `send`).
+    held: BTreeMap<SiteAddr, std::collections::VecDeque<Message>>,
     next_conn: u64,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>>,
@@ -394,7 +407,8 @@ pub async fn start<S: Storage + Send + 'static>(
         rng,
         peers: BTreeMap::new(),
         dialing: Default::default(),
-        next_conn: 1 << 32, // inbound connections count up from 0, ours from here
+        held: BTreeMap::new(),
+        next_conn: FIRST_DIALLED_ID,
         next_request: 1,
         waiting: BTreeMap::new(),
         net_tx,
@@ -467,6 +481,10 @@ impl<S: Storage + Send + 'static> Node<S> {
         }
     }
 
+    /// Sends a message to a peer. To a peer not connected yet, it is held (up to
+    /// [`HELD_FOR_CONNECT`] messages, the oldest dropped first) and sent as soon as the
+    /// connection is up, so a join request or a vote request made before the connection is not
+    /// lost to a timeout; a heartbeat is dropped instead, as the next one says more.
     fn send(&mut self, to: SiteAddr, msg: Message) {
         match self.peers.get(&to) {
             Some(peer) => {
@@ -475,7 +493,16 @@ impl<S: Storage + Send + 'static> Node<S> {
                 }
             }
             None => {
-                self.stats.messages_dropped += 1;
+                if matches!(msg, Message::Heartbeat { .. }) {
+                    self.stats.messages_dropped += 1;
+                } else {
+                    let held = self.held.entry(to.clone()).or_default();
+                    if held.len() == HELD_FOR_CONNECT {
+                        held.pop_front();
+                        self.stats.messages_dropped += 1;
+                    }
+                    held.push_back(msg);
+                }
                 self.dial(to);
             }
         }
@@ -547,7 +574,22 @@ impl<S: Storage + Send + 'static> Node<S> {
                 version,
                 out,
             } => {
-                let fresh = self.peers.insert(peer.clone(), Peer { id, out }).is_none();
+                let new = Peer { id, out };
+                // Both ends may dial at once: the two keep the connection the site with the
+                // lower address dialled, so neither ends up sending on one the other dropped.
+                // (Dropping a sender ends that connection: its writer closes it.)
+                let we_dial = self.cfg.site.addr < peer;
+                if let Some(old) = self.peers.get(&peer) {
+                    if old.dialled_by_us() == we_dial && new.dialled_by_us() != we_dial {
+                        return;
+                    }
+                }
+                let fresh = self.peers.insert(peer.clone(), new).is_none();
+                if let Some(held) = self.held.remove(&peer) {
+                    for msg in held {
+                        self.send(peer.clone(), msg);
+                    }
+                }
                 if fresh {
                     tracing::info!(site = %self.cfg.site.addr, %peer, version, "connected");
                     self.report(NodeEvent::ConnectionEstablished {

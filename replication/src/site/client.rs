@@ -10,6 +10,7 @@ use crate::log::{GenHistory, LogRecord, Snapshot};
 use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
 use crate::wire::Message;
+use rand_chacha::rand_core::RngCore;
 
 /// State of a site while it is a client.
 #[derive(Debug)]
@@ -87,9 +88,10 @@ impl<S: Storage> Site<S> {
             return Ok(());
         };
         if now >= client.election_at {
-            if let Some(master) = client.master.take() {
-                client.sync = Sync::Idle;
-                self.emit(Event::MasterFailure { master });
+            if client.master.is_some() {
+                // Silent past the heartbeat timeout: lost. Stand shortly, best placed first.
+                self.lose_master();
+                return Ok(());
             }
             if !self.counts_in_group() {
                 if !self.has_membership() {
@@ -125,6 +127,67 @@ impl<S: Storage> Site<S> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The connection to `addr` broke. If it is our master, that is evidence it is gone (as
+    /// Berkeley DB takes it): an electable member stands within tens of milliseconds instead of
+    /// waiting out the heartbeat timeout, the best placed first (see `quick_stand_ms`). If the
+    /// master lives and others still hear it, they refuse the pre-vote and nothing changes; a
+    /// master that went silent with its connections open is still caught by the timeout.
+    pub(super) fn on_master_connection_lost(&mut self, addr: &SiteAddr) {
+        let ours = matches!(&self.role, Role::Client(c) if c.master.as_ref() == Some(addr));
+        if ours && self.counts_in_group() {
+            self.lose_master();
+        }
+    }
+
+    /// The master is gone: say so, stop following it, and (an electable member) stand after
+    /// `quick_stand_ms`. Meanwhile this site hears no master, so it grants a better-placed
+    /// candidate's request rather than refuse it for a master that no longer answers.
+    fn lose_master(&mut self) {
+        let now = self.now;
+        let delay = if self.cfg.priority > 0 && self.counts_in_group() {
+            self.quick_stand_ms()
+        } else {
+            self.election_delay()
+        };
+        let Some(client) = self.client_mut() else {
+            return;
+        };
+        let Some(master) = client.master.take() else {
+            return;
+        };
+        client.sync = Sync::Idle;
+        client.election_at = now.plus_ms(delay);
+        self.emit(Event::MasterFailure { master });
+    }
+
+    /// How soon to stand once the master is lost: one step for each electable member ranked
+    /// before this site (higher priority, or the same and a lower address, as elections break
+    /// ties; a static list does not say the others' priorities, so there the address alone
+    /// ranks), a penalty for a log short of the master's last known end, and a few milliseconds
+    /// of seeded jitter. The others hear the best-placed site's request before their own timers
+    /// fire, grant it and listen (see `on_vote_request`) rather than stand against it: one round.
+    fn quick_stand_ms(&mut self) -> u64 {
+        const RANK_STEP_MS: u64 = 15;
+        const BEHIND_MS: u64 = 50;
+        const JITTER_MS: u64 = 5;
+        let (me, mine) = (&self.cfg.addr, self.cfg.priority);
+        let known = self.has_membership();
+        let ahead = self
+            .others()
+            .iter()
+            .filter(|a| {
+                let p = self.member_priority(a);
+                p > 0 && (!known && *a < me || known && (p > mine || p == mine && *a < me))
+            })
+            .count() as u64;
+        let mut ms = ahead * RANK_STEP_MS;
+        let last = self.last();
+        if matches!(&self.role, Role::Client(c) if last < c.master_last) {
+            ms += BEHIND_MS;
+        }
+        ms + self.rng.next_u64() % JITTER_MS
     }
 
     /// A heartbeat: the sender is master of `gen`. Follow it if its generation is current.

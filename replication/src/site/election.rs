@@ -247,6 +247,14 @@ impl<S: Storage> Site<S> {
             // In a pre-vote nothing is recorded: only stand sooner ourselves.
             self.stand_soon(if pre { 0 } else { egen })?;
         }
+        if granted && pre {
+            // A short listen: the candidate we would vote for should win within a few round
+            // trips; standing against it now would only split the vote.
+            let at = self.now.plus_ms(3 * self.cfg.timeouts.vote_collect_ms);
+            if let Some(c) = self.client_mut() {
+                c.election_at = c.election_at.max(at);
+            }
+        }
         if granted && !pre {
             if egen > self.meta.egen {
                 self.meta.egen = egen;

@@ -179,6 +179,7 @@ impl<S: Storage> Site<S> {
                 if let Some(peer) = self.peers.get_mut(&addr) {
                     peer.connected = false;
                 }
+                self.on_master_connection_lost(&addr);
                 Ok(())
             }
             Input::Request { id, request } => self.on_request(id, request),

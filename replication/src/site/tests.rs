@@ -102,6 +102,34 @@ fn clients_notice_a_silent_master_and_elect_a_new_one_in_a_later_generation() {
 }
 
 #[test]
+fn a_broken_connection_to_the_master_elects_a_new_one_in_one_round_within_tens_of_ms() {
+    for n in [3, 5] {
+        for seed in 0..10 {
+            let mut net = group(n, seed);
+            let old = elected(&mut net);
+            net.run_for(500);
+            let crashed_at = net.now();
+            net.crash(&old);
+            // The clients hear the connection break at once: no heartbeat timeout to wait out.
+            assert!(
+                net.run_until_cond(200, |net| net.master().is_some_and(|m| m != old)),
+                "{n} sites, seed {seed}: no new master within 200 ms"
+            );
+            let took = net.now().since(crashed_at);
+            let failed = net
+                .events()
+                .iter()
+                .filter(|(at, _, e)| *at >= crashed_at && matches!(e, Event::ElectionFailed { .. }))
+                .count();
+            assert_eq!(
+                failed, 0,
+                "{n} sites, seed {seed}: a split vote ({took} ms)"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_site_with_the_most_advanced_log_wins() {
     // s2 gets a commit that s3 misses; when the master dies, s2 must win even though s3 has the
     // higher priority.
