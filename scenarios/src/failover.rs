@@ -3,6 +3,10 @@
 //! heartbeat timeout can tell). One simulated group per seed, default timeouts, a steady load;
 //! the figure is simulated time from the fault to the first `BecameMaster` of another site.
 //! `repsim failover` prints the distribution over a range of seeds.
+//!
+//! The join benchmark: how long a new site takes from its start to `StartupDone`, joining
+//! through the master and through a client, and what else it reported on the way (a clean join
+//! reports `BecameClient`, `NewMaster`, `StartupDone` and nothing more). `repsim join`.
 
 use madsim::runtime::Runtime;
 use sim::replication::node::NodeEvent;
@@ -114,6 +118,75 @@ fn new_master_since(events: &[sim::check::Observed], old: &SiteAddr, since: u64)
         .map(|e| e.ms)
 }
 
+/// One site's join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The seed.
+    pub seed: u64,
+    /// Through the master (false: through a client).
+    pub via_master: bool,
+    /// Simulated milliseconds from the site's start to its `StartupDone`, if it came.
+    pub ms: Option<u64>,
+    /// What it reported on the way besides the clean sequence (`JoinFailure`,
+    /// `MasterFailure`, a second `NewMaster`, ...), by name.
+    pub noise: Vec<String>,
+}
+
+/// When the joiners start: the creator has long been master.
+const JOIN_AT_MS: [u64; 2] = [2_000, 4_000];
+
+/// Measures two joins with `seed`: B through the creator A (the master), then C through B.
+pub fn measure_joins(seed: u64) -> [Join; 2] {
+    use sim::replication::site::Config;
+    use sim::world::{site_addr, GROUP_SECRET};
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let mut world = World::new();
+        let (a, b, c) = (site_addr(1), site_addr(2), site_addr(3));
+        world.add_site(0, Config::group_creator(a.clone()), GROUP_SECRET, seed);
+        let joins = [(1, b, a.clone(), true), (2, c, site_addr(2), false)];
+        let mut out = Vec::new();
+        for (index, site, helper, via_master) in joins {
+            let at = JOIN_AT_MS[index - 1];
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(world.now_ms()))).await;
+            let started = world.now_ms();
+            let cfg = Config::joining(site.clone(), helper);
+            world.add_site(index, cfg, GROUP_SECRET, seed.wrapping_add(index as u64));
+            let mut done = None;
+            while done.is_none() && world.now_ms() < started + LIMIT_MS {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                done = world
+                    .events()
+                    .iter()
+                    .filter(|e| e.site == site)
+                    .find(|e| matches!(e.event, NodeEvent::Site(Event::StartupDone { .. })))
+                    .map(|e| e.ms);
+            }
+            let clean = ["BecameClient", "NewMaster", "StartupDone"];
+            let mut seen = Vec::new();
+            for e in world.events().iter().filter(|e| e.site == site) {
+                if let NodeEvent::Site(event) = &e.event {
+                    let name = format!("{event:?}");
+                    seen.push(name.split([' ', '{', '(']).next().unwrap_or("").to_string());
+                }
+            }
+            let mut noise = seen.clone();
+            for want in clean {
+                if let Some(i) = noise.iter().position(|n| n == want) {
+                    noise.remove(i);
+                }
+            }
+            out.push(Join {
+                seed,
+                via_master,
+                ms: done.map(|at| at - started),
+                noise,
+            });
+        }
+        [out[0].clone(), out[1].clone()]
+    })
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     if sorted.is_empty() {
@@ -135,6 +208,17 @@ mod tests {
         assert_eq!(percentile(&v, 100), Some(200));
         assert_eq!(percentile(&[7], 99), Some(7));
         assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn a_join_is_measured_from_the_start_and_a_clean_one_reports_no_noise() {
+        let [master, client] = measure_joins(1);
+        for join in [&master, &client] {
+            let ms = join.ms.expect("joined");
+            assert!((1..=1_000).contains(&ms), "{join:?}");
+            assert!(join.noise.is_empty(), "{join:?}");
+        }
+        assert!(master.via_master && !client.via_master);
     }
 
     #[test]

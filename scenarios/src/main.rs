@@ -101,6 +101,17 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Measure joins: a site joins a group through its master, another through a client, once
+    /// per seed; print the time from start to StartupDone (p50, p99, worst) and how many joins
+    /// reported anything besides BecameClient, NewMaster and StartupDone.
+    Join {
+        /// Seeds, as A..B (B excluded) or A..=B.
+        #[arg(long, value_parser = parse_seeds, default_value = "1..201")]
+        seeds: SeedRange,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run every scenario in the catalog (or DIR) on K seeds; fail on any violation.
     Suite {
         /// Scenario directory.
@@ -337,6 +348,52 @@ mod commands {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `repsim join`: two joins per seed, then the distributions.
+    fn join(seeds: super::SeedRange, json: bool) -> Result<ExitCode, String> {
+        use scenarios::failover::{measure_joins, percentile};
+        let runs: Vec<_> = seeds.0.clone().flat_map(measure_joins).collect();
+        let mut rows = Vec::new();
+        for via_master in [true, false] {
+            let of: Vec<_> = runs.iter().filter(|j| j.via_master == via_master).collect();
+            let mut ms: Vec<u64> = of.iter().filter_map(|j| j.ms).collect();
+            ms.sort_unstable();
+            let noisy = of.iter().filter(|j| !j.noise.is_empty()).count();
+            let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+            for j in &of {
+                for n in &j.noise {
+                    *kinds.entry(n.as_str()).or_default() += 1;
+                }
+            }
+            let via = if via_master { "the master" } else { "a client" };
+            if !json {
+                let show = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+                println!(
+                    "join through {via}: p50 {}, p99 {}, worst {} over {} seeds; never joined {}; \
+                     reported more than BecameClient, NewMaster, StartupDone in {noisy} {kinds:?}",
+                    show(percentile(&ms, 50)),
+                    show(percentile(&ms, 99)),
+                    show(ms.last().copied()),
+                    of.len(),
+                    of.len() - ms.len(),
+                );
+            }
+            rows.push(serde_json::json!({
+                "via": via,
+                "seeds": of.len(),
+                "p50_ms": percentile(&ms, 50),
+                "p99_ms": percentile(&ms, 99),
+                "max_ms": ms.last(),
+                "never_joined": of.len() - ms.len(),
+                "noisy": noisy,
+                "noise": kinds,
+            }));
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub fn dispatch(command: Command) -> Result<ExitCode, String> {
         match command {
             Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
@@ -367,6 +424,7 @@ mod commands {
                 json,
                 trace,
             } => failover(&sites, fault, seeds, json, trace),
+            Command::Join { seeds, json } => join(seeds, json),
             Command::Explore {
                 scenario,
                 seeds,

@@ -747,6 +747,13 @@ fn describe(e: &ExpectSpec) -> String {
         };
         return format!("expected {n} {ev}{site}");
     }
+    if let Some(seq) = &e.sequence {
+        let on = e
+            .site
+            .as_deref()
+            .map_or(String::new(), |s| format!(" on {s}"));
+        return format!("expected exactly the events {seq:?}{on}");
+    }
     if let Some(m) = &e.members {
         return format!("expected members {m:?}");
     }
@@ -778,6 +785,22 @@ async fn holds(
             (_, None) => Err("no site is master".into()),
             (name, Some(m)) if *m == addr(name) => Ok(()),
             (_, Some(m)) => Err(format!("{m} is master")),
+        };
+    }
+    if let Some(want) = &e.sequence {
+        let site = e.site.as_deref().map(addr);
+        let since = e.since.map_or(0, |s| s.0);
+        let seen: Vec<String> = world
+            .events()
+            .iter()
+            .filter(|o| o.ms >= since && site.as_ref().is_none_or(|s| *s == o.site))
+            .map(|o| event_name(&o.event))
+            .filter(|name| want.contains(name))
+            .collect();
+        return if seen == *want {
+            Ok(())
+        } else {
+            Err(format!("the events of those kinds were {seen:?}"))
         };
     }
     if let Some(name) = &e.event {

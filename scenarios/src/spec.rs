@@ -494,6 +494,9 @@ pub struct ExpectSpec {
     pub master: Option<String>,
     /// An event a site reported (see [`EVENTS`]).
     pub event: Option<String>,
+    /// Events of these kinds, in exactly this order and no others of these kinds (with `site`
+    /// and `since`): a role's event sequence as an application sees it.
+    pub sequence: Option<Vec<String>>,
     /// The site for `event` (any site if absent).
     pub site: Option<String>,
     /// Only events at or after this time count (default: the run's start).
@@ -1049,6 +1052,7 @@ fn validate_expect(e: &ExpectSpec, known: &dyn Fn(&str) -> bool) -> Result<(), S
     let conditions = [
         e.master.is_some(),
         e.event.is_some(),
+        e.sequence.is_some(),
         e.members.is_some(),
         e.in_sync.is_some(),
     ]
@@ -1057,7 +1061,9 @@ fn validate_expect(e: &ExpectSpec, known: &dyn Fn(&str) -> bool) -> Result<(), S
     .count();
     if conditions != 1 {
         return Err(
-            "expected exactly one of `master`, `event`, `members`, `in_sync` in `expect`".into(),
+            "expected exactly one of `master`, `event`, `sequence`, `members`, `in_sync` in \
+             `expect`"
+                .into(),
         );
     }
     if e.within.is_some() && e.holds_for.is_some() {
@@ -1068,7 +1074,21 @@ fn validate_expect(e: &ExpectSpec, known: &dyn Fn(&str) -> bool) -> Result<(), S
             check_names([m], known)?;
         }
     }
-    if let Some(ev) = &e.event {
+    if let Some(seq) = &e.sequence {
+        if seq.is_empty() {
+            return Err("`sequence` needs at least one event".into());
+        }
+        if let Some(ev) = seq.iter().find(|ev| !EVENTS.contains(&ev.as_str())) {
+            return Err(format!("unknown event {ev:?}: expected one of {EVENTS:?}"));
+        }
+        if e.count.is_some()
+            || e.at_least.is_some()
+            || e.reason.is_some()
+            || e.txns_at_least.is_some()
+        {
+            return Err("`sequence` takes `site`, `since` and `within`, not counts".into());
+        }
+    } else if let Some(ev) = &e.event {
         if !EVENTS.contains(&ev.as_str()) {
             return Err(format!("unknown event {ev:?}: expected one of {EVENTS:?}"));
         }

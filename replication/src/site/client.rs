@@ -159,7 +159,11 @@ impl<S: Storage> Site<S> {
         };
         client.sync = Sync::Idle;
         client.election_at = now.plus_ms(delay);
-        self.emit(Event::MasterFailure { master });
+        // A site still joining follows a master it was never part of: losing it is no failure
+        // of its group (as on Berkeley DB, a joiner reports none).
+        if self.counts_in_group() {
+            self.emit(Event::MasterFailure { master });
+        }
     }
 
     /// How soon to stand once the master is lost: one step for each electable member ranked

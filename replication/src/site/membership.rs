@@ -516,8 +516,10 @@ impl<S: Storage> Site<S> {
     /// Events for a membership record just applied; `before` is the site's previous entry.
     pub(super) fn note_membership_change(&mut self, record: &LogRecord, before: Option<Member>) {
         if let RecordBody::MembershipCreated { members } = &record.body {
-            let sites = members.keys().cloned().collect();
-            self.emit(Event::MembershipCreated { sites });
+            if !matches!(&self.role, Role::Client(c) if !c.startup_done) {
+                let sites = members.keys().cloned().collect();
+                self.emit(Event::MembershipCreated { sites });
+            }
             return;
         }
         let RecordBody::Membership { site, member } = &record.body else {
@@ -533,6 +535,11 @@ impl<S: Storage> Site<S> {
                 None if was_member => self.removal_pending = true,
                 _ => {}
             }
+        }
+        // A client still catching up reads history: the sites it learns of that way were
+        // added before it came (Berkeley DB reports no SITE_ADDED for them either).
+        if matches!(&self.role, Role::Client(c) if !c.startup_done) {
+            return;
         }
         match member {
             Some(m) if m.state == MemberState::Present && !was_present => {
