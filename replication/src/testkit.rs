@@ -372,6 +372,26 @@ impl Network {
         self.request(addr, Request::Commit(txn))
     }
 
+    /// Asks `addr` to commit `txns` together, as a driver batches commits that wait together
+    /// ([`Input::Commits`]).
+    pub fn commit_batch(&mut self, addr: &SiteAddr, txns: Vec<Txn>) -> Vec<RequestId> {
+        let mut batch = Vec::new();
+        for txn in txns {
+            let id = RequestId(self.next_request);
+            self.next_request += 1;
+            let record = CommitRecord {
+                site: addr.clone(),
+                result: None,
+                record: None,
+            };
+            self.requests.insert(id, record);
+            batch.push((id, txn));
+        }
+        let ids = batch.iter().map(|(id, _)| *id).collect();
+        self.input(addr, Input::Commits(batch));
+        ids
+    }
+
     /// Sends any request to `addr`.
     pub fn request(&mut self, addr: &SiteAddr, request: Request) -> RequestId {
         let id = RequestId(self.next_request);

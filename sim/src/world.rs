@@ -257,9 +257,23 @@ impl Clients {
             let addrs = self.addrs();
             let target = believed.clone().unwrap_or_else(|| addrs[0].clone());
             key += 1;
-            let result = self
-                .commit(&target, &format!("k{}", key % 50), &format!("load{key}"))
-                .await;
+            let result = if key.is_multiple_of(5) {
+                // Now and then three writers at once: the node hands them to the core as one
+                // batch (group commit), which the checkers then see under faults too.
+                let writes: Vec<(String, String)> = [key, key + 1_000_000, key + 2_000_000]
+                    .iter()
+                    .map(|k| (format!("k{}", k % 50), format!("load{k}")))
+                    .collect();
+                let (result, _, _) = tokio::join!(
+                    self.commit(&target, &writes[0].0, &writes[0].1),
+                    self.commit(&target, &writes[1].0, &writes[1].1),
+                    self.commit(&target, &writes[2].0, &writes[2].1),
+                );
+                result
+            } else {
+                self.commit(&target, &format!("k{}", key % 50), &format!("load{key}"))
+                    .await
+            };
             // Read a key back from one of the sites, master or client, as a reader would.
             let reader = &addrs[(key as usize / 7) % addrs.len()];
             self.read(reader, &format!("k{}", (key * 7) % 50)).await;

@@ -237,6 +237,8 @@ const EVENT_QUEUE: usize = 4096;
 const PEER_QUEUE: usize = 1024;
 /// Messages held for a peer while a connection to it is being made.
 const HELD_FOR_CONNECT: usize = 64;
+/// Most commits the node hands the core as one batch.
+const MAX_GROUP_COMMIT: usize = 256;
 
 /// The first id of a connection this node dialled; accepted ones count up from 1.
 const FIRST_DIALLED_ID: u64 = 1 << 32;
@@ -444,7 +446,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                 biased;
                 command = commands.recv() => match command {
                     Some(command) => {
-                        if self.on_command(command).is_break() {
+                        if self.on_commands(command, &mut commands).is_break() {
                             break;
                         }
                     }
@@ -525,13 +527,52 @@ impl<S: Storage + Send + 'static> Node<S> {
         ));
     }
 
+    /// Carries out `first` and whatever commands are already waiting behind it. Commits that
+    /// wait together go to the core as one batch (group commit: one append, one sync, one
+    /// message per client); any other command is carried out in its turn.
+    fn on_commands(
+        &mut self,
+        first: Command,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> ControlFlow<()> {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            let Command::Request(Request::Commit(txn), tx) = command else {
+                self.on_command(command)?;
+                next = commands.try_recv().ok();
+                continue;
+            };
+            let mut batch = vec![(self.wait_for(tx), txn)];
+            while batch.len() < MAX_GROUP_COMMIT {
+                match commands.try_recv() {
+                    Ok(Command::Request(Request::Commit(txn), tx)) => {
+                        batch.push((self.wait_for(tx), txn));
+                    }
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.step(Input::Commits(batch));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A new request id, answered on `tx`.
+    fn wait_for(&mut self, tx: oneshot::Sender<Result<Reply, RequestError>>) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.waiting.insert(id, tx);
+        id
+    }
+
     /// Carries out a handle's command; `Break` when the node must stop.
     fn on_command(&mut self, command: Command) -> ControlFlow<()> {
         match command {
             Command::Request(request, tx) => {
-                let id = RequestId(self.next_request);
-                self.next_request += 1;
-                self.waiting.insert(id, tx);
+                let id = self.wait_for(tx);
                 self.step(Input::Request { id, request });
             }
             Command::Get(key, tx) => {

@@ -117,13 +117,44 @@ impl<S: Storage> Site<S> {
         self.commit_body(RecordBody::Txn(txn), Waiter::Request(id))
     }
 
-    /// Commits any record for `waiter` (or answers it at once if this site cannot commit).
-    pub(super) fn commit_body(
+    /// Commits transactions asked together: one append, one sync, one message per client for
+    /// all of them (group commit); each waits for its own acks.
+    pub(super) fn commit_batch(
         &mut self,
-        body: RecordBody,
-        waiter: Waiter,
+        batch: Vec<(RequestId, crate::log::Txn)>,
     ) -> Result<(), StorageError> {
-        let refusal = match &self.role {
+        if let Some(error) = self.commit_refusal() {
+            for (id, _) in batch {
+                self.reply(id, Err(error.clone()));
+            }
+            return Ok(());
+        }
+        let (gen, first) = (self.meta.gen, self.last().lsn + 1);
+        let mut records = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (lsn, (id, txn)) in (first..).zip(batch) {
+            records.push(LogRecord::new(lsn, gen, RecordBody::Txn(txn)));
+            waiters.push((lsn, Waiter::Request(id)));
+        }
+        self.append(&records)?;
+        // Durable here before any client can ack them, so an ack never outlives our copy.
+        self.storage.sync()?;
+        self.stats.commits += records.len() as u64;
+        for to in self.recipients() {
+            let records = records.clone();
+            self.send(&to, Message::Log { gen, records });
+        }
+        let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
+        let m = self.master_mut().expect("committing as master");
+        for (lsn, waiter) in waiters {
+            m.pending.insert(lsn, Pending { waiter, deadline });
+        }
+        self.resolve_pending()
+    }
+
+    /// Why this site cannot commit now, if it cannot.
+    fn commit_refusal(&self) -> Option<RequestError> {
+        match &self.role {
             Role::Master(m) => m
                 .step_down
                 .as_ref()
@@ -131,8 +162,16 @@ impl<S: Storage> Site<S> {
             _ => Some(RequestError::NotMaster {
                 master: self.master().cloned(),
             }),
-        };
-        if let Some(error) = refusal {
+        }
+    }
+
+    /// Commits any record for `waiter` (or answers it at once if this site cannot commit).
+    pub(super) fn commit_body(
+        &mut self,
+        body: RecordBody,
+        waiter: Waiter,
+    ) -> Result<(), StorageError> {
+        if let Some(error) = self.commit_refusal() {
             self.refuse_waiter(waiter, error);
             return Ok(());
         }

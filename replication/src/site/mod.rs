@@ -147,7 +147,13 @@ impl<S: Storage> Site<S> {
         // does: a step at an earlier time is a step at the latest time seen.
         self.now = self.now.max(now);
         if let Some(reason) = &self.dead {
-            if let Input::Request { id, .. } = input {
+            let ids = match input {
+                Input::Request { id, .. } => vec![id],
+                Input::Commits(batch) => batch.into_iter().map(|(id, _)| id).collect(),
+                _ => Vec::new(),
+            };
+            let reason = reason.clone();
+            for id in ids {
                 let reason = reason.clone();
                 self.reply(id, Err(RequestError::HandleDead { reason }));
             }
@@ -183,6 +189,7 @@ impl<S: Storage> Site<S> {
                 Ok(())
             }
             Input::Request { id, request } => self.on_request(id, request),
+            Input::Commits(batch) => self.commit_batch(batch),
         }
     }
 
@@ -385,6 +392,11 @@ impl<S: Storage> Site<S> {
     /// The storage (for inspection by tests and checkers).
     pub fn storage(&mut self) -> &mut S {
         &mut self.storage
+    }
+
+    /// The storage, read-only.
+    pub fn storage_ref(&self) -> &S {
+        &self.storage
     }
 
     /// Gives the storage back, ending the site (a crash or a clean shutdown).

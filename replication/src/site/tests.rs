@@ -70,6 +70,46 @@ fn commits_replicate_and_every_database_is_the_replay_of_its_log() {
 }
 
 #[test]
+fn commits_asked_together_share_one_append_one_sync_and_one_message_per_client() {
+    let mut net = group(3, 21);
+    let master = elected(&mut net);
+    net.run_for(500);
+    let syncs_before = net.site(&master).unwrap().storage_ref().syncs();
+    net.record_messages();
+    let txns = (0..5).map(|i| Txn::put(format!("k{i}"), "v")).collect();
+    let ids = net.commit_batch(&master, txns);
+    assert_eq!(
+        net.site(&master).unwrap().storage_ref().syncs(),
+        syncs_before + 1
+    );
+    net.run_for(200);
+    for id in &ids {
+        assert!(committed(&net, *id), "{id:?}: {:?}", net.result(*id));
+    }
+    for client in others(&net, &master) {
+        let shipped: Vec<usize> = net
+            .recorded_messages()
+            .iter()
+            .filter(|(from, to, _)| *from == master && *to == client)
+            .filter_map(|(_, _, m)| match m {
+                Message::Log { records, .. } => Some(records.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shipped, [5], "to {client}");
+    }
+    // On a client, the whole batch is refused with the master named.
+    let client = others(&net, &master)[0].clone();
+    let ids = net.commit_batch(&client, vec![Txn::put("x", "y"), Txn::put("z", "w")]);
+    for id in ids {
+        assert!(matches!(
+            net.result(id),
+            Some(Err(RequestError::NotMaster { master: Some(m) })) if *m == master
+        ));
+    }
+}
+
+#[test]
 fn a_write_on_a_client_is_refused_with_the_master_named() {
     let mut net = group(3, 3);
     let master = elected(&mut net);

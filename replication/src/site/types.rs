@@ -338,6 +338,10 @@ pub enum Input {
         /// What is asked.
         request: Request,
     },
+    /// Commits asked together (group commit): the master appends them as consecutive records
+    /// with one write and one sync, and ships them in one message to each client; each is
+    /// answered on its own, as its policy's acks arrive.
+    Commits(Vec<(RequestId, crate::log::Txn)>),
 }
 
 /// One thing a step asks the driver to do, in order.

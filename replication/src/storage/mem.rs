@@ -15,12 +15,19 @@ pub struct MemStorage {
     /// How many of `log` are durable.
     synced: usize,
     meta: Option<Meta>,
+    /// Syncs so far (what group commit saves).
+    syncs: u64,
 }
 
 impl MemStorage {
     /// Empty storage: no snapshot, no log, no metadata.
     pub fn new() -> Self {
         MemStorage::default()
+    }
+
+    /// How many times the storage was synced.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Simulates a crash: records appended since the last sync are lost.
@@ -95,6 +102,7 @@ impl Storage for MemStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.synced = self.log.len();
+        self.syncs += 1;
         Ok(())
     }
 
