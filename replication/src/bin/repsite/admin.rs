@@ -3,7 +3,7 @@
 //!
 //! Requests: `{"op":"status"}`, `{"op":"put","key":K,"value":V}`, `{"op":"get","key":K}`,
 //! `{"op":"step_down","to":SITE}`, `{"op":"remove","site":SITE}`,
-//! `{"op":"archive","keep_records":N}`. Responses: `{"ok":true, <answer>: ...}` or
+//! `{"op":"archive","keep_records":N}`, `{"op":"digest"}`. Responses: `{"ok":true, <answer>: ...}` or
 //! `{"ok":false,"error":{"kind":..., "message":..., "master":...}}`.
 //!
 //! The server trusts nothing it reads: a line that is not a request gets a `bad_request` error
@@ -64,6 +64,8 @@ pub enum AdminRequest {
         /// Records to keep in the log.
         keep_records: u64,
     },
+    /// Where the database stands and a digest of it (for `repsite check`).
+    Digest,
 }
 
 /// A response line.
@@ -103,6 +105,16 @@ pub enum Answer {
     Archived {
         /// First LSN still in the log.
         first_lsn: Lsn,
+    },
+    /// The database has applied the log up to (`gen`, `lsn`), and this is its digest (a hash
+    /// of every key and value, the same on every site holding the same data).
+    Digest {
+        /// Generation of the last record applied.
+        gen: u64,
+        /// LSN of the last record applied.
+        lsn: Lsn,
+        /// The digest.
+        digest: u64,
     },
     /// The request failed.
     Error(AdminError),
@@ -373,7 +385,7 @@ impl Server {
                     ErrorKind::BadRequest,
                     format!(
                         "{why}; expected one JSON object per line with \"op\" one of status, \
-                         put, get, step_down, remove, archive"
+                         put, get, step_down, remove, archive, digest"
                     ),
                 )
             }
@@ -404,6 +416,11 @@ impl Server {
             AdminRequest::Archive { keep_records } => {
                 self.request(Request::Archive { keep_records }).await
             }
+            AdminRequest::Digest => self.node.digest().await.map(|(at, digest)| Answer::Digest {
+                gen: at.gen,
+                lsn: at.lsn,
+                digest,
+            }),
         };
         match answer {
             Ok(answer) => AdminResponse::answer(answer),

@@ -151,6 +151,9 @@ pub fn render(request: &AdminRequest, response: &AdminResponse, json: bool) -> O
         Answer::Archived { first_lsn } => {
             Outcome::ok(format!("archived: the log now starts at LSN {first_lsn}"))
         }
+        Answer::Digest { gen, lsn, digest } => Outcome::ok(format!(
+            "applied up to LSN {lsn} (generation {gen}), digest {digest:016x}"
+        )),
     };
     if json {
         // The response, compact, whatever its kind; the exit status still says how it went.

@@ -18,6 +18,8 @@ mod admin_tests;
 #[cfg(not(madsim))]
 mod bench;
 #[cfg(not(madsim))]
+mod check;
+#[cfg(not(madsim))]
 mod client;
 #[cfg(not(madsim))]
 mod config;
@@ -42,7 +44,7 @@ fn main() -> std::process::ExitCode {
 #[cfg(not(madsim))]
 mod cli {
     use crate::admin::AdminRequest;
-    use crate::{bench, client, config, replica, run};
+    use crate::{bench, check, client, config, replica, run};
     use clap::{Parser, Subcommand};
     use replication::site::AckPolicy;
     use std::path::PathBuf;
@@ -144,6 +146,21 @@ mod cli {
             #[arg(short, long)]
             quiet: bool,
         },
+        /// Check that every site holds the same data (the end of a failback): each reports the
+        /// position its database applied and a digest; once all stand at the same position the
+        /// digests are compared. Exits 0 if and only if every site agrees, 1 naming the sites
+        /// that differ (or never caught up, or did not answer).
+        Check {
+            /// Every site's admin address (repeat the flag, or separate with commas).
+            #[arg(long, value_name = "HOST:PORT", value_delimiter = ',', required = true)]
+            admin: Vec<String>,
+            /// How long to wait for every site to reach the same position, in seconds.
+            #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+            wait: u64,
+            /// How long to wait for each answer, in seconds.
+            #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+            timeout: u64,
+        },
         /// Measure commits/s and commit latency of an in-process group on loopback.
         Bench {
             /// Sites in the group.
@@ -188,6 +205,25 @@ mod cli {
                 verbose,
                 quiet,
             } => replica_cmd(from, &to, verify, verbose, quiet),
+            Command::Check {
+                admin,
+                wait,
+                timeout,
+            } => {
+                let verdict = check::check(
+                    &admin,
+                    Duration::from_secs(wait),
+                    Duration::from_secs(timeout.max(1)),
+                );
+                print!("{}", verdict.table());
+                if verdict.agrees() {
+                    println!("every site agrees");
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("repsite check: differ: {}", verdict.differ.join(", "));
+                    ExitCode::FAILURE
+                }
+            }
             Command::Bench {
                 sites,
                 writes,
