@@ -12,6 +12,7 @@ use crate::wire::handshake::{Handshake, HandshakeConfig, HandshakeStep};
 use crate::wire::{encode_frame_checked, Frame, FrameDecoder, Message};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -194,22 +195,31 @@ async fn run(
         seed[..16].copy_from_slice(&nonce);
         seed
     });
+    let watch = Arc::new(Watchdog::new());
+    let watchdog = tokio::spawn(watch.clone().run(keepalive, cfg.idle_timeout));
+    let writer_watch = watch.clone();
     let write_task = tokio::spawn(async move {
         // A frame the chaos holds back, to send after the next one.
         let mut held: Option<Message> = None;
         loop {
             // A keep-alive after a third of the idle timeout in silence tells the peer we live
             // (a held frame goes out instead: it has waited long enough).
-            let msg = match tokio::time::timeout(keepalive, out_rx.recv()).await {
-                Ok(Some(msg)) => msg,
-                // The node dropped this connection (it keeps another to the peer): close it,
-                // so the peer does not wait out the idle timeout on it.
-                Ok(None) => {
-                    let _ = writer.shutdown().await;
-                    return;
+            let msg = tokio::select! {
+                biased;
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => msg,
+                    // The node dropped this connection (it keeps another to the peer): close
+                    // it, so the peer does not wait out the idle timeout on it.
+                    None => {
+                        let _ = writer.shutdown().await;
+                        return;
+                    }
+                },
+                () = writer_watch.keepalive_due.notified() => {
+                    held.take().unwrap_or(Message::KeepAlive)
                 }
-                Err(_) => held.take().unwrap_or(Message::KeepAlive),
             };
+            writer_watch.sent();
             let plan = match &chaos {
                 Some(chaos) => chaos.plan(|| rng.next_u64()),
                 None => Default::default(),
@@ -244,8 +254,9 @@ async fn run(
             }
         }
     });
-    read_messages(&mut reader, &mut decoder, &peer, id, &net, cfg.idle_timeout).await;
+    read_messages(&mut reader, &mut decoder, &peer, id, &net, &watch).await;
     write_task.abort();
+    watchdog.abort();
     let _ = net.send(NetEvent::Closed { id, peer }).await;
 }
 
@@ -296,14 +307,71 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     writer.flush().await.map_err(|_| Ending::Closed)
 }
 
-/// Reads framed messages until the peer closes or sends something malformed.
+/// Times a connection's silences with one timer per connection rather than one per message (a
+/// timeout around every read and every wait to send costs a timer each, and on madsim every
+/// such timer stays queued until its deadline): every third of the idle timeout it checks when
+/// the connection last received and sent, and tells the reader to close a connection silent
+/// past the idle timeout and the writer to send a keep-alive after a third of it in silence.
+struct Watchdog {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` of the last read and the last write.
+    last_read: AtomicU64,
+    last_sent: AtomicU64,
+    idle: tokio::sync::Notify,
+    keepalive_due: tokio::sync::Notify,
+}
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        Watchdog {
+            start: tokio::time::Instant::now(),
+            last_read: AtomicU64::new(0),
+            last_sent: AtomicU64::new(0),
+            idle: tokio::sync::Notify::new(),
+            keepalive_due: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn read(&self) {
+        self.last_read.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn sent(&self) {
+        self.last_sent.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    async fn run(self: Arc<Self>, keepalive: Duration, idle_timeout: Duration) {
+        let (keepalive_ms, idle_ms) = (
+            keepalive.as_millis() as u64,
+            idle_timeout.as_millis() as u64,
+        );
+        loop {
+            tokio::time::sleep(keepalive).await;
+            let now = self.now_ms();
+            if now.saturating_sub(self.last_read.load(Ordering::Relaxed)) >= idle_ms {
+                self.idle.notify_one();
+                return;
+            }
+            if now.saturating_sub(self.last_sent.load(Ordering::Relaxed)) + 1 >= keepalive_ms {
+                self.keepalive_due.notify_one();
+            }
+        }
+    }
+}
+
+/// Reads framed messages until the peer closes or sends something malformed, or stays silent
+/// past the idle timeout (the watchdog says so).
 async fn read_messages<R: AsyncRead + Unpin>(
     reader: &mut R,
     decoder: &mut FrameDecoder,
     peer: &SiteAddr,
     id: u64,
     net: &mpsc::Sender<NetEvent>,
-    idle_timeout: Duration,
+    watch: &Watchdog,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes read since the last message was handed over; reported with the next one.
@@ -337,12 +405,17 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 }
             }
         }
-        match tokio::time::timeout(idle_timeout, reader.read(&mut buf)).await {
-            Err(_) => {
+        let read = tokio::select! {
+            biased;
+            read = reader.read(&mut buf) => read,
+            () = watch.idle.notified() => {
                 tracing::info!(%peer, "connection silent past the idle timeout: closing it");
                 return;
             }
-            Ok(Ok(0)) => {
+        };
+        watch.read();
+        match read {
+            Ok(0) => {
                 // A peer that hangs up inside a frame sent a frame that will never be whole:
                 // count it with the malformed ones rather than let it vanish.
                 let partial = decoder.buffered();
@@ -355,8 +428,8 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 }
                 return;
             }
-            Ok(Err(_)) => return,
-            Ok(Ok(n)) => {
+            Err(_) => return,
+            Ok(n) => {
                 decoder.push(&buf[..n]);
                 unreported += n as u64;
             }

@@ -325,11 +325,18 @@ impl<S: Storage> Site<S> {
             return (false, false);
         }
         if !takeover {
+            // A client whose master has been silent for all but the last heartbeat interval of
+            // its timeout no longer counts as hearing it: the candidate asking lost the master
+            // a few milliseconds sooner (their timers start from the last heartbeat each got),
+            // and refusing it would cost a whole election timeout for a master about to be
+            // declared lost here too.
+            let t = &self.cfg.timeouts;
+            let grace = t.heartbeat_interval_ms.min(t.heartbeat_timeout_ms / 2);
             let hears_master = match &self.role {
                 Role::Master(_) => true,
                 Role::Client(c) => {
                     c.master.is_some()
-                        && self.now < c.last_heard.plus_ms(self.cfg.timeouts.heartbeat_timeout_ms)
+                        && self.now < c.last_heard.plus_ms(t.heartbeat_timeout_ms - grace)
                 }
                 Role::Electing(_) => false,
             };
