@@ -876,4 +876,59 @@ mod tests {
         assert!(!write_is_promised(&op, true, true, &other, &mastered));
         assert!(write_is_promised(&op, true, true, &m, &mastered));
     }
+
+    #[test]
+    fn a_database_that_is_not_its_logs_replay_is_caught_and_one_not_read_is_not_judged() {
+        let (a, b) = (SiteAddr::new("a:1"), SiteAddr::new("b:1"));
+        let live: BTreeMap<SiteAddr, (LogPos, u64)> = [
+            (a.clone(), (LogPos::new(1, 4), 9)),
+            (b.clone(), (LogPos::new(1, 4), 9)),
+        ]
+        .into();
+        // The legal edge: b's disk could not be read (a damaged record it has not met yet).
+        let replayed: BTreeMap<SiteAddr, (LogPos, u64)> =
+            [(a.clone(), (LogPos::new(1, 4), 9))].into();
+        assert_eq!(database_is_replay(&live, &replayed), None);
+        let mut wrong = replayed.clone();
+        wrong.insert(b.clone(), (LogPos::new(1, 4), 8));
+        let v = database_is_replay(&live, &wrong).expect("caught");
+        assert_eq!((v.invariant, v.site), ("database_is_replay", Some(b)));
+    }
+
+    #[test]
+    fn a_site_behind_the_master_at_quiescence_is_caught_and_level_sites_pass() {
+        let (m, c) = (SiteAddr::new("m:1"), SiteAddr::new("c:1"));
+        let level: BTreeMap<SiteAddr, (LogPos, u64)> = [
+            (m.clone(), (LogPos::new(2, 10), 1)),
+            (c.clone(), (LogPos::new(2, 10), 1)),
+        ]
+        .into();
+        assert_eq!(all_caught_up(&m, &level, 5_000), None);
+        let mut behind = level.clone();
+        behind.insert(c.clone(), (LogPos::new(2, 9), 1));
+        let v = all_caught_up(&m, &behind, 5_000).expect("caught");
+        assert_eq!(v.site, Some(c));
+        // No master reading, nothing to judge against.
+        behind.remove(&m);
+        assert_eq!(all_caught_up(&m, &behind, 5_000), None);
+    }
+
+    #[test]
+    fn a_client_holding_records_the_master_archived_is_still_a_prefix() {
+        use replication::{LogRecord, RecordBody, Txn};
+        let (m, c) = (SiteAddr::new("m:1"), SiteAddr::new("c:1"));
+        let rec = |lsn| LogRecord::new(lsn, 1, RecordBody::Txn(Txn::put("k", "v")));
+        // The master archived 1..=2; the client still has them.
+        let logs: BTreeMap<SiteAddr, Vec<LogRecord>> = [
+            (m.clone(), vec![rec(3), rec(4)]),
+            (c.clone(), vec![rec(1), rec(2), rec(3)]),
+        ]
+        .into();
+        assert_eq!(logs_are_prefixes(&m, &logs), None);
+        // A record past the master's end is not a prefix.
+        let ahead: BTreeMap<SiteAddr, Vec<LogRecord>> =
+            [(m.clone(), vec![rec(3)]), (c.clone(), vec![rec(3), rec(4)])].into();
+        let v = logs_are_prefixes(&m, &ahead).expect("caught");
+        assert!(v.detail.contains("beyond the master's log"), "{}", v.detail);
+    }
 }
