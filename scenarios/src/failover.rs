@@ -163,14 +163,12 @@ pub fn measure_joins(seed: u64) -> [Join; 2] {
                     .map(|e| e.ms);
             }
             let clean = ["BecameClient", "NewMaster", "StartupDone"];
-            let mut seen = Vec::new();
-            for e in world.events().iter().filter(|e| e.site == site) {
-                if let NodeEvent::Site(event) = &e.event {
-                    let name = format!("{event:?}");
-                    seen.push(name.split([' ', '{', '(']).next().unwrap_or("").to_string());
-                }
-            }
-            let mut noise = seen.clone();
+            let mut noise: Vec<String> = world
+                .events()
+                .iter()
+                .filter(|e| e.site == site && matches!(e.event, NodeEvent::Site(_)))
+                .map(|e| crate::run::event_name(&e.event))
+                .collect();
             for want in clean {
                 if let Some(i) = noise.iter().position(|n| n == want) {
                     noise.remove(i);
