@@ -348,6 +348,22 @@ fn check_passes_when_every_site_agrees_and_names_a_site_whose_data_was_damaged()
         text(&out.stdout)
     );
 
+    // A reader that goes away (`repsite status | head -1`) ends the command quietly.
+    let mut status = Command::new(REPSITE)
+        .args(["status", "--admin", &group.sites[m].admin])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let out = status.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Damage a client's data while it is stopped, in a way replication cannot see: one record
     // in the middle of its log says something else, with a checksum to match.
     let c = (m + 1) % 3;

@@ -17,8 +17,12 @@ pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("REPSIM_
 pub struct Failure {
     /// The scenario's name.
     pub scenario: String,
-    /// The scenario file it was read from.
+    /// The scenario file it was read from (where the run was found; it may not exist here).
     pub scenario_file: PathBuf,
+    /// The scenario's text, so the failure replays in any checkout on any machine. Older
+    /// files lack it: their scenario is found by its path, then by its name in the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_text: Option<String>,
     /// The seed.
     pub seed: u64,
     /// The invariants that broke (a shrunk schedule must still break one of them).
@@ -60,9 +64,30 @@ pub enum FailureError {
 }
 
 impl Failure {
-    /// The scenario the failing run played: its file, with the storage the command line forced.
-    pub fn load_scenario(&self) -> Result<Scenario, crate::spec::SpecError> {
-        let scenario = Scenario::load(&self.scenario_file)?;
+    /// The scenario the failing run played, with the storage the command line forced: from
+    /// the text the file carries, or (an older file) from its path, or from `catalog` by name.
+    pub fn load_scenario(&self, catalog: &Path) -> Result<Scenario, crate::spec::SpecError> {
+        let scenario = match &self.scenario_text {
+            Some(text) => Scenario::from_text(&self.scenario_file, text)?,
+            None if self.scenario_file.exists() => Scenario::load(&self.scenario_file)?,
+            None => {
+                let by_name = catalog.join(format!("{}.toml", self.scenario));
+                if by_name.exists() {
+                    Scenario::load(&by_name)?
+                } else {
+                    // Neither: say what was tried.
+                    return Err(crate::spec::SpecError {
+                        file: self.scenario_file.display().to_string(),
+                        line: 0,
+                        message: format!(
+                            "cannot read the scenario file, and the catalog has no {} either \
+                             (this failure file predates failure files that carry their scenario)",
+                            by_name.display()
+                        ),
+                    });
+                }
+            }
+        };
         Ok(match self.storage {
             Some(kind) => scenario.with_storage(kind),
             None => scenario,
@@ -111,6 +136,7 @@ mod tests {
         let failure = Failure {
             scenario: "random-faults".into(),
             scenario_file: "scenarios/catalog/random-faults.toml".into(),
+            scenario_text: Some("summary = \"s\"\n".into()),
             seed: 42,
             invariants: vec!["liveness".into()],
             detail: "no master".into(),

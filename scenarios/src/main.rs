@@ -445,7 +445,9 @@ mod commands {
             }
             Command::Replay { file, trace, out } => {
                 let failure = Failure::load(&file).map_err(|e| e.to_string())?;
-                let scenario = failure.load_scenario().map_err(|e| e.to_string())?;
+                let scenario = failure
+                    .load_scenario(&catalog_dir())
+                    .map_err(|e| e.to_string())?;
                 if failure.build != BUILD_ID && !out.json {
                     eprintln!(
                         "{} this failure was found by build {}, this is {BUILD_ID}: the replay may differ",
@@ -800,6 +802,7 @@ mod commands {
         let failure = Failure {
             scenario: scenario.name.clone(),
             scenario_file: scenario.path.clone(),
+            scenario_text: std::fs::read_to_string(&scenario.path).ok(),
             seed: p.result.seed,
             invariants,
             detail: first_violation(&p.result),
@@ -907,7 +910,9 @@ mod commands {
 
     fn shrink(file: &Path, out: Option<PathBuf>) -> Result<ExitCode, String> {
         let failure = Failure::load(file).map_err(|e| e.to_string())?;
-        let scenario = failure.load_scenario().map_err(|e| e.to_string())?;
+        let scenario = failure
+            .load_scenario(&catalog_dir())
+            .map_err(|e| e.to_string())?;
         let events = failure.schedule.events.len();
         let bar = ProgressBar::new_spinner();
         bar.set_message(format!("shrinking {events} fault events"));

@@ -130,3 +130,35 @@ fn storage_on_the_command_line_reaches_the_sites_and_the_failure_file_and_replay
     let (code, _) = repsim(dir.path(), &["run", "fails.toml", "--storage", "disk"]);
     assert_eq!(code, 2, "an unknown storage is a usage error");
 }
+
+#[test]
+fn a_failure_file_replays_in_another_checkout_without_its_scenario_file() {
+    // Found "in CI": a scenario file that exists only there.
+    let ci = tempfile::tempdir().expect("temp dir");
+    std::fs::write(ci.path().join("fails.toml"), ALWAYS_FAILS).expect("scenario");
+    let (code, stdout) = repsim(ci.path(), &["run", "fails.toml", "--seed", "2"]);
+    assert_eq!(code, 1, "{stdout}");
+    // Downloaded elsewhere: another directory, another working directory, no scenario file.
+    let laptop = tempfile::tempdir().expect("temp dir");
+    let moved = laptop.path().join("downloads/fails-seed-2.json");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(ci.path().join("failures/fails-seed-2.json"), &moved).unwrap();
+    drop(ci);
+    let (code, stdout) = repsim(laptop.path(), &["replay", moved.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("reproduced the failing run exactly"),
+        "{stdout}"
+    );
+    // An old failure file (path only) whose path is gone still finds its catalog scenario.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&moved).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("scenario_text");
+    old["scenario"] = "random-faults".into();
+    old["scenario_file"] = "/nowhere/random-faults.toml".into();
+    let old_file = laptop.path().join("old.json");
+    std::fs::write(&old_file, old.to_string()).unwrap();
+    let (code, stdout) = repsim(laptop.path(), &["replay", old_file.to_str().unwrap()]);
+    assert!(code == 0 || code == 1, "it ran: {stdout}");
+    assert!(stdout.contains("random-faults"), "{stdout}");
+}

@@ -43,6 +43,26 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(madsim))]
 mod cli {
+    /// Prints a line on standard output. A reader that went away (`repsite status | head -1`)
+    /// ends the command quietly, as it ends any Unix tool, instead of a panic.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            say_line(format_args!($($arg)*))
+        };
+    }
+
+    fn say_line(line: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("repsite: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+
     use crate::admin::AdminRequest;
     use crate::{bench, check, client, config, replica, run};
     use clap::{Parser, Subcommand};
@@ -215,9 +235,9 @@ mod cli {
                     Duration::from_secs(wait),
                     Duration::from_secs(timeout.max(1)),
                 );
-                print!("{}", verdict.table());
+                say!("{}", verdict.table().trim_end());
                 if verdict.agrees() {
-                    println!("every site agrees");
+                    say!("every site agrees");
                     ExitCode::SUCCESS
                 } else {
                     eprintln!("repsite check: differ: {}", verdict.differ.join(", "));
@@ -274,7 +294,7 @@ mod cli {
             Ok(response) => {
                 let outcome = client::render(&request, &response, admin.json);
                 if !outcome.stdout.is_empty() {
-                    println!("{}", outcome.stdout);
+                    say!("{}", outcome.stdout);
                 }
                 if !outcome.stderr.is_empty() {
                     eprintln!("repsite: {}", outcome.stderr);
@@ -303,11 +323,9 @@ mod cli {
             return match replica::verify(to) {
                 Ok(state) => {
                     if !quiet {
-                        println!("backup verified: {state}");
+                        say!("backup verified: {state}");
                         for stale in replica::stale_logs(to, state.epoch) {
-                            println!(
-                                "note: {stale} is not current (opening the backup deletes it)"
-                            );
+                            say!("note: {stale} is not current (opening the backup deletes it)");
                         }
                     }
                     ExitCode::SUCCESS
@@ -327,7 +345,7 @@ mod cli {
             Ok(report) => {
                 if verbose {
                     for action in &report.actions {
-                        println!("{action}");
+                        say!("{action}");
                     }
                 }
                 if !quiet {
@@ -342,7 +360,7 @@ mod cli {
                     } else {
                         format!("wrote {}", written.join(", "))
                     };
-                    println!("Replica complete ({written}): {}", report.state);
+                    say!("Replica complete ({written}): {}", report.state);
                 }
                 ExitCode::SUCCESS
             }
@@ -361,9 +379,9 @@ mod cli {
         match bench::run(params) {
             Ok(report) => {
                 if json {
-                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    say!("{}", serde_json::to_string(&report).unwrap_or_default());
                 } else {
-                    println!("{}", bench::render(&report));
+                    say!("{}", bench::render(&report));
                 }
                 ExitCode::SUCCESS
             }
