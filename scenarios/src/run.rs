@@ -787,13 +787,17 @@ async fn holds(
             (_, Some(m)) => Err(format!("{m} is master")),
         };
     }
-    if let Some(want) = &e.sequence {
-        let site = e.site.as_deref().map(addr);
-        let since = e.since.map_or(0, |s| s.0);
-        let seen: Vec<String> = world
+    // The events an `event` or `sequence` expectation looks at: of its site, since its time.
+    let site = e.site.as_deref().map(addr);
+    let since = e.since.map_or(0, |s| s.0);
+    let watched = || {
+        world
             .events()
-            .iter()
+            .into_iter()
             .filter(|o| o.ms >= since && site.as_ref().is_none_or(|s| *s == o.site))
+    };
+    if let Some(want) = &e.sequence {
+        let seen: Vec<String> = watched()
             .map(|o| event_name(&o.event))
             .filter(|name| want.contains(name))
             .collect();
@@ -804,12 +808,7 @@ async fn holds(
         };
     }
     if let Some(name) = &e.event {
-        let site = e.site.as_deref().map(addr);
-        let since = e.since.map_or(0, |s| s.0);
-        let matching: Vec<NodeEvent> = world
-            .events()
-            .into_iter()
-            .filter(|o| o.ms >= since && site.as_ref().is_none_or(|s| *s == o.site))
+        let matching: Vec<NodeEvent> = watched()
             .filter(|o| event_name(&o.event) == *name)
             .filter(|o| {
                 e.reason
