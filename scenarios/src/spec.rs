@@ -1209,6 +1209,36 @@ expect = { master = "B", within = "5s" }
     }
 
     #[test]
+    fn network_chances_are_checked_and_crash_at_names_a_known_site() {
+        let net = "[[step]]\nat = \"2s\"\nnetwork = { duplicate = 1.5 }\n";
+        let bad = format!("{GOOD}\n{net}");
+        let line = bad.lines().count() - 2;
+        error_at(
+            &bad,
+            line,
+            "network duplicate 1.5: expected a chance from 0 to 1",
+        );
+        let good = bad.replace("duplicate = 1.5", "duplicate = 0.25, reorder = 0.5");
+        let s = parse(&good).unwrap();
+        let Some(Action::Network(n)) = s.steps.last().map(|s| &s.action) else {
+            panic!("a network step");
+        };
+        assert_eq!((n.duplicate, n.reorder, n.loss), (0.25, 0.5, 0.0));
+        let aim = "[[step]]\nat = \"2s\"\ncrash_at = { site = \"Z\", moment = \"vote\" }\n";
+        let unknown = format!("{GOOD}\n{aim}");
+        error_at(&unknown, unknown.lines().count() - 2, "unknown site \"Z\"");
+        let any = format!("{GOOD}\n[[step]]\nat = \"2s\"\ncrash_at = {{ moment = \"init\" }}\n");
+        let s = parse(&any).unwrap();
+        assert_eq!(
+            s.steps.last().map(|s| &s.action),
+            Some(&Action::CrashAt(CrashAtSpec {
+                site: None,
+                moment: Moment::Init
+            }))
+        );
+    }
+
+    #[test]
     fn durations_take_ms_s_and_m() {
         assert_eq!(Millis::parse("250ms"), Ok(Millis(250)));
         assert_eq!(Millis::parse("1.5s"), Ok(Millis(1_500)));

@@ -6,14 +6,15 @@
 //! connection that broke can be followed by its resend on the next, and a vote can arrive after
 //! the election that asked for it has moved on. [`LinkChaos`] lets the simulator make these
 //! happen on purpose: each connection's writer, after the handshake, duplicates a frame or
-//! holds one back and sends it after the next, with the chances set here. A real deployment
-//! never sets it, and then the writer sends each frame once, in order.
+//! swaps it with the next one already queued, with the chances set here (a swap never waits
+//! for a next frame: delay is the network's to model). A real deployment never sets it, and
+//! then the writer sends each frame once, in order.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Chances, in per mille, that a connection's writer duplicates a frame or swaps it with the
-/// next one; shared by every connection of the nodes it is given to, and changeable while they
+/// next one queued; shared by every connection of the nodes it is given to, and changeable while they
 /// run. Counts what it did, so a run can say whether it happened.
 #[derive(Debug, Default)]
 pub struct LinkChaos {
@@ -28,7 +29,7 @@ pub struct LinkChaos {
 pub(super) struct FramePlan {
     /// Send it twice.
     pub duplicate: bool,
-    /// Send it after the next frame instead.
+    /// Send it after the next frame queued, if there is one.
     pub hold: bool,
 }
 
@@ -74,7 +75,7 @@ impl LinkChaos {
         FramePlan { duplicate, hold }
     }
 
-    /// Counts a held frame sent after a later one.
+    /// Counts a frame sent after the one queued behind it.
     pub(super) fn count_reordered(&self) {
         self.reordered.fetch_add(1, Ordering::Relaxed);
     }

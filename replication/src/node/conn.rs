@@ -199,11 +199,8 @@ async fn run(
     let watchdog = tokio::spawn(watch.clone().run(keepalive, cfg.idle_timeout));
     let writer_watch = watch.clone();
     let write_task = tokio::spawn(async move {
-        // A frame the chaos holds back, to send after the next one.
-        let mut held: Option<Message> = None;
         loop {
-            // A keep-alive after a third of the idle timeout in silence tells the peer we live
-            // (a held frame goes out instead: it has waited long enough).
+            // A keep-alive after a third of the idle timeout in silence tells the peer we live.
             let msg = tokio::select! {
                 biased;
                 msg = out_rx.recv() => match msg {
@@ -215,22 +212,23 @@ async fn run(
                         return;
                     }
                 },
-                () = writer_watch.keepalive_due.notified() => {
-                    held.take().unwrap_or(Message::KeepAlive)
-                }
+                () = writer_watch.keepalive_due.notified() => Message::KeepAlive,
             };
             writer_watch.sent();
             let plan = match &chaos {
                 Some(chaos) => chaos.plan(|| rng.next_u64()),
                 None => Default::default(),
             };
-            if plan.hold && held.is_none() {
-                held = Some(msg);
-                continue;
-            }
-            let late = held.take();
+            // Reordering swaps this frame with the next one already queued: it never holds a
+            // frame back waiting for one (that would be a delay, which the network already
+            // models), so a lone vote request still goes out at once.
+            let next = if plan.hold {
+                out_rx.try_recv().ok()
+            } else {
+                None
+            };
             let copies = if plan.duplicate { 2 } else { 1 };
-            let frames = std::iter::repeat_n(&msg, copies).chain(late.as_ref());
+            let frames = next.iter().chain(std::iter::repeat_n(&msg, copies));
             for frame in frames {
                 let bytes = match encode_frame_checked(version, frame, limit) {
                     Ok(bytes) => bytes,
@@ -247,7 +245,7 @@ async fn run(
                 };
                 let _ = writer_net.try_send(sent);
             }
-            if late.is_some() {
+            if next.is_some() {
                 if let Some(chaos) = &chaos {
                     chaos.count_reordered();
                 }
