@@ -654,6 +654,124 @@ fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
     assert!(err.contains("LSN 25"), "{err}");
 }
 
+/// `repsite replica -v --from-site ADMIN --to DIR`: its exit code, output lines and stderr.
+fn replica_from_site(admin: &str, to: &Path) -> (Option<i32>, Vec<String>, String) {
+    let out = Command::new(REPSITE)
+        .args(["replica", "-v", "--from-site", admin, "--to"])
+        .arg(to)
+        .output()
+        .unwrap();
+    let lines = text(&out.stdout).lines().map(String::from).collect();
+    (out.status.code(), lines, text(&out.stderr))
+}
+
+/// What the summary line says was read from the source.
+fn bytes_read(lines: &[String]) -> u64 {
+    let summary = lines.last().expect("a summary line");
+    let before = summary
+        .split(" bytes read from the source")
+        .next()
+        .unwrap_or_default();
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {summary:?}"))
+}
+
+/// The bytes an `appended` or `copied` line says were written.
+fn bytes_written(lines: &[String], file: &str) -> u64 {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{file}: ")))
+        .unwrap_or_else(|| panic!("no line about {file} in {lines:?}"));
+    line.rsplit(", ")
+        .next()
+        .and_then(|b| b.trim_end_matches(" bytes").parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"))
+}
+
+#[test]
+fn replica_pulls_from_a_running_site_incrementally_and_refuses_once_its_log_was_archived_past() {
+    let mut group = Group::start(1);
+    group.wait_for_master();
+    let admin = group.sites[0].admin.clone();
+    let put = |from: u32, to: u32| {
+        for i in from..=to {
+            let out = repsite(&[
+                "put",
+                &format!("key{i}"),
+                &format!("value{i}"),
+                "--admin",
+                &admin,
+            ]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (bk, fresh) = (root.path().join("backup"), root.path().join("fresh"));
+
+    put(1, 20);
+    let (code, first, err) = replica_from_site(&admin, &bk);
+    assert_eq!(code, Some(0), "{err}\n{}", group.logs());
+    assert!(
+        first.iter().any(|l| l.starts_with("log.0: copied")),
+        "{first:?}"
+    );
+    assert!(
+        first.last().unwrap().starts_with("Replica complete"),
+        "{first:?}"
+    );
+
+    // Five more records: only they (and the small metadata file) move.
+    put(21, 25);
+    let (code, second, err) = replica_from_site(&admin, &bk);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        second
+            .iter()
+            .any(|l| l.starts_with("log.0: appended 5 records")),
+        "{second:?}"
+    );
+    let appended = bytes_written(&second, "log.0");
+    let pulled = bytes_read(&second);
+    assert!(
+        pulled <= appended + 512 && pulled < bytes_read(&first),
+        "pulled {pulled} bytes for {appended} bytes of new records: {second:?}"
+    );
+
+    // The site commits on and archives its whole log: the backup's last record can no longer be
+    // checked against the site, so the copy is refused and the backup left as it was.
+    put(26, 28);
+    let archived = repsite(&["archive", "--keep", "0", "--admin", &admin]);
+    assert!(archived.status.success(), "{}", text(&archived.stderr));
+    put(29, 30);
+    let (code, _, err) = replica_from_site(&admin, &bk);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("archived its log since the last copy"),
+        "{err}"
+    );
+    let verify = repsite(&["replica", "--verify", "--to", bk.to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+
+    // Into an empty directory the copy is whole again, and equal to the site's storage.
+    let (code, lines, err) = replica_from_site(&admin, &fresh);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("snapshot: copied")),
+        "{lines:?}"
+    );
+    let status = terminate(&mut group.sites[0], "TERM");
+    assert!(status.success());
+    assert_eq!(contents(&fresh), contents(&group.sites[0].data_dir));
+
+    // Nothing answers there any more: a clear failure, exit 1.
+    let (code, _, err) = replica_from_site(&admin, &root.path().join("third"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&admin), "{err}");
+}
+
 #[test]
 fn bench_reports_throughput_and_latency() {
     let out = repsite(&[

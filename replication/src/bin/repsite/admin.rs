@@ -3,7 +3,10 @@
 //!
 //! Requests: `{"op":"status"}`, `{"op":"put","key":K,"value":V}`, `{"op":"get","key":K}`,
 //! `{"op":"step_down","to":SITE}`, `{"op":"remove","site":SITE}`,
-//! `{"op":"archive","keep_records":N}`, `{"op":"digest"}`. Responses: `{"ok":true, <answer>: ...}` or
+//! `{"op":"archive","keep_records":N}`, `{"op":"digest"}`, and the storage files a cold standby
+//! is pulled from (`repsite replica --from-site`, see `serve_files.rs`):
+//! `{"op":"open_file","name":"log.3"}`, `{"op":"read_file","handle":H,"offset":O,"max_bytes":N}`,
+//! `{"op":"close_file","handle":H}`. Responses: `{"ok":true, <answer>: ...}` or
 //! `{"ok":false,"error":{"kind":..., "message":..., "master":...}}`.
 //!
 //! The server trusts nothing it reads: a line that is not a request gets a `bad_request` error
@@ -13,11 +16,13 @@
 //! memory. The protocol has no authentication: the admin address belongs on loopback or a
 //! trusted network, which the example configuration says.
 
+use crate::serve_files::{FileError, OpenFiles};
 use replication::log::{MemberState, Txn};
 use replication::node::{NodeGone, NodeHandle, NodeStats};
 use replication::site::{Reply, Request, RequestError, RoleKind};
 use replication::{Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +71,26 @@ pub enum AdminRequest {
     },
     /// Where the database stands and a digest of it (for `repsite check`).
     Digest,
+    /// Open one of the site's storage files (`snapshot`, `meta`, `log.<epoch>`) for reading;
+    /// it stays open, with the contents it had, until closed or the connection ends.
+    OpenFile {
+        /// The file's name in the data directory.
+        name: String,
+    },
+    /// Read up to `max_bytes` (at most 1 MiB) of an opened file from `offset`.
+    ReadFile {
+        /// From `open_file`.
+        handle: u64,
+        /// Where to start.
+        offset: u64,
+        /// How much at most.
+        max_bytes: u64,
+    },
+    /// Close an opened file.
+    CloseFile {
+        /// From `open_file`.
+        handle: u64,
+    },
 }
 
 /// A response line.
@@ -115,6 +140,23 @@ pub enum Answer {
         lsn: Lsn,
         /// The digest.
         digest: u64,
+    },
+    /// A storage file is open for reading.
+    Opened {
+        /// What `read_file` and `close_file` name it by.
+        handle: u64,
+        /// Its length when opened.
+        len: u64,
+    },
+    /// Bytes of an opened file, base64-encoded (empty at its end).
+    Chunk {
+        /// The bytes.
+        data: String,
+    },
+    /// The file is closed.
+    Closed {
+        /// Its handle.
+        handle: u64,
     },
     /// The request failed.
     Error(AdminError),
@@ -177,6 +219,10 @@ pub enum ErrorKind {
     HandleDead,
     /// The daemon is shutting down.
     Stopping,
+    /// No such file (or handle).
+    NotFound,
+    /// Reading the site's storage failed.
+    Io,
 }
 
 impl From<RequestError> for AdminError {
@@ -282,15 +328,18 @@ pub struct Server {
     pub(crate) node: NodeHandle,
     /// The static site list from the configuration, shown while no membership database exists.
     static_sites: Vec<SiteAddr>,
+    /// The site's data directory, whose storage files `open_file` serves.
+    data_dir: PathBuf,
     pub(crate) counters: Arc<Counters>,
 }
 
 impl Server {
-    /// A server answering for `node`.
-    pub fn new(node: NodeHandle, static_sites: Vec<SiteAddr>) -> Server {
+    /// A server answering for `node`, whose storage is in `data_dir`.
+    pub fn new(node: NodeHandle, static_sites: Vec<SiteAddr>, data_dir: PathBuf) -> Server {
         Server {
             node,
             static_sites,
+            data_dir,
             counters: Arc::default(),
         }
     }
@@ -335,6 +384,7 @@ impl Server {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut line = Vec::new();
+        let mut files = self.open_files();
         loop {
             line.clear();
             // One byte over the limit tells an over-long line from one that just fits.
@@ -361,15 +411,21 @@ impl Server {
             if line.trim_ascii().is_empty() {
                 continue;
             }
-            let response = self.answer_line(&line).await;
+            let response = self.answer_line(&line, &mut files).await;
             if write_response(&mut write, &response).await.is_err() {
                 return;
             }
         }
     }
 
-    /// Answers one request line; anything unparsable is a counted `bad_request`.
-    pub async fn answer_line(&self, line: &[u8]) -> AdminResponse {
+    /// What one connection has open: nothing yet.
+    pub fn open_files(&self) -> OpenFiles {
+        OpenFiles::new(&self.data_dir)
+    }
+
+    /// Answers one request line of a connection that has `files` open; anything unparsable is
+    /// a counted `bad_request`.
+    pub async fn answer_line(&self, line: &[u8], files: &mut OpenFiles) -> AdminResponse {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let parsed = std::str::from_utf8(line)
             .map_err(|e| format!("not UTF-8: {e}"))
@@ -377,7 +433,7 @@ impl Server {
                 serde_json::from_str::<AdminRequest>(text.trim()).map_err(|e| e.to_string())
             });
         match parsed {
-            Ok(request) => self.answer(request).await,
+            Ok(request) => self.answer(request, files).await,
             Err(why) => {
                 self.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%why, "bad admin request");
@@ -385,15 +441,33 @@ impl Server {
                     ErrorKind::BadRequest,
                     format!(
                         "{why}; expected one JSON object per line with \"op\" one of status, \
-                         put, get, step_down, remove, archive, digest"
+                         put, get, step_down, remove, archive, digest, open_file, read_file, \
+                         close_file"
                     ),
                 )
             }
         }
     }
 
-    async fn answer(&self, request: AdminRequest) -> AdminResponse {
+    async fn answer(&self, request: AdminRequest, files: &mut OpenFiles) -> AdminResponse {
         let answer = match request {
+            // Local reads of at most a MiB: not worth a blocking-pool hop.
+            AdminRequest::OpenFile { name } => Ok(files
+                .open(&name)
+                .map(|(handle, len)| Answer::Opened { handle, len })
+                .unwrap_or_else(file_error)),
+            AdminRequest::ReadFile {
+                handle,
+                offset,
+                max_bytes,
+            } => Ok(files
+                .read(handle, offset, max_bytes)
+                .map(|data| Answer::Chunk { data })
+                .unwrap_or_else(file_error)),
+            AdminRequest::CloseFile { handle } => Ok(files
+                .close(handle)
+                .map(|()| Answer::Closed { handle })
+                .unwrap_or_else(file_error)),
             AdminRequest::Status => self.status().await.map(|s| Answer::Status(Box::new(s))),
             AdminRequest::Get { key } => self.node.get(key).await.map(|value| {
                 Answer::Value(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
@@ -488,6 +562,19 @@ impl Server {
             stats: status.stats.clone(),
         })
     }
+}
+
+fn file_error(error: FileError) -> Answer {
+    let kind = match error {
+        FileError::NotFound(_) | FileError::NoSuchHandle(_) => ErrorKind::NotFound,
+        FileError::NotAStorageFile(_) | FileError::TooMany => ErrorKind::Invalid,
+        FileError::Io { .. } => ErrorKind::Io,
+    };
+    Answer::Error(AdminError {
+        kind,
+        message: error.to_string(),
+        master: None,
+    })
 }
 
 async fn write_response<W: AsyncWrite + Unpin>(

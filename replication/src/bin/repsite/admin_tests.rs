@@ -36,6 +36,24 @@ fn requests_read_as_documented() {
             r#"{"op":"archive","keep_records":10}"#,
             AdminRequest::Archive { keep_records: 10 },
         ),
+        (
+            r#"{"op":"open_file","name":"log.2"}"#,
+            AdminRequest::OpenFile {
+                name: "log.2".into(),
+            },
+        ),
+        (
+            r#"{"op":"read_file","handle":1,"offset":12,"max_bytes":4096}"#,
+            AdminRequest::ReadFile {
+                handle: 1,
+                offset: 12,
+                max_bytes: 4096,
+            },
+        ),
+        (
+            r#"{"op":"close_file","handle":1}"#,
+            AdminRequest::CloseFile { handle: 1 },
+        ),
     ];
     for (line, expected) in cases {
         assert_eq!(
@@ -114,7 +132,7 @@ async fn one_site_group() -> (Server, std::net::SocketAddr) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let server = Server::new(node, vec![]);
+    let server = Server::new(node, vec![], std::env::temp_dir());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server.clone().serve(listener));
@@ -177,15 +195,25 @@ async fn an_over_long_line_is_answered_then_the_connection_closes() {
 async fn put_commits_on_the_master_and_get_reads_it_back() {
     let (server, _) = one_site_group().await;
     let put = server
-        .answer_line(br#"{"op":"put","key":"k","value":"v"}"#)
+        .answer_line(
+            br#"{"op":"put","key":"k","value":"v"}"#,
+            &mut server.open_files(),
+        )
         .await;
     assert!(matches!(put.answer, Answer::Committed { .. }), "{put:?}");
-    let get = server.answer_line(br#"{"op":"get","key":"k"}"#).await;
+    let get = server
+        .answer_line(br#"{"op":"get","key":"k"}"#, &mut server.open_files())
+        .await;
     assert_eq!(get.answer, Answer::Value(Some("v".into())));
-    let missing = server.answer_line(br#"{"op":"get","key":"nope"}"#).await;
+    let missing = server
+        .answer_line(br#"{"op":"get","key":"nope"}"#, &mut server.open_files())
+        .await;
     assert_eq!(missing.answer, Answer::Value(None));
     let archive = server
-        .answer_line(br#"{"op":"archive","keep_records":0}"#)
+        .answer_line(
+            br#"{"op":"archive","keep_records":0}"#,
+            &mut server.open_files(),
+        )
         .await;
     assert!(
         matches!(archive.answer, Answer::Archived { .. }),
@@ -193,7 +221,10 @@ async fn put_commits_on_the_master_and_get_reads_it_back() {
     );
     // The engine's refusals come back as typed errors.
     let remove = server
-        .answer_line(format!(r#"{{"op":"remove","site":"{}"}}"#, server.node.addr()).as_bytes())
+        .answer_line(
+            format!(r#"{{"op":"remove","site":"{}"}}"#, server.node.addr()).as_bytes(),
+            &mut server.open_files(),
+        )
         .await;
     assert_eq!(error_kind(&remove), Some(ErrorKind::CannotRemoveMaster));
 }
@@ -202,6 +233,8 @@ async fn put_commits_on_the_master_and_get_reads_it_back() {
 async fn a_stopped_node_answers_stopping() {
     let (server, _) = one_site_group().await;
     server.node.shutdown().await.unwrap().unwrap();
-    let response = server.answer_line(br#"{"op":"status"}"#).await;
+    let response = server
+        .answer_line(br#"{"op":"status"}"#, &mut server.open_files())
+        .await;
     assert_eq!(error_kind(&response), Some(ErrorKind::Stopping));
 }

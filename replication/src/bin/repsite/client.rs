@@ -55,51 +55,77 @@ pub fn call(
     request: &AdminRequest,
     timeout: Duration,
 ) -> Result<AdminResponse, ClientError> {
-    let targets: Vec<_> = addr
-        .to_socket_addrs()
-        .map_err(|e| ClientError::Resolve {
-            addr: addr.into(),
-            detail: e.to_string(),
-        })?
-        .collect();
-    let mut last = None;
-    let mut stream = None;
-    for target in targets {
-        match TcpStream::connect_timeout(&target, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
+    AdminConn::connect(addr, timeout)?.call(request)
+}
+
+/// One admin connection, for a tool that asks several things in a row (`replica --from-site`).
+pub struct AdminConn {
+    addr: String,
+    stream: BufReader<TcpStream>,
+}
+
+impl AdminConn {
+    /// Connects to the site at `addr`; every later step waits at most `timeout`.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<AdminConn, ClientError> {
+        let targets: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Resolve {
+                addr: addr.into(),
+                detail: e.to_string(),
+            })?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for target in targets {
+            match TcpStream::connect_timeout(&target, timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
             }
-            Err(e) => last = Some(e),
         }
-    }
-    let Some(stream) = stream else {
-        return Err(ClientError::Connect {
+        let Some(stream) = stream else {
+            return Err(ClientError::Connect {
+                addr: addr.into(),
+                source: last.unwrap_or_else(|| std::io::Error::other("no address to connect to")),
+            });
+        };
+        let io = |source| ClientError::Io {
             addr: addr.into(),
-            source: last.unwrap_or_else(|| std::io::Error::other("no address to connect to")),
-        });
-    };
-    let io = |source| ClientError::Io {
-        addr: addr.into(),
-        source,
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    if answer.is_empty() {
-        return Err(ClientError::Garbled {
+            source,
+        };
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        Ok(AdminConn {
             addr: addr.into(),
-            detail: "the connection closed without an answer".into(),
-        });
+            stream: BufReader::new(stream),
+        })
     }
-    serde_json::from_str(&answer).map_err(|e| ClientError::Garbled {
-        addr: addr.into(),
-        detail: e.to_string(),
-    })
+
+    /// Sends `request` and reads its answer.
+    pub fn call(&mut self, request: &AdminRequest) -> Result<AdminResponse, ClientError> {
+        let addr = &self.addr;
+        let io = |source| ClientError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        self.stream.get_ref().write_all(&line).map_err(io)?;
+        let mut answer = String::new();
+        self.stream.read_line(&mut answer).map_err(io)?;
+        if answer.is_empty() {
+            return Err(ClientError::Garbled {
+                addr: addr.clone(),
+                detail: "the connection closed without an answer".into(),
+            });
+        }
+        serde_json::from_str(&answer).map_err(|e| ClientError::Garbled {
+            addr: addr.clone(),
+            detail: e.to_string(),
+        })
+    }
 }
 
 /// What a command prints and how it exits.
@@ -154,6 +180,10 @@ pub fn render(request: &AdminRequest, response: &AdminResponse, json: bool) -> O
         Answer::Digest { gen, lsn, digest } => Outcome::ok(format!(
             "applied up to LSN {lsn} (generation {gen}), digest {digest:016x}"
         )),
+        // The file answers serve `replica --from-site`; no command prints them.
+        Answer::Opened { handle, len } => Outcome::ok(format!("opened as {handle}, {len} bytes")),
+        Answer::Chunk { data } => Outcome::ok(data.clone()),
+        Answer::Closed { handle } => Outcome::ok(format!("closed {handle}")),
     };
     if json {
         // The response, compact, whatever its kind; the exit status still says how it went.

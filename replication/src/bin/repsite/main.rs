@@ -25,10 +25,14 @@ mod client;
 mod config;
 #[cfg(not(madsim))]
 mod replica;
+#[cfg(not(madsim))]
+mod replica_source;
 #[cfg(all(test, not(madsim)))]
 mod replica_tests;
 #[cfg(not(madsim))]
 mod run;
+#[cfg(not(madsim))]
+mod serve_files;
 
 #[cfg(madsim)]
 fn main() {
@@ -145,14 +149,22 @@ mod cli {
             #[command(flatten)]
             admin: Admin,
         },
-        /// Bring a cold-standby copy of a data directory up to date (incremental, verified).
+        /// Bring a cold-standby copy of a site's storage up to date (incremental, verified).
         ///
         /// Safe while the site runs: the copy is a state the site's storage had at one instant,
         /// as after a crash. Exits 0 if and only if the backup is complete and verified.
         Replica {
-            /// The site's data directory (only read).
-            #[arg(long, value_name = "DATA_DIR", required_unless_present = "verify")]
+            /// The site's data directory on this machine (only read).
+            #[arg(
+                long,
+                value_name = "DATA_DIR",
+                required_unless_present_any = ["verify", "from_site"]
+            )]
             from: Option<PathBuf>,
+            /// A running site's admin address: pull its storage over the admin protocol (only
+            /// what the backup lacks moves).
+            #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["from", "verify"])]
+            from_site: Option<String>,
             /// The backup directory (created if missing).
             #[arg(long, value_name = "BACKUP_DIR")]
             to: PathBuf,
@@ -220,11 +232,19 @@ mod cli {
             }
             Command::Replica {
                 from,
+                from_site,
                 to,
                 verify,
                 verbose,
                 quiet,
-            } => replica_cmd(from, &to, verify, verbose, quiet),
+            } => {
+                let from = match (from, from_site) {
+                    (Some(dir), _) => Some(ReplicaFrom::Dir(dir)),
+                    (None, Some(site)) => Some(ReplicaFrom::Site(site)),
+                    (None, None) => None,
+                };
+                replica_cmd(from, &to, verify, verbose, quiet)
+            }
             Command::Check {
                 admin,
                 wait,
@@ -312,8 +332,14 @@ mod cli {
         }
     }
 
+    /// Where `replica` copies from.
+    enum ReplicaFrom {
+        Dir(PathBuf),
+        Site(String),
+    }
+
     fn replica_cmd(
-        from: Option<PathBuf>,
+        from: Option<ReplicaFrom>,
         to: &std::path::Path,
         verify: bool,
         verbose: bool,
@@ -338,10 +364,15 @@ mod cli {
         }
         let Some(from) = from else {
             // clap requires --from without --verify; kept for a clear message all the same.
-            eprintln!("repsite replica: --from DATA_DIR is required to copy");
+            eprintln!("repsite replica: --from DATA_DIR or --from-site HOST:PORT is required");
             return ExitCode::from(2);
         };
-        match replica::copy(&from, to) {
+        let copied = match from {
+            ReplicaFrom::Dir(dir) => replica::copy(&dir, to),
+            ReplicaFrom::Site(addr) => replica::RemoteSite::connect(&addr)
+                .and_then(|mut site| replica::copy_from(&mut site, to)),
+        };
+        match copied {
             Ok(report) => {
                 if verbose {
                     for action in &report.actions {
@@ -360,7 +391,11 @@ mod cli {
                     } else {
                         format!("wrote {}", written.join(", "))
                     };
-                    say!("Replica complete ({written}): {}", report.state);
+                    say!(
+                        "Replica complete ({written}; {} read from the source): {}",
+                        bytes_of(report.source_bytes),
+                        report.state
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -372,6 +407,13 @@ mod cli {
                 eprintln!("repsite replica: {e}");
                 ExitCode::FAILURE
             }
+        }
+    }
+
+    fn bytes_of(n: u64) -> String {
+        match n {
+            1 => "1 byte".into(),
+            n => format!("{n} bytes"),
         }
     }
 

@@ -3,7 +3,18 @@
 //! storage's own history to copy only what changed (the records appended since, a new log file
 //! and snapshot after archiving or internal initialisation, the metadata record). Every record is
 //! verified (frame checksum, record checksum, consecutive LSNs) on its way; a damaged one stops
-//! the copy, naming the file. `--verify` checks a backup the same way without copying.
+//! the copy, naming the file. `--verify` checks a backup the same way without copying. The source
+//! is a data directory on this machine or a running site reached through its admin port
+//! ([`Source`]); everything below holds for both.
+//!
+//! # Refusals
+//!
+//! The backup must be a prefix of the source: the only difference allowed is that the source
+//! holds newer records. A backup holding a record the source does not (the site rolled it back)
+//! is refused ([`ReplicaError::NotAPrefix`]), and so is one whose last record the source can no
+//! longer show, because its log was archived past it ([`ReplicaError::LogNoLongerReaches`]): the
+//! records in between cannot be checked. Archive less often than you copy, as `replica.py` asks of
+//! packing.
 //!
 //! # Consistency
 //!
@@ -31,6 +42,9 @@
 //! as a site locks its data directory: copying into a directory a site runs on, or two copies
 //! into one backup at once, is refused and touches nothing.
 
+use crate::client::ClientError;
+use crate::replica_source::SourceLog;
+pub use crate::replica_source::{LocalDir, RemoteSite, Source};
 use replication::storage::file_inspect::{
     check_meta_file, check_snapshot_file, log_file_epoch, log_file_header, log_file_name, LogFrame,
     LogReader, NextFrame, SnapshotFileInfo, META_FILE_NAME, SNAPSHOT_FILE_NAME,
@@ -71,6 +85,35 @@ pub enum ReplicaError {
         /// The source directory.
         source_dir: String,
         /// Where they differ.
+        detail: String,
+    },
+    /// The source's log was archived past the backup's last record: the records in between
+    /// cannot be checked against the backup.
+    #[error(
+        "{source_dir}'s log now starts after LSN {source_snapshot}, past {backup}'s last record \
+         (LSN {backup_last}): the site archived its log since the last copy, so the records in \
+         between cannot be checked against the backup. Copy into an empty directory instead, \
+         and archive less often than you copy"
+    )]
+    LogNoLongerReaches {
+        /// The backup directory.
+        backup: String,
+        /// The source.
+        source_dir: String,
+        /// The LSN the source's snapshot stands at; its log holds only later ones.
+        source_snapshot: Lsn,
+        /// The backup's last record.
+        backup_last: Lsn,
+    },
+    /// The remote site could not be asked.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The remote site answered something a copy cannot use.
+    #[error("site {site}: {detail}")]
+    Remote {
+        /// Its admin address.
+        site: String,
+        /// What it answered.
         detail: String,
     },
     /// The backup's log is in a later epoch than the source's.
@@ -224,6 +267,8 @@ pub struct CopyReport {
     pub actions: Vec<FileAction>,
     /// The backup's state after the copy.
     pub state: BackupState,
+    /// Bytes read from the source, every attempt included: what a remote copy moved.
+    pub source_bytes: u64,
 }
 
 /// What a backup holds.
@@ -258,9 +303,14 @@ impl fmt::Display for BackupState {
 /// Brings the backup in `to` up to date with the data directory `from` (see the module's doc for
 /// what the result is consistent with).
 pub fn copy(from: &Path, to: &Path) -> Result<CopyReport, ReplicaError> {
-    if !exists(&from.join(SNAPSHOT_FILE_NAME))? && !exists(&from.join(log_file_name(0)))? {
+    copy_from(&mut LocalDir::new(from), to)
+}
+
+/// Brings the backup in `to` up to date with `source`, a data directory or a running site.
+pub fn copy_from(source: &mut dyn Source, to: &Path) -> Result<CopyReport, ReplicaError> {
+    if !source.has(SNAPSHOT_FILE_NAME)? && !source.has(&log_file_name(0))? {
         return Err(ReplicaError::NotADataDir {
-            dir: from.display().to_string(),
+            dir: source.describe(),
         });
     }
     fs::create_dir_all(to).map_err(io_err("create directory", to))?;
@@ -269,7 +319,8 @@ pub fn copy(from: &Path, to: &Path) -> Result<CopyReport, ReplicaError> {
     let holder = format!("process {} (repsite replica)", std::process::id());
     let _lock = StdFs.lock_dir(to, &holder).map_err(ReplicaError::Locked)?;
     for _ in 0..ATTEMPTS {
-        if let Some(report) = try_copy(from, to)? {
+        if let Some(mut report) = try_copy(source, to)? {
+            report.source_bytes = source.bytes_read();
             return Ok(report);
         }
         // The source switched logs or rolled back mid-copy; what was written is valid but
@@ -277,52 +328,87 @@ pub fn copy(from: &Path, to: &Path) -> Result<CopyReport, ReplicaError> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Err(ReplicaError::SourceChanging {
-        dir: from.display().to_string(),
+        dir: source.describe(),
     })
 }
 
-/// One attempt; `None` when the source changed under it and the copy must be redone.
-fn try_copy(from: &Path, to: &Path) -> Result<Option<CopyReport>, ReplicaError> {
-    let mut actions = Vec::new();
-    let src_snapshot = read_snapshot(from)?;
-    let src_info = snapshot_info(&src_snapshot);
-    let src_log_path = from.join(log_file_name(src_info.epoch));
-    let src_log = match LogReader::open(&src_log_path, src_info.pos.lsn + 1) {
-        Ok(reader) => reader,
-        // Archived between reading the snapshot and opening its log: read the new snapshot.
-        Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e.into()),
-    };
+/// Where the backup ends, for checking that the source continues it after switching log files.
+struct Anchor {
+    /// The backup's last record, or its snapshot's position when its log is empty.
+    pos: LogPos,
+    /// That record's frame, when it is a record of the log.
+    frame: Option<Vec<u8>>,
+}
 
+/// One attempt; `None` when the source changed under it and the copy must be redone.
+fn try_copy(source: &mut dyn Source, to: &Path) -> Result<Option<CopyReport>, ReplicaError> {
+    let mut actions = Vec::new();
     let bk_snapshot = read_snapshot(to)?;
     let bk_info = snapshot_info(&bk_snapshot);
+    let src_snapshot = match source.read_snapshot(bk_snapshot.as_ref().map(|(b, _)| &b[..]))? {
+        Some(bytes) => {
+            let info = check_snapshot_file(&bytes, &source.path(SNAPSHOT_FILE_NAME))?;
+            Some((bytes, info))
+        }
+        None => None,
+    };
+    let src_info = snapshot_info(&src_snapshot);
+    // Archived between reading the snapshot and opening its log: read the new snapshot.
+    let Some(src_log) = source.open_log(&log_file_name(src_info.epoch), src_info.pos.lsn + 1)?
+    else {
+        return Ok(None);
+    };
+
     let bk_log_path = to.join(log_file_name(bk_info.epoch));
     let same_history = bk_info.epoch == src_info.epoch && exists(&bk_log_path)?;
     if bk_info.epoch > src_info.epoch {
         return Err(ReplicaError::BackupAhead {
             backup: to.display().to_string(),
-            source_dir: from.display().to_string(),
+            source_dir: source.describe(),
             backup_epoch: bk_info.epoch,
             source_epoch: src_info.epoch,
         });
     }
+    let not_a_prefix = |detail: String| ReplicaError::NotAPrefix {
+        backup: to.display().to_string(),
+        source_dir: source.describe(),
+        detail,
+    };
     if same_history && bk_snapshot.as_ref().map(|s| &s.0) != src_snapshot.as_ref().map(|s| &s.0) {
-        return Err(ReplicaError::NotAPrefix {
-            backup: to.display().to_string(),
-            source_dir: from.display().to_string(),
-            detail: format!(
-                "both snapshots name log epoch {} but they differ",
-                src_info.epoch
-            ),
-        });
+        return Err(not_a_prefix(format!(
+            "both snapshots name log epoch {} but they differ",
+            src_info.epoch
+        )));
     }
 
     let log = if same_history {
-        append_log(from, to, src_log, &bk_log_path, &mut actions)?
+        append_log(&source.describe(), to, src_log, &bk_log_path, &mut actions)?
     } else {
-        copy_log(to, src_log, src_info.epoch)?
+        // A new log file replaces the backup's: check first that the source continues the
+        // backup, from its snapshot or from its new log.
+        let anchor = backup_anchor(&bk_snapshot, bk_info, &bk_log_path)?;
+        if let Some(anchor) = &anchor {
+            if anchor.pos.lsn < src_info.pos.lsn {
+                return Err(ReplicaError::LogNoLongerReaches {
+                    backup: to.display().to_string(),
+                    source_dir: source.describe(),
+                    source_snapshot: src_info.pos.lsn,
+                    backup_last: anchor.pos.lsn,
+                });
+            }
+            if anchor.pos.lsn == src_info.pos.lsn && anchor.pos.gen != src_info.pos.gen {
+                return Err(not_a_prefix(format!(
+                    "LSN {} is of generation {} in the backup and {} in the source's snapshot",
+                    anchor.pos.lsn, anchor.pos.gen, src_info.pos.gen
+                )));
+            }
+        }
+        let anchor = anchor.filter(|a| a.pos.lsn > src_info.pos.lsn);
+        match copy_log(to, src_log, src_info.epoch, anchor.as_ref())? {
+            None => None,
+            Some(Err(detail)) => return Err(not_a_prefix(detail)),
+            Some(Ok(log)) => Some(log),
+        }
     };
     let Some(log) = log else {
         return Ok(None);
@@ -356,7 +442,7 @@ fn try_copy(from: &Path, to: &Path) -> Result<Option<CopyReport>, ReplicaError> 
     }
 
     // Read last, so it is at least as new as the log copied.
-    let meta_gen = copy_meta(from, to, &mut actions)?;
+    let meta_gen = copy_meta(source, to, &mut actions)?;
     let state = BackupState {
         epoch: src_info.epoch,
         snapshot: src_info.pos,
@@ -364,7 +450,31 @@ fn try_copy(from: &Path, to: &Path) -> Result<Option<CopyReport>, ReplicaError> 
         last: log.last.unwrap_or(src_info.pos),
         meta_gen,
     };
-    Ok(Some(CopyReport { actions, state }))
+    Ok(Some(CopyReport {
+        actions,
+        state,
+        source_bytes: 0,
+    }))
+}
+
+/// Where the backup ends: `None` for an empty backup, which any source continues.
+fn backup_anchor(
+    snapshot: &Option<(Vec<u8>, SnapshotFileInfo)>,
+    info: SnapshotFileInfo,
+    log_path: &Path,
+) -> Result<Option<Anchor>, ReplicaError> {
+    if exists(log_path)? {
+        if let Some(last) = scan(log_path, info.pos.lsn + 1)?.last {
+            return Ok(Some(Anchor {
+                pos: last.record.pos(),
+                frame: Some(last.bytes),
+            }));
+        }
+    }
+    Ok(snapshot.as_ref().map(|_| Anchor {
+        pos: info.pos,
+        frame: None,
+    }))
 }
 
 /// What copying the current log did.
@@ -405,9 +515,9 @@ impl LogCopy {
 /// The backup already has this epoch's log: check it continues to be a prefix of the source's,
 /// then append what the source has beyond it. `None` if the source changed under the copy.
 fn append_log(
-    from: &Path,
+    source: &str,
     to: &Path,
-    mut src: LogReader,
+    mut src: SourceLog,
     bk_path: &Path,
     actions: &mut Vec<FileAction>,
 ) -> Result<Option<LogCopy>, ReplicaError> {
@@ -432,7 +542,7 @@ fn append_log(
     // agree on everything before it, so comparing the backup's last record is enough.
     let not_a_prefix = |detail: String| ReplicaError::NotAPrefix {
         backup: to.display().to_string(),
-        source_dir: from.display().to_string(),
+        source_dir: source.into(),
         detail,
     };
     let mut anchor = None;
@@ -464,7 +574,7 @@ fn append_log(
     }
     out.seek(SeekFrom::Start(scan.end))
         .map_err(io_err("seek", bk_path))?;
-    let copied = copy_frames(&mut src, &mut out, bk_path)?;
+    let copied = copy_frames(&mut src, &mut out, bk_path, None)?;
     let check = copied.last.as_ref().or(anchor.as_ref());
     if !still_there(&mut src, check)? {
         // Rolled back under us: undo this attempt's append, then try again.
@@ -488,8 +598,14 @@ fn append_log(
 }
 
 /// Copies the source's log whole into a new file of the backup (not current until the snapshot
-/// names it). `None` if the source changed under the copy.
-fn copy_log(to: &Path, mut src: LogReader, epoch: u64) -> Result<Option<LogCopy>, ReplicaError> {
+/// names it). `None` if the source changed under the copy; `Some(Err(why))` if the log does not
+/// hold the backup's last record (`anchor`, when it is past the source's snapshot).
+fn copy_log(
+    to: &Path,
+    mut src: SourceLog,
+    epoch: u64,
+    anchor: Option<&Anchor>,
+) -> Result<Option<Result<LogCopy, String>>, ReplicaError> {
     let name = log_file_name(epoch);
     let tmp = to.join(format!("{name}.tmp"));
     let mut out = File::create(&tmp).map_err(io_err("create", &tmp))?;
@@ -498,7 +614,7 @@ fn copy_log(to: &Path, mut src: LogReader, epoch: u64) -> Result<Option<LogCopy>
     let copied = out
         .write_all(&header)
         .map_err(|e| io_err("write", &tmp)(e).into())
-        .and_then(|()| copy_frames(&mut src, &mut out, &tmp))
+        .and_then(|()| copy_frames(&mut src, &mut out, &tmp, anchor))
         .and_then(|copied| Ok((still_there(&mut src, copied.last.as_ref())?, copied)));
     drop(out);
     let mut copied = match copied {
@@ -514,6 +630,23 @@ fn copy_log(to: &Path, mut src: LogReader, epoch: u64) -> Result<Option<LogCopy>
             return Err(e);
         }
     };
+    if let Some(anchor) = anchor {
+        let why = match copied.anchor_found {
+            AnchorFound::Same => None,
+            AnchorFound::Differs(gen) => Some(format!(
+                "the record at LSN {} is of generation {} in the backup and {gen} in the source",
+                anchor.pos.lsn, anchor.pos.gen
+            )),
+            AnchorFound::NotReached => Some(format!(
+                "the source's log ends before LSN {}, which the backup holds",
+                anchor.pos.lsn
+            )),
+        };
+        if let Some(why) = why {
+            fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+            return Ok(Some(Err(why)));
+        }
+    }
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io_err("sync", &tmp))?;
@@ -521,13 +654,13 @@ fn copy_log(to: &Path, mut src: LogReader, epoch: u64) -> Result<Option<LogCopy>
     fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
     sync_dir(to)?;
     copied.bytes += header.len() as u64;
-    Ok(Some(LogCopy {
+    Ok(Some(Ok(LogCopy {
         name,
         whole: true,
         total: copied.records,
         last: copied.last.as_ref().map(|f| f.record.pos()),
         frames: copied,
-    }))
+    })))
 }
 
 /// What [`copy_frames`] wrote.
@@ -536,19 +669,48 @@ struct Frames {
     bytes: u64,
     first: Option<Lsn>,
     last: Option<LogFrame>,
+    /// What it found where the anchor it watched for should be.
+    anchor_found: AnchorFound,
+}
+
+/// Whether a copied log holds the backup's last record.
+enum AnchorFound {
+    /// Not reached: the log ends before it.
+    NotReached,
+    /// The same record.
+    Same,
+    /// Another record, of this generation.
+    Differs(u64),
 }
 
 /// Copies verified frames from `src` to `out` until the source's end, or a record still being
-/// written (left for the next run).
-fn copy_frames(src: &mut LogReader, out: &mut File, path: &Path) -> Result<Frames, ReplicaError> {
+/// written (left for the next run), watching for `anchor`'s record on the way.
+fn copy_frames(
+    src: &mut SourceLog,
+    out: &mut File,
+    path: &Path,
+    anchor: Option<&Anchor>,
+) -> Result<Frames, ReplicaError> {
     let mut out_buf = io::BufWriter::with_capacity(1 << 16, out);
     let mut frames = Frames {
         records: 0,
         bytes: 0,
         first: None,
         last: None,
+        anchor_found: AnchorFound::NotReached,
     };
     while let NextFrame::Frame(frame) = src.next_frame()? {
+        if let Some(anchor) = anchor.filter(|a| a.pos.lsn == frame.record.lsn) {
+            let same = match &anchor.frame {
+                Some(bytes) => *bytes == frame.bytes,
+                None => anchor.pos.gen == frame.record.gen,
+            };
+            frames.anchor_found = if same {
+                AnchorFound::Same
+            } else {
+                AnchorFound::Differs(frame.record.gen)
+            };
+        }
         out_buf
             .write_all(&frame.bytes)
             .map_err(io_err("write", path))?;
@@ -562,7 +724,7 @@ fn copy_frames(src: &mut LogReader, out: &mut File, path: &Path) -> Result<Frame
 }
 
 /// Whether `frame` is still where it was read in the source (no roll back cut it meanwhile).
-fn still_there(src: &mut LogReader, frame: Option<&LogFrame>) -> Result<bool, ReplicaError> {
+fn still_there(src: &mut SourceLog, frame: Option<&LogFrame>) -> Result<bool, ReplicaError> {
     let Some(frame) = frame else {
         return Ok(true);
     };
@@ -577,15 +739,14 @@ fn still_there(src: &mut LogReader, frame: Option<&LogFrame>) -> Result<bool, Re
 
 /// Copies the metadata record if it changed; returns its generation.
 fn copy_meta(
-    from: &Path,
+    source: &mut dyn Source,
     to: &Path,
     actions: &mut Vec<FileAction>,
 ) -> Result<Option<u64>, ReplicaError> {
-    let src_path = from.join(META_FILE_NAME);
-    let Some(bytes) = read_optional(&src_path)? else {
+    let Some(bytes) = source.read(META_FILE_NAME)? else {
         return Ok(None);
     };
-    let meta = check_meta_file(&bytes, &src_path)?;
+    let meta = check_meta_file(&bytes, &source.path(META_FILE_NAME))?;
     let bk_path = to.join(META_FILE_NAME);
     if read_optional(&bk_path)?.as_deref() == Some(&bytes[..]) {
         actions.push(FileAction::Unchanged {

@@ -125,6 +125,91 @@ fn after_archiving_the_new_log_and_snapshot_replace_the_old_log() {
     assert_eq!(contents(bk.path()), contents(src.path()));
 }
 
+/// A snapshot of records `1..=at`, as they stand in `records`.
+fn snapshot_of(records: &[LogRecord], at: Lsn) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for r in records.iter().filter(|r| r.lsn <= at) {
+        snap.history.note_append(r);
+        snap.db.apply(r);
+    }
+    snap
+}
+
+#[test]
+fn a_log_archived_past_the_backup_is_refused_and_the_backup_left_alone() {
+    let (src, bk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s = source(src.path(), 10);
+    copy(src.path(), bk.path()).unwrap();
+    let before = contents(bk.path());
+    append(&mut s, 11, 15, 1);
+    let all: Vec<_> = (1..=15).map(|l| rec(l, 1)).collect();
+    s.write_snapshot(&snapshot_of(&all, 12), true).unwrap();
+    let err = copy(src.path(), bk.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplicaError::LogNoLongerReaches {
+                source_snapshot: 12,
+                backup_last: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("empty directory"), "{err}");
+    assert_eq!(contents(bk.path()), before, "nothing was touched");
+    for leftover in ["log.1", "log.1.tmp", "snapshot"] {
+        assert!(!bk.path().join(leftover).exists(), "{leftover} left behind");
+    }
+    // Archived exactly at the backup's last record: the source's snapshot continues it.
+    let (src2, bk2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s2 = source(src2.path(), 10);
+    copy(src2.path(), bk2.path()).unwrap();
+    append(&mut s2, 11, 13, 1);
+    s2.write_snapshot(&snapshot_of(&all, 10), true).unwrap();
+    let report = copy(src2.path(), bk2.path()).unwrap();
+    assert_eq!(report.state.last, LogPos::new(1, 13));
+    drop(s2);
+    assert_eq!(contents(bk2.path()), contents(src2.path()));
+}
+
+#[test]
+fn a_source_that_rolled_back_then_archived_is_refused() {
+    let (src, bk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s = source(src.path(), 10);
+    copy(src.path(), bk.path()).unwrap();
+    // Records 9 and 10 roll back; the new master's 9..12 follow; then the site archives at 6,
+    // so its new log still reaches back to LSN 10, now of another generation.
+    s.truncate_after(8).unwrap();
+    append(&mut s, 9, 12, 2);
+    let now: Vec<_> = (1..=8).map(|l| rec(l, 1)).collect();
+    s.write_snapshot(&snapshot_of(&now, 6), true).unwrap();
+    let err = copy(src.path(), bk.path()).unwrap_err();
+    assert!(matches!(err, ReplicaError::NotAPrefix { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("LSN 10 is of generation 1 in the backup and 2"),
+        "{err}"
+    );
+    assert!(bk.path().join("log.0").exists(), "the backup keeps its log");
+    assert!(!bk.path().join("log.1").exists(), "and gets no new one");
+    // Archived exactly at the backup's last LSN, of another generation: refused too.
+    let (src2, bk2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s2 = source(src2.path(), 10);
+    copy(src2.path(), bk2.path()).unwrap();
+    s2.truncate_after(8).unwrap();
+    append(&mut s2, 9, 12, 2);
+    let mut mixed: Vec<_> = (1..=8).map(|l| rec(l, 1)).collect();
+    mixed.extend((9..=12).map(|l| rec(l, 2)));
+    s2.write_snapshot(&snapshot_of(&mixed, 10), true).unwrap();
+    let err = copy(src2.path(), bk2.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("LSN 10 is of generation 1 in the backup and 2 in the source's snapshot"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_torn_tail_from_an_interrupted_copy_fails_verify_and_the_next_copy_repairs_it() {
     let (src, bk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -153,7 +153,9 @@ async fn daemon(cfg: SiteConfig, lock: DirLock) -> Result<(), RunError> {
         config = %cfg.file.display(),
         "repsite running"
     );
-    tokio::spawn(admin::Server::new(node.clone(), static_sites).serve(admin_listener));
+    tokio::spawn(
+        admin::Server::new(node.clone(), static_sites, cfg.data_dir.clone()).serve(admin_listener),
+    );
     // The node logs its events itself; reading them keeps its bounded queue from overflowing.
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {

@@ -8,8 +8,8 @@
 
 use super::{
     corrupt, decode_checksummed, decode_frame, io_err, log_header, split_frame_header,
-    SnapshotFile, FORMAT_VERSION, FRAME_HEADER_LEN, LOG_HEADER_LEN, LOG_MAGIC, MAX_RECORD_BYTES,
-    META_FILE, META_MAGIC, SNAPSHOT_FILE, SNAPSHOT_MAGIC,
+    SnapshotFile, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, LOG_HEADER_LEN, LOG_MAGIC,
+    MAX_RECORD_BYTES, META_FILE, META_MAGIC, SNAPSHOT_FILE, SNAPSHOT_MAGIC,
 };
 use crate::log::LogRecord;
 use crate::storage::{Meta, StorageError};
@@ -24,6 +24,10 @@ pub const SNAPSHOT_FILE_NAME: &str = SNAPSHOT_FILE;
 pub const META_FILE_NAME: &str = META_FILE;
 /// Length of a log file's header; the first frame starts here.
 pub const LOG_FILE_HEADER_LEN: u64 = LOG_HEADER_LEN;
+/// Length of a snapshot or metadata file's header: magic, format version, the payload's CRC-32
+/// and its length. Two such files of one directory with the same header and length hold the
+/// same payload, short of a CRC collision.
+pub const CHECKSUMMED_FILE_HEADER_LEN: usize = FILE_HEADER_LEN;
 
 /// The header every log file of this format starts with.
 pub fn log_file_header() -> [u8; LOG_HEADER_LEN as usize] {
@@ -95,27 +99,46 @@ pub enum NextFrame {
 /// Reads a log file's frames in order, verifying each one (frame checksum, record checksum,
 /// consecutive LSNs) as opening a storage does. Never writes. Reading a file that its site is
 /// appending to is fine: a frame still being written shows up as [`NextFrame::Torn`].
+///
+/// The bytes come from a local file, or from any other reader with the file's contents (`repsite
+/// replica --from-site` reads a remote site's file through its admin port): the checks are the
+/// same wherever the bytes come from.
 #[derive(Debug)]
-pub struct LogReader {
-    reader: BufReader<File>,
+pub struct LogReader<R = File> {
+    reader: BufReader<R>,
     path: PathBuf,
     pos: u64,
     next_lsn: Lsn,
 }
 
-impl LogReader {
+impl LogReader<File> {
     /// Opens the log file at `path` and checks its header; its first record must be `first_lsn`
     /// (one past the snapshot it continues).
-    pub fn open(path: &Path, first_lsn: Lsn) -> Result<LogReader, StorageError> {
+    pub fn open(path: &Path, first_lsn: Lsn) -> Result<LogReader<File>, StorageError> {
         let file = File::open(path).map_err(io_err("open", path))?;
-        let mut reader = LogReader {
-            reader: BufReader::with_capacity(1 << 16, file),
+        LogReader::from_reader(file, path, first_lsn)
+    }
+}
+
+impl<R: Read + Seek> LogReader<R> {
+    /// Reads a log file's contents from `source`, positioned at its start, and checks its header.
+    /// `path` names the file in errors.
+    pub fn from_reader(
+        source: R,
+        path: &Path,
+        first_lsn: Lsn,
+    ) -> Result<LogReader<R>, StorageError> {
+        // The header is read before any buffering, so that a reader paying per byte (a remote
+        // site's file) moves only what is read next: from a seek, only the frames after it.
+        let mut source = source;
+        let mut header = [0; LOG_HEADER_LEN as usize];
+        let got = read_up_to(&mut source, &mut header).map_err(io_err("read", path))?;
+        let reader = LogReader {
+            reader: BufReader::with_capacity(1 << 16, source),
             path: path.to_path_buf(),
-            pos: 0,
+            pos: got as u64,
             next_lsn: first_lsn,
         };
-        let mut header = [0; LOG_HEADER_LEN as usize];
-        let got = reader.read_up_to(&mut header)?;
         if got < header.len() {
             return Err(corrupt(
                 "log header",
@@ -228,18 +251,24 @@ impl LogReader {
 
     /// Fills `buf` as far as the file goes; returns how many bytes were read.
     fn read_up_to(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err("read", &self.path)(e)),
-            }
-        }
+        let filled = read_up_to(&mut self.reader, buf).map_err(io_err("read", &self.path))?;
         self.pos += filled as u64;
         Ok(filled)
     }
+}
+
+/// Fills `buf` from `source` as far as it goes; returns how many bytes were read.
+fn read_up_to(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]
