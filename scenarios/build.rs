@@ -3,6 +3,12 @@
 use std::process::Command;
 
 fn main() {
+    // A build without the repository (a container image) is told its commit instead.
+    println!("cargo:rerun-if-env-changed=REPSIM_GIT_COMMIT");
+    if let Ok(commit) = std::env::var("REPSIM_GIT_COMMIT") {
+        println!("cargo:rustc-env=REPSIM_GIT_COMMIT={commit}");
+        return;
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -20,6 +20,13 @@ else
   echo "test result: FAILED. 0 passed; 1 failed (suite)" >> "$out"
 fi
 rm -f "$out.suite"
+echo "== deployment files against their schemas (scripts/check-deploy.sh)"
+# Counted as one test: the workflow and the Kubernetes manifests of exploring at scale.
+if ./scripts/check-deploy.sh; then
+  echo "test result: ok. 1 passed; 0 failed (deploy schemas)" >> "$out"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (deploy schemas)" >> "$out"
+fi
 
 passed=$(grep -Eo '[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')

@@ -111,7 +111,10 @@ fn push_testcase(out: &mut String, run: &RunResult, replay: ReplayCommand) {
     );
     if is_failure(run) {
         let (message, kind) = match run.violations.first() {
-            Some(v) => (format!("{}: {}", v.invariant, v.detail), v.invariant),
+            Some(v) => (
+                format!("{}: {}", v.invariant, v.detail),
+                v.invariant.as_str(),
+            ),
             None => ("failed without a recorded violation".to_string(), "unknown"),
         };
         let _ = write!(

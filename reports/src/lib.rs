@@ -180,7 +180,7 @@ pub(crate) mod tests {
         let violations = match outcome {
             RunOutcome::Pass => Vec::new(),
             RunOutcome::Fail => vec![Violation {
-                invariant: "liveness",
+                invariant: "liveness".into(),
                 site: None,
                 at_ms: None,
                 detail: "stuck".into(),

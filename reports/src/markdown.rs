@@ -56,7 +56,7 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
                 out,
                 "| {} | {} | {} | {} | {} |",
                 i + 1,
-                code(v.invariant, true),
+                code(&v.invariant, true),
                 site(v),
                 time(v.at_ms),
                 text(&v.detail)
@@ -163,7 +163,7 @@ pub(crate) fn render_suite(
         out.push_str("\n\n");
         match run.violations.first() {
             Some(v) => {
-                let _ = write!(out, "First violation: {}", code(v.invariant, false));
+                let _ = write!(out, "First violation: {}", code(&v.invariant, false));
                 if let Some(site) = &v.site {
                     let _ = write!(out, " at {}", code(site.as_str(), false));
                 }
@@ -248,7 +248,7 @@ fn push_timeline(out: &mut String, timeline: &Timeline) {
                 "| {} | {} | **violation: {}** |",
                 v.at_ms.map_or_else(String::new, seconds),
                 site(v),
-                code(v.invariant, true)
+                code(&v.invariant, true)
             ),
             Row::LeftOut(n) => writeln!(
                 out,

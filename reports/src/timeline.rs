@@ -143,7 +143,7 @@ mod tests {
 
     fn violation(invariant: &'static str, at_ms: Option<u64>) -> Violation {
         Violation {
-            invariant,
+            invariant: invariant.into(),
             site: None,
             at_ms,
             detail: String::new(),

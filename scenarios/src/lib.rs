@@ -7,6 +7,7 @@ pub mod failover;
 pub mod failure;
 #[cfg(madsim)]
 pub mod run;
+pub mod shard;
 #[cfg(madsim)]
 pub mod shrink;
 pub mod spec;

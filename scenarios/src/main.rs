@@ -55,8 +55,38 @@ enum Command {
         /// Stop at the first failure.
         #[arg(long)]
         stop_at_first: bool,
+        /// Run only slice K of N of the seeds, dealt round robin from the range's start (a
+        /// seed's run is the same whichever slice runs it); writes a result file for `merge`.
+        #[arg(long, value_name = "K/N", value_parser = scenarios::shard::Shard::parse)]
+        shard: Option<scenarios::shard::Shard>,
+        /// Write each seed's result to FILE as JSON lines, for `merge` (default with `--shard`:
+        /// `results/<scenario>-shard-K-of-N.jsonl`).
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
         #[command(flatten)]
         storage: StorageArg,
+        /// Where failure files go.
+        #[arg(long, default_value = "failures")]
+        failures: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Merge the result files of `explore --shard` (or `--results`) into one summary: counts,
+    /// coverage, failures (saved as failure files) with their replay commands. Exits 1 when a
+    /// seed failed or the files leave seeds of their range unrun.
+    Merge {
+        /// Result files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Merge files written by different builds (a seed may run differently on each).
+        #[arg(long)]
+        any_build: bool,
+        /// Merge files of different scenarios.
+        #[arg(long)]
+        any_scenario: bool,
+        /// Also write the merged runs as one result file (one scenario and range only).
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
         /// Where failure files go.
         #[arg(long, default_value = "failures")]
         failures: PathBuf,
@@ -249,15 +279,230 @@ pub(crate) fn list(dir: &Path, json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `repsim merge` (no simulation needed, so every build has it).
+pub(crate) fn merge(
+    files: &[PathBuf],
+    rules: scenarios::shard::MergeRules,
+    results: Option<&Path>,
+    failures_dir: &Path,
+    out: &Output,
+) -> Result<ExitCode, String> {
+    use scenarios::shard::{ResultWriter, Shard};
+    let merged = scenarios::shard::merge(files, rules).map_err(|e| e.to_string())?;
+    let mut tallies = sim::result::Tallies::default();
+    let mut failures = Vec::new();
+    for ((scenario, _), line) in &merged.runs {
+        let result = line.to_result(scenario);
+        tallies.add(&result);
+        if result.failed() {
+            let path = match &line.failure {
+                Some(failure) => {
+                    let path = failures_dir.join(failure.file_name());
+                    failure.save(&path).map_err(|e| e.to_string())?;
+                    Some(path)
+                }
+                None => None,
+            };
+            failures.push((result, path));
+        }
+    }
+    if let Some(path) = results {
+        let (_, first) = merged.files.first().ok_or("no result file")?;
+        if let Some((other, h)) = merged.files.iter().find(|(_, h)| {
+            (&h.scenario, &h.scenario_text, h.storage, &h.seeds)
+                != (
+                    &first.scenario,
+                    &first.scenario_text,
+                    first.storage,
+                    &first.seeds,
+                )
+        }) {
+            return Err(format!(
+                "--results writes one scenario's range, and {} holds {} seeds {}..{} where the                  first file holds {} seeds {}..{}",
+                other.display(),
+                h.scenario,
+                h.seeds.start,
+                h.seeds.end,
+                first.scenario,
+                first.seeds.start,
+                first.seeds.end
+            ));
+        }
+        let header = scenarios::shard::Header {
+            shard: Shard::WHOLE,
+            ..first.clone()
+        };
+        let mut writer = ResultWriter::create(path, &header)?;
+        for line in merged.runs.values() {
+            writer.run(line.clone())?;
+        }
+        writer.finish()?;
+    }
+    let title = format!("merge of {} result files", merged.files.len());
+    if out.json {
+        let runs: Vec<sim::result::RunResult> = merged
+            .runs
+            .iter()
+            .map(|((scenario, _), line)| line.to_result(scenario))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&runs).expect("json"));
+    } else {
+        let (runs, failed) = (tallies.runs(), tallies.failed());
+        let verdict = if failed == 0 {
+            console::style("all passed".to_string()).green()
+        } else {
+            console::style(format!("{failed} failed")).red()
+        };
+        println!(
+            "{runs} runs from {} files, {verdict}; {:.0} simulated s",
+            merged.files.len(),
+            tallies.sim_ms() as f64 / 1000.0
+        );
+        if tallies.0.len() == 1 {
+            print_coverage(&tallies);
+        }
+        for gap in &merged.gaps {
+            println!("{} {gap}", console::style("missing:").yellow());
+        }
+        for (r, path) in &failures {
+            let replay = match path {
+                Some(path) => format!("cargo sim replay {}", path.display()),
+                None => format!("cargo sim run {} --seed {}", r.scenario, r.seed),
+            };
+            print_run(r, path.as_deref(), &replay);
+        }
+    }
+    let listed: Vec<(sim::result::RunResult, PathBuf)> = failures
+        .into_iter()
+        .filter_map(|(r, path)| Some((r, path?)))
+        .collect();
+    write_summary_reports(out, &title, &tallies, &listed)?;
+    Ok(if tallies.failed() > 0 || !merged.gaps.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The Markdown summary and JUnit XML of many runs, of which `failures` failed (with their
+/// failure files).
+pub(crate) fn write_summary_reports(
+    out: &Output,
+    title: &str,
+    tallies: &sim::result::Tallies,
+    failures: &[(sim::result::RunResult, PathBuf)],
+) -> Result<(), String> {
+    let listed: Vec<sim::result::RunResult> = failures.iter().map(|(r, _)| r.clone()).collect();
+    let replay_of = |r: &sim::result::RunResult| -> String {
+        failures
+            .iter()
+            .find(|(f, _)| f.scenario == r.scenario && f.seed == r.seed)
+            .map_or_else(
+                || format!("cargo sim run {} --seed {}", r.scenario, r.seed),
+                |(_, path)| format!("cargo sim replay {}", path.display()),
+            )
+    };
+    if let Some(dir) = &out.report {
+        let index = reports::write_summary_dir(dir, title, tallies, &listed, &replay_of)
+            .map_err(|e| e.to_string())?;
+        if !out.json {
+            println!("report: {}", index.display());
+        }
+    }
+    if let Some(file) = &out.junit {
+        let xml = reports::junit::summary(title, tallies, &listed, &replay_of);
+        std::fs::write(file, xml).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// How many runs reached each behaviour; one that none reached is a hole in the swarm.
+pub(crate) fn print_coverage(tallies: &sim::result::Tallies) {
+    let runs = tallies.runs();
+    println!("coverage (runs of {runs} that reached each behaviour):");
+    for (name, what, reached) in tallies.coverage() {
+        let count = format!("{reached:>7}");
+        let count = if reached == 0 {
+            console::style(count).yellow()
+        } else {
+            console::style(count)
+        };
+        println!("  {name:<26}{count}  {what}");
+    }
+}
+
+/// Prints one run's line, its violations and, when it failed, how to replay it.
+pub(crate) fn print_run(r: &sim::result::RunResult, failure_file: Option<&Path>, replay: &str) {
+    use console::style;
+    let verdict = if r.failed() {
+        style("FAIL").red().bold()
+    } else {
+        style("PASS").green().bold()
+    };
+    println!(
+        "{verdict} {} seed {}: {:.1} simulated s, {} elections, writes {} ok / {} failed / {} unknown, trace {}",
+        r.scenario,
+        r.seed,
+        r.sim_ms as f64 / 1000.0,
+        r.counts.elections,
+        r.counts.writes_ok,
+        r.counts.writes_failed,
+        r.counts.writes_unknown,
+        r.trace_hash
+    );
+    for v in &r.violations {
+        let at = v.at_ms.map_or(String::new(), |ms| {
+            format!(" at {:.3}s", ms as f64 / 1000.0)
+        });
+        let site = v
+            .site
+            .as_ref()
+            .map_or(String::new(), |s| format!(" on {s}"));
+        println!(
+            "  {} {}{site}{at}: {}",
+            style("violation").red(),
+            v.invariant,
+            v.detail
+        );
+    }
+    if r.failed() {
+        if let Some(path) = failure_file {
+            println!("  failure file: {}", path.display());
+        }
+        println!("  replay: {replay}");
+    }
+}
+
+/// `merge` as both builds dispatch it.
+fn merge_command(command: Command) -> Result<ExitCode, String> {
+    let Command::Merge {
+        files,
+        any_build,
+        any_scenario,
+        results,
+        failures,
+        out,
+    } = command
+    else {
+        unreachable!("called with merge only")
+    };
+    let rules = scenarios::shard::MergeRules {
+        any_build,
+        any_scenario,
+    };
+    merge(&files, rules, results.as_deref(), &failures, &out)
+}
+
 #[cfg(not(madsim))]
 mod commands {
-    use super::{catalog_dir, list, Command};
+    use super::{catalog_dir, list, merge_command, Command};
     use std::process::ExitCode;
 
     /// Without `--cfg madsim` there is no simulator to run: say how to get one.
     pub fn dispatch(command: Command) -> Result<ExitCode, String> {
         match command {
             Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
+            merge @ Command::Merge { .. } => merge_command(merge),
             _ => Err("this build has no simulator: run repsim as `cargo sim ...` (it builds with --cfg madsim)".into()),
         }
     }
@@ -265,11 +510,15 @@ mod commands {
 
 #[cfg(madsim)]
 mod commands {
-    use super::{catalog_dir, list, Command, Output};
+    use super::{
+        catalog_dir, list, merge_command, print_coverage, print_run, write_summary_reports,
+        Command, Output,
+    };
     use console::style;
     use indicatif::{ProgressBar, ProgressStyle};
     use scenarios::failure::{Failure, BUILD_ID};
     use scenarios::run::{run, Played};
+    use scenarios::shard::{Header, ResultWriter, RunLine, Shard};
     use scenarios::spec::{catalog_files, Scenario};
     use sim::check::Violation;
     use sim::result::{RunOutcome, RunResult, Tallies};
@@ -397,6 +646,7 @@ mod commands {
     pub fn dispatch(command: Command) -> Result<ExitCode, String> {
         match command {
             Command::List { dir, json } => list(&dir.unwrap_or_else(catalog_dir), json),
+            merge @ Command::Merge { .. } => merge_command(merge),
             Command::Run {
                 scenario,
                 seed,
@@ -430,18 +680,58 @@ mod commands {
                 seeds,
                 jobs,
                 stop_at_first,
+                shard,
+                results,
                 storage,
                 failures,
                 out,
             } => {
                 let scenario = storage.apply(resolve(&scenario)?);
-                let work: Vec<(usize, u64)> = seeds.0.clone().map(|s| (0, s)).collect();
-                let title = format!(
+                let range = seeds.0.clone();
+                let whole = shard.is_none();
+                let shard = shard.unwrap_or(Shard::WHOLE);
+                let work: Vec<(usize, u64)> = shard.seeds(range.clone()).map(|s| (0, s)).collect();
+                let mut title = format!(
                     "explore {} seeds {}..{}",
-                    scenario.name, seeds.0.start, seeds.0.end
+                    scenario.name, range.start, range.end
                 );
+                if !whole {
+                    title.push_str(&format!(" shard {shard}"));
+                }
+                let results = results.or_else(|| {
+                    (!whole).then(|| {
+                        PathBuf::from(format!(
+                            "results/{}-shard-{}-of-{}.jsonl",
+                            scenario.name, shard.index, shard.count
+                        ))
+                    })
+                });
+                let writer = match &results {
+                    Some(path) => {
+                        let header = Header {
+                            build: BUILD_ID.into(),
+                            scenario: scenario.name.clone(),
+                            scenario_text: std::fs::read_to_string(&scenario.path)
+                                .map_err(|e| format!("{}: {e}", scenario.path.display()))?,
+                            storage: scenario.storage_override,
+                            seeds: range,
+                            shard,
+                        };
+                        Some((ResultWriter::create(path, &header)?, path.clone()))
+                    }
+                    None => None,
+                };
                 let catalog = std::slice::from_ref(&scenario);
-                sweep(catalog, &work, jobs, stop_at_first, &failures, &out, &title)
+                sweep(
+                    catalog,
+                    &work,
+                    jobs,
+                    stop_at_first,
+                    &failures,
+                    &out,
+                    &title,
+                    writer,
+                )
             }
             Command::Replay { file, trace, out } => {
                 let failure = Failure::load(&file).map_err(|e| e.to_string())?;
@@ -496,7 +786,7 @@ mod commands {
                     .flat_map(|i| (1..=seeds).map(move |s| (i, s)))
                     .collect();
                 let title = format!("suite {} on {seeds} seeds", dir.display());
-                sweep(&catalog, &work, jobs, false, &failures, &out, &title)
+                sweep(&catalog, &work, jobs, false, &failures, &out, &title, None)
             }
         }
     }
@@ -548,7 +838,7 @@ mod commands {
                     seed,
                     outcome: RunOutcome::Fail,
                     violations: vec![Violation {
-                        invariant: "no_panic",
+                        invariant: "no_panic".into(),
                         site: None,
                         at_ms: None,
                         detail: message,
@@ -656,7 +946,9 @@ mod commands {
     /// Runs many seeds (`explore`, `suite`) in memory that does not grow with their number:
     /// every run is added to its scenario's tally, a failing one is saved to its failure file
     /// at once and kept (with its trace only when a report will draw it), a passing one is
-    /// dropped. `--json` streams one result per run, in order, as a JSON array.
+    /// dropped. `--json` streams one result per run, in order, as a JSON array; `results` gets
+    /// one line per run, in order, as `merge` reads them.
+    #[allow(clippy::too_many_arguments)]
     fn sweep(
         catalog: &[Scenario],
         work: &[(usize, u64)],
@@ -665,6 +957,7 @@ mod commands {
         failures_dir: &Path,
         out: &Output,
         title: &str,
+        mut results: Option<(ResultWriter, PathBuf)>,
     ) -> Result<ExitCode, String> {
         let started = std::time::Instant::now();
         let mut tallies = Tallies::default();
@@ -694,10 +987,19 @@ mod commands {
                     };
                     println!("{sep}{}", serde_json::to_string(&shown).expect("json"));
                 }
-                if !played.result.failed() {
-                    return;
+                let failure = played
+                    .result
+                    .failed()
+                    .then(|| failure_of(&catalog[which], &played));
+                if let Some((writer, _)) = results.as_mut() {
+                    if let Err(e) = writer.run(RunLine::of(&played.result, failure.clone())) {
+                        save_error.get_or_insert(e);
+                    }
                 }
-                match save_failure(&catalog[which], &played, failures_dir) {
+                let Some(failure) = failure else {
+                    return;
+                };
+                match save(&failure, failures_dir) {
                     Ok(path) => {
                         let mut result = played.result;
                         if out.report.is_none() {
@@ -716,6 +1018,12 @@ mod commands {
         }
         if let Some(e) = save_error {
             return Err(e);
+        }
+        if let Some((writer, path)) = results {
+            writer.finish()?;
+            if !out.json {
+                println!("results: {}", path.display());
+            }
         }
         if !out.json {
             let (runs, failed) = (tallies.runs(), tallies.failed());
@@ -741,47 +1049,12 @@ mod commands {
                 );
             }
         }
-        let listed: Vec<RunResult> = failures.iter().map(|(r, _)| r.clone()).collect();
-        let replay_of = |r: &RunResult| -> String {
-            failures
-                .iter()
-                .find(|(f, _)| f.scenario == r.scenario && f.seed == r.seed)
-                .map_or_else(
-                    || format!("cargo sim run {} --seed {}", r.scenario, r.seed),
-                    |(_, path)| format!("cargo sim replay {}", path.display()),
-                )
-        };
-        if let Some(dir) = &out.report {
-            let index = reports::write_summary_dir(dir, title, &tallies, &listed, &replay_of)
-                .map_err(|e| e.to_string())?;
-            if !out.json {
-                println!("report: {}", index.display());
-            }
-        }
-        if let Some(file) = &out.junit {
-            let xml = reports::junit::summary(title, &tallies, &listed, &replay_of);
-            std::fs::write(file, xml).map_err(|e| format!("{}: {e}", file.display()))?;
-        }
+        write_summary_reports(out, title, &tallies, &failures)?;
         Ok(if tallies.failed() > 0 {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
         })
-    }
-
-    /// How many runs reached each behaviour; one that none reached is a hole in the swarm.
-    fn print_coverage(tallies: &Tallies) {
-        let runs = tallies.runs();
-        println!("coverage (runs of {runs} that reached each behaviour):");
-        for (name, what, reached) in tallies.coverage() {
-            let count = format!("{reached:>7}");
-            let count = if reached == 0 {
-                style(count).yellow()
-            } else {
-                style(count)
-            };
-            println!("  {name:<26}{count}  {what}");
-        }
     }
 
     fn first_violation(r: &RunResult) -> String {
@@ -792,6 +1065,18 @@ mod commands {
 
     /// Saves a failing run's failure file into `dir`; returns its path.
     fn save_failure(scenario: &Scenario, p: &Played, dir: &Path) -> Result<PathBuf, String> {
+        save(&failure_of(scenario, p), dir)
+    }
+
+    /// Saves `failure` into `dir`; returns its path.
+    fn save(failure: &Failure, dir: &Path) -> Result<PathBuf, String> {
+        let path = dir.join(failure.file_name());
+        failure.save(&path).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    /// The failure file of a failing run.
+    fn failure_of(scenario: &Scenario, p: &Played) -> Failure {
         let mut invariants: Vec<String> = p
             .result
             .violations
@@ -799,7 +1084,7 @@ mod commands {
             .map(|v| v.invariant.to_string())
             .collect();
         invariants.dedup();
-        let failure = Failure {
+        Failure {
             scenario: scenario.name.clone(),
             scenario_file: scenario.path.clone(),
             scenario_text: std::fs::read_to_string(&scenario.path).ok(),
@@ -810,56 +1095,12 @@ mod commands {
             build: BUILD_ID.into(),
             schedule: p.schedule.clone(),
             storage: scenario.storage_override,
-        };
-        let path = dir.join(failure.file_name());
-        failure.save(&path).map_err(|e| e.to_string())?;
-        Ok(path)
+        }
     }
 
     fn print_trace(r: &RunResult) {
         for line in &r.trace {
             println!("{line}");
-        }
-    }
-
-    /// Prints one run's line, its violations and, when it failed, how to replay it.
-    fn print_run(r: &RunResult, failure_file: Option<&Path>, replay: &str) {
-        let verdict = if r.failed() {
-            style("FAIL").red().bold()
-        } else {
-            style("PASS").green().bold()
-        };
-        println!(
-            "{verdict} {} seed {}: {:.1} simulated s, {} elections, writes {} ok / {} failed / {} unknown, trace {}",
-            r.scenario,
-            r.seed,
-            r.sim_ms as f64 / 1000.0,
-            r.counts.elections,
-            r.counts.writes_ok,
-            r.counts.writes_failed,
-            r.counts.writes_unknown,
-            r.trace_hash
-        );
-        for v in &r.violations {
-            let at = v.at_ms.map_or(String::new(), |ms| {
-                format!(" at {:.3}s", ms as f64 / 1000.0)
-            });
-            let site = v
-                .site
-                .as_ref()
-                .map_or(String::new(), |s| format!(" on {s}"));
-            println!(
-                "  {} {}{site}{at}: {}",
-                style("violation").red(),
-                v.invariant,
-                v.detail
-            );
-        }
-        if r.failed() {
-            if let Some(path) = failure_file {
-                println!("  failure file: {}", path.display());
-            }
-            println!("  replay: {replay}");
         }
     }
 

@@ -381,7 +381,7 @@ async fn play(
     .await;
     if played.is_err() {
         failed.push(Violation {
-            invariant: "run_finishes",
+            invariant: "run_finishes".into(),
             site: None,
             at_ms: Some(world.now_ms()),
             detail: format!(
@@ -395,7 +395,7 @@ async fn play(
     result.violations.extend(failed);
     result
         .violations
-        .retain(|v| !scenario.skip.iter().any(|s| s == v.invariant));
+        .retain(|v| !scenario.skip.contains(&v.invariant));
     result.outcome = if result.violations.is_empty() {
         RunOutcome::Pass
     } else {
@@ -440,7 +440,7 @@ async fn play_timeline(
                     let detail = format!("line {}: {detail}", step.line);
                     world.note_scenario(&format!("expectation failed: {detail}"));
                     failed.push(Violation {
-                        invariant: "expectation",
+                        invariant: "expectation".into(),
                         site: None,
                         at_ms: Some(world.now_ms()),
                         detail,

@@ -80,7 +80,7 @@ fn breaks_same(played: &Played, failure: &Failure) -> bool {
         .result
         .violations
         .iter()
-        .any(|v| failure.invariants.iter().any(|i| i == v.invariant))
+        .any(|v| failure.invariants.contains(&v.invariant))
 }
 
 /// Removes fault events (halves, then quarters, ... then single events) while the run still
@@ -124,7 +124,7 @@ pub fn shrink(
         .result
         .violations
         .iter()
-        .find(|v| failure.invariants.iter().any(|i| i == v.invariant))
+        .find(|v| failure.invariants.contains(&v.invariant))
         .expect("the kept run breaks the invariant");
     let shrunk = Failure {
         invariants: vec![first.invariant.to_string()],

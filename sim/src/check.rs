@@ -11,10 +11,10 @@ use replication::types::{Gen, LogPos, SiteAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A broken invariant.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Violation {
     /// Which invariant.
-    pub invariant: &'static str,
+    pub invariant: String,
     /// The site involved, if one.
     pub site: Option<SiteAddr>,
     /// Simulated milliseconds, if known.
@@ -42,7 +42,7 @@ pub fn one_master_per_generation(events: &[Observed]) -> Option<Violation> {
             match masters.get(&gen) {
                 Some(other) if **other != e.site => {
                     return Some(Violation {
-                        invariant: "one_master_per_generation",
+                        invariant: "one_master_per_generation".into(),
                         site: Some(e.site.clone()),
                         at_ms: Some(e.ms),
                         detail: format!(
@@ -71,7 +71,7 @@ pub fn every_site_runs(
         .iter()
         .find(|site| !running.contains_key(*site))
         .map(|site| Violation {
-            invariant: "liveness",
+            invariant: "liveness".into(),
             site: Some(site.clone()),
             at_ms: None,
             detail: "it should be running, but no node answers on it".into(),
@@ -108,7 +108,7 @@ pub fn logs_are_prefixes(
                     )
                 };
                 return Some(Violation {
-                    invariant: "client_log_is_prefix",
+                    invariant: "client_log_is_prefix".into(),
                     site: Some(site.clone()),
                     at_ms: None,
                     detail: format!(
@@ -131,7 +131,7 @@ pub fn database_is_replay(
         if let Some(replay) = replayed.get(site) {
             if replay != state {
                 return Some(Violation {
-                    invariant: "database_is_replay",
+                    invariant: "database_is_replay".into(),
                     site: Some(site.clone()),
                     at_ms: None,
                     detail: format!(
@@ -158,7 +158,7 @@ pub fn all_caught_up(
         .iter()
         .find(|(_, (pos, _))| pos != target)
         .map(|(site, (pos, _))| Violation {
-            invariant: "liveness",
+            invariant: "liveness".into(),
             site: Some(site.clone()),
             at_ms: None,
             detail: format!(
@@ -177,7 +177,7 @@ pub fn membership_converges(
         .iter()
         .find(|(_, m)| *m != expected)
         .map(|(site, m)| Violation {
-            invariant: "membership_converges",
+            invariant: "membership_converges".into(),
             site: Some(site.clone()),
             at_ms: None,
             detail: format!("members {m:?}, the master {master} has {expected:?}"),
@@ -286,7 +286,7 @@ pub fn durable_writes_survive(
             .any(|r| r.lsn == lsn && writes(r, &op.key, &op.value));
         if !found {
             return Some(Violation {
-                invariant: "durable_writes_survive",
+                invariant: "durable_writes_survive".into(),
                 site: Some(op.site.clone()),
                 at_ms: Some(op.completed_ms),
                 detail: format!(
@@ -354,7 +354,7 @@ pub fn reads_are_sane(
         let Some(value) = &read.value else { continue };
         if !written.contains(&(read.key.as_slice(), value.as_slice())) {
             return Some(Violation {
-                invariant: "reads_are_sane",
+                invariant: "reads_are_sane".into(),
                 site: Some(read.site.clone()),
                 at_ms: Some(read.invoked_ms),
                 detail: format!(
@@ -371,7 +371,7 @@ pub fn reads_are_sane(
         if let Some(&(seen, at)) = last_seen.get(&slot) {
             if n < seen && !resets_at(&read.site, at, read.invoked_ms) {
                 return Some(Violation {
-                    invariant: "reads_are_sane",
+                    invariant: "reads_are_sane".into(),
                     site: Some(read.site.clone()),
                     at_ms: Some(read.invoked_ms),
                     detail: format!(
@@ -416,7 +416,7 @@ pub fn no_client_accepted_a_write(
         let Some(gen) = gen else { continue };
         if !mastered.get(&op.site).is_some_and(|g| g.contains(&gen)) {
             return Some(Violation {
-                invariant: "no_client_accepted_a_write",
+                invariant: "no_client_accepted_a_write".into(),
                 site: Some(op.site.clone()),
                 at_ms: Some(op.completed_ms),
                 detail: format!(
@@ -488,7 +488,7 @@ const VOTE_LOST_WITH_KILL_MS: u64 = 10_000;
 /// a member by then; and no priority-0 site becomes master.
 pub fn elections_are_sound(events: &[Observed], electorate: &Electorate) -> Option<Violation> {
     let violation = |e: &Observed, detail: String| Violation {
-        invariant: "elections_are_sound",
+        invariant: "elections_are_sound".into(),
         site: Some(e.site.clone()),
         at_ms: Some(e.ms),
         detail,
@@ -706,7 +706,7 @@ mod tests {
             [(a.clone(), (LogPos::new(1, 3), 7))].into();
         assert_eq!(every_site_runs(std::slice::from_ref(&a), &running), None);
         let v = every_site_runs(&[a, b.clone()], &running).expect("caught");
-        assert_eq!((v.invariant, v.site), ("liveness", Some(b)));
+        assert_eq!((v.invariant.as_str(), v.site), ("liveness", Some(b)));
     }
 
     #[test]
@@ -892,7 +892,10 @@ mod tests {
         let mut wrong = replayed.clone();
         wrong.insert(b.clone(), (LogPos::new(1, 4), 8));
         let v = database_is_replay(&live, &wrong).expect("caught");
-        assert_eq!((v.invariant, v.site), ("database_is_replay", Some(b)));
+        assert_eq!(
+            (v.invariant.as_str(), v.site),
+            ("database_is_replay", Some(b))
+        );
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 use crate::check::Violation;
 use crate::coverage::Coverage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Pass or fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// Every invariant held.
@@ -15,7 +15,7 @@ pub enum RunOutcome {
 }
 
 /// Counts of what happened in a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Node events recorded.
     pub events: u64,
@@ -193,7 +193,7 @@ mod tests {
     fn tallies_add_up_runs_per_scenario_in_first_seen_order() {
         let mut quiet_violation = run("a", 0, false);
         quiet_violation.violations.push(Violation {
-            invariant: "liveness",
+            invariant: "liveness".into(),
             site: None,
             at_ms: None,
             detail: String::new(),

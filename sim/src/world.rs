@@ -1418,7 +1418,7 @@ impl World {
                         .await;
                     if !matches!(outcome_of(&result), Outcome::Ok { .. }) {
                         violations.push(Violation {
-                            invariant: "liveness",
+                            invariant: "liveness".into(),
                             site: Some(master.clone()),
                             at_ms: Some(self.now_ms()),
                             detail: format!(
@@ -1436,7 +1436,7 @@ impl World {
                 // no master is no violation.
                 if !told_removed.iter().any(excused) {
                     violations.push(Violation {
-                        invariant: "liveness",
+                        invariant: "liveness".into(),
                         site: None,
                         at_ms: Some(self.now_ms()),
                         detail: "no master when the group should be quiet".into(),
