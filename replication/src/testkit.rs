@@ -169,6 +169,11 @@ impl Network {
         self.nodes.get(addr).and_then(|n| n.site.as_ref())
     }
 
+    /// A running site, to drive by hand (what it outputs is not routed).
+    pub fn site_mut(&mut self, addr: &SiteAddr) -> Option<&mut Site<MemStorage>> {
+        self.nodes.get_mut(addr).and_then(|n| n.site.as_mut())
+    }
+
     /// Events so far, in order: (time, site, event).
     pub fn events(&self) -> &[(Time, SiteAddr, Event)] {
         &self.events
@@ -437,7 +442,7 @@ impl Network {
         let Some(site) = self.nodes.get_mut(addr).and_then(|n| n.site.as_mut()) else {
             return;
         };
-        let outputs = site.step(now, input);
+        let outputs = site.step_and_sync(now, input);
         if site.is_master() {
             let gen = site.gen();
             match self.masters.get(&gen) {

@@ -436,6 +436,12 @@ impl<S: Storage + Send + 'static> Node<S> {
             self.dial(peer);
         }
         loop {
+            if self.site.needs_sync() {
+                // A master shipped records without syncing them: let the connection tasks put
+                // them on the wire, and sync while they travel and the clients sync theirs.
+                tokio::task::yield_now().await;
+                self.sync_deferred();
+            }
             let wait = match self.site.next_deadline() {
                 Some(at) => Duration::from_millis(at.since(self.clock.now())),
                 None => Duration::from_secs(3600),
@@ -461,7 +467,22 @@ impl<S: Storage + Send + 'static> Node<S> {
 
     fn step(&mut self, input: Input) {
         let now = self.clock.now();
-        for output in self.site.step(now, input) {
+        let outputs = self.site.step(now, input);
+        self.carry_out(outputs);
+    }
+
+    /// Syncs what the site deferred (see [`Site::sync_deferred_appends`]) and carries out what
+    /// that answers.
+    fn sync_deferred(&mut self) {
+        while self.site.needs_sync() {
+            let now = self.clock.now();
+            let outputs = self.site.sync_deferred_appends(now);
+            self.carry_out(outputs);
+        }
+    }
+
+    fn carry_out(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
             match output {
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Reply { id, result } => {

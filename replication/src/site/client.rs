@@ -405,7 +405,7 @@ impl<S: Storage> Site<S> {
         }
         if !accepted.is_empty() {
             self.append(&accepted)?;
-            self.storage.sync()?;
+            self.sync_log()?;
             self.send_ack();
         }
         let last = self.last();
@@ -457,6 +457,7 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         self.storage.write_snapshot(&snapshot, false)?;
+        self.synced_through = at.lsn;
         self.db = snapshot.db;
         self.history = snapshot.history;
         self.stats.inits += 1;

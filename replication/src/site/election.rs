@@ -178,6 +178,10 @@ impl<S: Storage> Site<S> {
             return Ok(());
         };
         if e.granted.len() < needed {
+            // Enough once, not now (the need rose: the other site of a lenient pair connected,
+            // or the group grew): wait for more votes until the election's end, rather than
+            // keep a collect deadline in the past that no tick can move.
+            e.enough_since = None;
             return Ok(());
         }
         if e.pre {
@@ -186,7 +190,10 @@ impl<S: Storage> Site<S> {
         }
         let since = *e.enough_since.get_or_insert(now);
         let heard_everyone = connected.iter().all(|a| e.answered.contains(a));
-        if e.takeover || heard_everyone || now >= since.plus_ms(e.collect_ms) {
+        // At the election's end a candidate with enough votes wins even if its collect window
+        // is still open: neither failing nor winning would leave it spinning on a past deadline.
+        let over = now >= since.plus_ms(e.collect_ms) || now >= e.ends_at;
+        if e.takeover || heard_everyone || over {
             let (gen, voters) = (e.egen, e.granted.iter().cloned().collect());
             self.become_master(gen, voters, needed)?;
         }
@@ -225,7 +232,7 @@ impl<S: Storage> Site<S> {
             },
         );
         self.append(std::slice::from_ref(&start))?;
-        self.storage.sync()?;
+        self.sync_log()?;
         let beat = self.heartbeat();
         self.broadcast(beat);
         self.finish_leftover_removals()

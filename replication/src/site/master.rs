@@ -112,7 +112,8 @@ impl<S: Storage> Site<S> {
         self.create_membership_if_ready()
     }
 
-    /// Commits a transaction: append, sync, ship, then wait for the policy's acks.
+    /// Commits a transaction: append, ship, sync (deferred to the driver, see
+    /// [`Site::sync_deferred_appends`]), then wait for the policy's acks.
     pub(super) fn commit(&mut self, id: RequestId, txn: Txn) -> Result<(), StorageError> {
         self.commit_body(RecordBody::Txn(txn), Waiter::Request(id))
     }
@@ -137,13 +138,12 @@ impl<S: Storage> Site<S> {
             waiters.push((lsn, Waiter::Request(id)));
         }
         self.append(&records)?;
-        // Durable here before any client can ack them, so an ack never outlives our copy.
-        self.storage.sync()?;
         self.stats.commits += records.len() as u64;
         for to in self.recipients() {
             let records = records.clone();
             self.send(&to, Message::Log { gen, records });
         }
+        self.sync_deferred = true;
         let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
         let m = self.master_mut().expect("committing as master");
         for (lsn, waiter) in waiters {
@@ -178,8 +178,6 @@ impl<S: Storage> Site<S> {
         let record = LogRecord::new(self.last().lsn + 1, self.meta.gen, body);
         let lsn = record.lsn;
         self.append(std::slice::from_ref(&record))?;
-        // Durable here before any client can ack it, so an ack never outlives the master's copy.
-        self.storage.sync()?;
         self.stats.commits += 1;
         let gen = self.meta.gen;
         let mut recipients = self.recipients();
@@ -198,6 +196,8 @@ impl<S: Storage> Site<S> {
                 },
             );
         }
+        // Shipped before it is durable here, so the syncs overlap; answered only once both are.
+        self.sync_deferred = true;
         let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
         let m = self.master_mut().expect("committing as master");
         m.pending.insert(lsn, Pending { waiter, deadline });
@@ -267,7 +267,7 @@ impl<S: Storage> Site<S> {
 
     /// Answers every pending commit whose policy is met or whose time is up.
     pub(super) fn resolve_pending(&mut self) -> Result<(), StorageError> {
-        let now = self.now;
+        let (now, synced_through) = (self.now, self.synced_through);
         let Role::Master(m) = &self.role else {
             return Ok(());
         };
@@ -281,7 +281,9 @@ impl<S: Storage> Site<S> {
             let Some(deadline) = m.pending.get(&lsn).map(|p| p.deadline) else {
                 continue;
             };
-            if count.is_met() {
+            // Acknowledged, and durable here too: a commit is never answered on its clients'
+            // copies alone.
+            if count.is_met() && lsn <= synced_through {
                 let p = m.pending.remove(&lsn).expect("pending");
                 self.commit_done(lsn, p.waiter)?;
             } else if now >= deadline {

@@ -542,7 +542,12 @@ impl<S: Storage> Site<S> {
             return;
         }
         match member {
-            Some(m) if m.state == MemberState::Present && !was_present => {
+            // A joiner learns of its own admission from the join's answer and StartupDone, as
+            // in Berkeley DB, not as a SiteAdded, however its caught-up point and the record
+            // marking it present fall.
+            Some(m)
+                if m.state == MemberState::Present && !was_present && *site != self.cfg.addr =>
+            {
                 self.emit(Event::SiteAdded { site: site.clone() });
             }
             None if *site != self.cfg.addr && was_member => {

@@ -87,6 +87,12 @@ pub struct Site<S: Storage> {
     /// has caught up and no later record added it back (the group may have re-admitted it, as
     /// it does a removed site that asks to join again, further on in the same log).
     removal_pending: bool,
+    /// The log is durable up to here: a master answers a commit only once it is (see
+    /// [`Site::sync_deferred_appends`]).
+    synced_through: Lsn,
+    /// A master appended records and shipped them without syncing: the driver syncs them right
+    /// after carrying out the step's outputs, so the master's sync and its clients' overlap.
+    sync_deferred: bool,
 }
 
 impl<S: Storage> std::fmt::Debug for Site<S> {
@@ -114,6 +120,8 @@ impl<S: Storage> Site<S> {
         );
         let mut site = Site {
             role: Role::Client(Client::new(now)),
+            // What a site finds on opening is its log; no commit waits on it.
+            synced_through: storage.last_lsn(),
             storage,
             meta,
             db,
@@ -124,6 +132,7 @@ impl<S: Storage> Site<S> {
             started: now,
             removes: BTreeMap::new(),
             removal_pending: false,
+            sync_deferred: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now,
             outputs: Vec::new(),
@@ -168,6 +177,46 @@ impl<S: Storage> Site<S> {
             self.check_ticks_progress();
         }
         std::mem::take(&mut self.outputs)
+    }
+
+    /// Whether the last step left appended records to sync: the driver calls
+    /// [`Site::sync_deferred_appends`] once it has carried out that step's outputs.
+    pub fn needs_sync(&self) -> bool {
+        self.sync_deferred && self.dead.is_none()
+    }
+
+    /// Syncs what a master appended and shipped in the last step, then answers the commits that
+    /// were waiting only for that. A master ships records before its own sync so that its sync
+    /// and its clients' overlap; what it promises is unchanged, as a commit is answered only when
+    /// both the policy's acks and its own sync are in. A driver that calls this at once after
+    /// every step gives the behaviour of syncing before shipping, in order.
+    pub fn sync_deferred_appends(&mut self, now: Time) -> Vec<Output> {
+        self.now = self.now.max(now);
+        if self.needs_sync() {
+            if let Err(error) = self.sync_log().and_then(|()| self.resolve_pending()) {
+                self.die(error);
+            }
+            self.check_invariants();
+        }
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// [`Site::step`] then [`Site::sync_deferred_appends`], with the outputs of both: for drivers
+    /// that have no I/O to overlap with the sync (tests, harnesses).
+    pub fn step_and_sync(&mut self, now: Time, input: Input) -> Vec<Output> {
+        let mut outputs = self.step(now, input);
+        while self.needs_sync() {
+            outputs.extend(self.sync_deferred_appends(now));
+        }
+        outputs
+    }
+
+    /// Makes every appended record durable.
+    fn sync_log(&mut self) -> Result<(), StorageError> {
+        self.storage.sync()?;
+        self.synced_through = self.last().lsn;
+        self.sync_deferred = false;
+        Ok(())
     }
 
     fn dispatch(&mut self, input: Input) -> Result<(), StorageError> {
@@ -556,6 +605,7 @@ impl<S: Storage> Site<S> {
     /// Drops the log after `lsn` and rebuilds the database as the replay of what remains.
     fn truncate_after(&mut self, lsn: Lsn) -> Result<(), StorageError> {
         self.storage.truncate_after(lsn)?;
+        self.synced_through = self.synced_through.min(lsn);
         let Snapshot { db, history } = storage::replay(&mut self.storage)?;
         self.db = db;
         self.history = history;

@@ -70,6 +70,64 @@ fn commits_replicate_and_every_database_is_the_replay_of_its_log() {
 }
 
 #[test]
+fn a_master_ships_a_commit_before_its_own_sync_and_answers_only_once_both_are_done() {
+    let mut net = group(3, 21);
+    let master = elected(&mut net);
+    net.run_for(500);
+    let clients = others(&net, &master);
+    let now = net.now();
+    let site = net.site_mut(&master).unwrap();
+    let syncs_before = site.storage_ref().syncs();
+    let id = RequestId(9_000);
+    let request = Request::Commit(Txn::put("k", "v"));
+    let out = site.step(now, Input::Request { id, request });
+    let shipped: Vec<&SiteAddr> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: Message::Log { .. },
+            } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shipped.len(), 2, "shipped to both clients: {out:?}");
+    assert!(site.needs_sync());
+    assert_eq!(site.storage_ref().syncs(), syncs_before, "not synced yet");
+    let (gen, lsn) = (site.gen(), site.last().lsn);
+    let replied = |out: &[Output]| out.iter().any(|o| matches!(o, Output::Reply { .. }));
+    // Both clients acknowledge before the master's own sync is done: not answered yet.
+    for client in &clients {
+        let msg = Message::Ack {
+            gen,
+            lsn,
+            priority: 100,
+        };
+        let out = site.step(
+            now,
+            Input::Message {
+                from: client.clone(),
+                msg,
+            },
+        );
+        assert!(
+            !replied(&out),
+            "answered on its clients' copies alone: {out:?}"
+        );
+    }
+    let out = site.sync_deferred_appends(now);
+    assert_eq!(site.storage_ref().syncs(), syncs_before + 1);
+    assert!(!site.needs_sync());
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Reply { id: i, result: Ok(Reply::Committed { lsn: l }) } if *i == id && *l == lsn
+        )),
+        "answered once synced: {out:?}"
+    );
+}
+
+#[test]
 fn commits_asked_together_share_one_append_one_sync_and_one_message_per_client() {
     let mut net = group(3, 21);
     let master = elected(&mut net);
@@ -726,6 +784,74 @@ fn election_jitter_comes_from_the_seed() {
     };
     assert_eq!(run(21), run(21));
     assert_ne!(run(21), run(22));
+}
+
+/// The election a candidate's outputs ask votes for: (egen, pre).
+fn vote_asked(out: &[Output]) -> Option<(Gen, bool)> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            msg: Message::VoteRequest { egen, pre, .. },
+            ..
+        } => Some((*egen, *pre)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_candidate_with_enough_votes_at_its_elections_end_wins_rather_than_spin() {
+    let mut cfg = Config::new(s(1), [s(1), s(2), s(3)]);
+    cfg.timeouts.vote_collect_ms = 300;
+    let mut site = Site::open(cfg, MemStorage::new(), 1, Time(0)).unwrap();
+    for peer in [s(2), s(3)] {
+        let input = Input::PeerConnected {
+            addr: peer,
+            version: 2,
+        };
+        site.step_and_sync(Time(0), input);
+    }
+    // Stand: a pre-vote first, which s2 grants, then the real round.
+    let mut now = site.next_deadline().unwrap();
+    let (egen, pre) = vote_asked(&site.step_and_sync(now, Input::Tick)).expect("stands");
+    assert!(pre);
+    let vote = |egen, pre| Message::Vote {
+        egen,
+        granted: true,
+        gen: 0,
+        last: LogPos::default(),
+        priority: 100,
+        master: None,
+        pre,
+        term: 0,
+    };
+    now = now.plus_ms(1);
+    let out = site.step_and_sync(
+        now,
+        Input::Message {
+            from: s(2),
+            msg: vote(egen, true),
+        },
+    );
+    let (egen, pre) = vote_asked(&out).expect("the real round");
+    assert!(!pre);
+    let ends_at = site.next_deadline().unwrap();
+    // s2's vote comes just before the election's end; s3 (connected) never answers, so the
+    // collect window would close after the end.
+    let late = Time(ends_at.0 - 1);
+    site.step_and_sync(
+        late,
+        Input::Message {
+            from: s(2),
+            msg: vote(egen, false),
+        },
+    );
+    assert_eq!(site.role(), RoleKind::Electing);
+    assert_eq!(site.next_deadline(), Some(ends_at));
+    site.step_and_sync(ends_at, Input::Tick);
+    assert_eq!(
+        site.role(),
+        RoleKind::Master,
+        "enough votes at the end: it wins"
+    );
 }
 
 #[test]

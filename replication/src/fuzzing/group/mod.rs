@@ -521,7 +521,7 @@ impl Group {
         if debug {
             eprintln!("{now} -> {}: {input:?}", site.addr());
         }
-        let outputs = site.step(now, input);
+        let outputs = site.step_and_sync(now, input);
         if debug {
             for o in &outputs {
                 eprintln!("      {o:?}");
