@@ -432,7 +432,7 @@ main(int argc, char *argv[])
 	char *host, *home = NULL, *me = NULL, *go_file = NULL, *peers[MAX_PEERS];
 	u_int port;
 	int npeers = 0, creator = 0, verbose = 0, ack = DB_REPMGR_ACKS_QUORUM;
-	int i, sig, last_connected = -1;
+	int i, ret, sig, last_connected = -1;
 	long priority = -1, writes = 0, value_bytes = 100;
 	sigset_t sigs;
 	struct timespec tick = { 0, 100 * 1000000L };
@@ -483,6 +483,13 @@ main(int argc, char *argv[])
 	if (home == NULL || me == NULL || priority < 0)
 		usage();
 	me_str = me;
+	/* Check every address now, before anything is created under --home. */
+	parse_addr(me, &host, &port);
+	free(host);
+	for (i = 0; i < npeers; i++) {
+		parse_addr(peers[i], &host, &port);
+		free(host);
+	}
 	/* Line-buffered stderr so a script tailing it sees whole lines at once. */
 	setvbuf(stderr, NULL, _IOLBF, 0);
 
@@ -552,7 +559,12 @@ main(int argc, char *argv[])
 
 	log_line("STATUS", "starting", "");
 	/* Three message threads: enough for a 3-site group's traffic. */
-	check(env->repmgr_start(env, 3, DB_REP_ELECTION), "DB_ENV->repmgr_start");
+	ret = env->repmgr_start(env, 3, DB_REP_ELECTION);
+	if (ret == DB_REP_UNAVAIL && !creator)
+		die("DB_ENV->repmgr_start: could not join the group (%s): no "
+		    "helper could reach a master, or another site's join was "
+		    "under way; start the sites one at a time", db_strerror(ret));
+	check(ret, "DB_ENV->repmgr_start");
 
 	for (;;) {
 		int c;
