@@ -112,7 +112,7 @@ fn push_testcase(out: &mut String, run: &RunResult, replay: ReplayCommand) {
     if is_failure(run) {
         let (message, kind) = match run.violations.first() {
             Some(v) => (
-                format!("{}: {}", v.invariant, v.detail),
+                format!("{}: {}", v.invariant, run.with_site_names(&v.detail)),
                 v.invariant.as_str(),
             ),
             None => ("failed without a recorded violation".to_string(), "unknown"),
@@ -126,12 +126,12 @@ fn push_testcase(out: &mut String, run: &RunResult, replay: ReplayCommand) {
         for v in &run.violations {
             let mut line = v.invariant.to_string();
             if let Some(site) = &v.site {
-                let _ = write!(line, " at {site}");
+                let _ = write!(line, " at {}", run.site_name(site.as_str()));
             }
             if let Some(ms) = v.at_ms {
                 let _ = write!(line, ", {} s", seconds(ms));
             }
-            let _ = writeln!(line, ": {}", v.detail);
+            let _ = writeln!(line, ": {}", run.with_site_names(&v.detail));
             out.push_str(&text(&line));
         }
         let _ = writeln!(

@@ -1,4 +1,5 @@
-//! Renders repsim run and suite results for people (Markdown) and for CI (JUnit XML).
+//! Renders repsim run and suite results for people (HTML pages with a timeline, and Markdown)
+//! and for CI (JUnit XML).
 //!
 //! Reports only read [`RunResult`]s: they never run a scenario, never know the CLI or scenario
 //! files (the caller says how to replay a run through [`ReplayCommand`]), and never read the wall
@@ -8,6 +9,7 @@
 //! Runs are grouped by scenario in the order each scenario is first seen, and within a scenario
 //! they keep the order given: the caller's order (catalog order, seed order) is the reader's.
 
+pub mod html;
 pub mod junit;
 pub mod markdown;
 mod timeline;
@@ -23,7 +25,10 @@ use std::path::{Path, PathBuf};
 /// How a reader reproduces a run (the CLI supplies e.g. "cargo sim run minority-master --seed 7").
 pub type ReplayCommand<'a> = &'a dyn Fn(&RunResult) -> String;
 
-/// Writes `index.md` (markdown::suite) plus one `<scenario>-seed-<N>.md` (markdown::run) per failing run into `dir` (created if missing). Returns the index path. Errors name the path.
+/// Writes `index.md` (markdown::suite) plus one `<scenario>-seed-<N>.md` (markdown::run) per
+/// failing run into `dir` (created if missing), and `index.html` plus one
+/// `<scenario>-seed-<N>.html` page (html::run_page) per run. Returns the Markdown index's path.
+/// Errors name the path.
 ///
 /// A scenario name is made safe for a file name (characters other than ASCII letters, digits,
 /// `.`, `_` and `-` become `_`), and a name already taken (the same scenario and seed twice, or
@@ -35,16 +40,30 @@ pub fn write_report_dir(
     runs: &[RunResult],
     replay: ReplayCommand,
 ) -> io::Result<PathBuf> {
-    write_summary_dir(dir, title, &Tallies::of(runs), runs, replay)
+    let cells: Vec<html::Cell> = runs.iter().map(cell_of).collect();
+    write_summary_dir(dir, title, &Tallies::of(runs), runs, &cells, replay)
+}
+
+/// The grid cell of a run.
+pub fn cell_of(run: &RunResult) -> html::Cell {
+    html::Cell {
+        scenario: run.scenario.clone(),
+        seed: run.seed,
+        failed: is_failure(run),
+        sim_ms: run.sim_ms,
+        page: None,
+    }
 }
 
 /// [`write_report_dir`] for runs that were added up as they finished (an exploration keeps
-/// `tallies` of every run and lists only its failures in `listed`).
+/// `tallies` of every run and lists only its failures, or with `--all` every run, in `listed`;
+/// `cells` has every run's outcome for the HTML grid).
 pub fn write_summary_dir(
     dir: &Path,
     title: &str,
     tallies: &Tallies,
     listed: &[RunResult],
+    cells: &[html::Cell],
     replay: ReplayCommand,
 ) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(naming(dir))?;
@@ -54,12 +73,69 @@ pub fn write_summary_dir(
             write_file(&dir.join(page), &markdown::run(run, replay))?;
         }
     }
+    let html_pages = page_names(listed, "html");
+    let mut cells = cells.to_vec();
+    for (run, page) in listed.iter().zip(&html_pages) {
+        write_file(&dir.join(page), &html::run_page(run, replay))?;
+        if let Some(cell) = cells
+            .iter_mut()
+            .find(|c| c.scenario == run.scenario && c.seed == run.seed)
+        {
+            cell.page = Some(page.clone());
+        }
+    }
+    let by_cell: BTreeMap<(&str, u64), &RunResult> = listed
+        .iter()
+        .map(|r| ((r.scenario.as_str(), r.seed), r))
+        .collect();
+    // The caller knows how to replay; a run not listed is asked about through its identity.
+    let replay_of = |c: &html::Cell| match by_cell.get(&(c.scenario.as_str(), c.seed)) {
+        Some(run) => replay(run),
+        None => replay(&RunResult {
+            scenario: c.scenario.clone(),
+            seed: c.seed,
+            outcome: if c.failed {
+                sim::result::RunOutcome::Fail
+            } else {
+                sim::result::RunOutcome::Pass
+            },
+            violations: Vec::new(),
+            trace_hash: String::new(),
+            sim_ms: c.sim_ms,
+            counts: Default::default(),
+            reached: Default::default(),
+            trace: Vec::new(),
+            sites: Vec::new(),
+            history: Vec::new(),
+        }),
+    };
+    write_file(
+        &dir.join("index.html"),
+        &html::index_page(title, tallies, &cells, &replay_of),
+    )?;
     let index = dir.join("index.md");
     write_file(
         &index,
         &markdown::render_suite(title, tallies, listed, replay, &pages),
     )?;
     Ok(index)
+}
+
+/// A page file name with extension `ext` for every run, none taken twice.
+fn page_names(runs: &[RunResult], ext: &str) -> Vec<String> {
+    let mut taken = BTreeSet::new();
+    runs.iter()
+        .map(|run| {
+            let stem = format!("{}-seed-{}", file_safe(&run.scenario), run.seed);
+            let mut name = format!("{stem}.{ext}");
+            let mut n = 2;
+            while !taken.insert(name.to_lowercase()) {
+                name = format!("{stem}-{n}.{ext}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
 }
 
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
@@ -196,6 +272,8 @@ pub(crate) mod tests {
             counts: Counts::default(),
             reached: Default::default(),
             trace: Vec::new(),
+            sites: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -270,7 +348,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_report_dir_has_an_index_and_a_page_per_failure() {
+    fn the_report_dir_has_indexes_a_markdown_page_per_failure_and_an_html_page_per_run() {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("new").join("report");
         let runs = [
@@ -286,10 +364,32 @@ pub(crate) mod tests {
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
             .collect();
         files.sort();
-        assert_eq!(files, ["a-seed-2.md", "b-seed-3.md", "index.md"]);
+        assert_eq!(
+            files,
+            [
+                "a-seed-1.html",
+                "a-seed-2.html",
+                "a-seed-2.md",
+                "b-seed-3.html",
+                "b-seed-3.md",
+                "index.html",
+                "index.md"
+            ]
+        );
         let index_text = std::fs::read_to_string(&index).expect("index");
         assert!(index_text.contains("(a-seed-2.md)"), "{index_text}");
         let page = std::fs::read_to_string(out.join("b-seed-3.md")).expect("page");
+        assert!(page.contains("replay b 3"), "{page}");
+        let grid = std::fs::read_to_string(out.join("index.html")).expect("html index");
+        assert!(
+            grid.contains(r#"<a href="a-seed-2.html">fail</a>"#),
+            "{grid}"
+        );
+        assert!(
+            grid.contains(r#"<a href="a-seed-1.html">pass</a>"#),
+            "{grid}"
+        );
+        let page = std::fs::read_to_string(out.join("b-seed-3.html")).expect("html page");
         assert!(page.contains("replay b 3"), "{page}");
     }
 

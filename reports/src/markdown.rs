@@ -57,9 +57,9 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
                 "| {} | {} | {} | {} | {} |",
                 i + 1,
                 code(&v.invariant, true),
-                site(v),
+                site(result, v),
                 time(v.at_ms),
-                text(&v.detail)
+                text(&result.with_site_names(&v.detail))
             );
         }
         out.push('\n');
@@ -72,6 +72,7 @@ pub fn run(result: &RunResult, replay: ReplayCommand) -> String {
     out.push_str("## Timeline\n\n");
     push_timeline(
         &mut out,
+        result,
         &timeline::build(&result.trace, &result.violations),
     );
     out
@@ -165,12 +166,12 @@ pub(crate) fn render_suite(
             Some(v) => {
                 let _ = write!(out, "First violation: {}", code(&v.invariant, false));
                 if let Some(site) = &v.site {
-                    let _ = write!(out, " at {}", code(site.as_str(), false));
+                    let _ = write!(out, " at {}", code(run.site_name(site.as_str()), false));
                 }
                 if let Some(ms) = v.at_ms {
                     let _ = write!(out, ", {} s", seconds(ms));
                 }
-                let _ = write!(out, ": {}", text(&v.detail));
+                let _ = write!(out, ": {}", text(&run.with_site_names(&v.detail)));
                 match run.violations.len() - 1 {
                     0 => out.push_str("\n\n"),
                     1 => out.push_str(" (and 1 more)\n\n"),
@@ -195,17 +196,26 @@ fn outcome(result: &RunResult) -> &'static str {
     }
 }
 
-fn site(v: &Violation) -> String {
-    v.site
-        .as_ref()
-        .map_or_else(|| NONE.to_string(), |s| code(s.as_str(), true))
+/// The violation's site as the scenario names it, with its address.
+fn site(run: &RunResult, v: &Violation) -> String {
+    v.site.as_ref().map_or_else(
+        || NONE.to_string(),
+        |s| {
+            let name = run.site_name(s.as_str());
+            if name == s.as_str() {
+                code(name, true)
+            } else {
+                format!("{} ({})", code(name, true), code(s.as_str(), true))
+            }
+        },
+    )
 }
 
 fn time(ms: Option<u64>) -> String {
     ms.map_or_else(|| NONE.to_string(), |ms| format!("{} s", seconds(ms)))
 }
 
-fn push_timeline(out: &mut String, timeline: &Timeline) {
+fn push_timeline(out: &mut String, run: &RunResult, timeline: &Timeline) {
     if timeline.total == 0 && timeline.rows.is_empty() {
         out.push_str("The trace is empty.\n");
         return;
@@ -240,14 +250,14 @@ fn push_timeline(out: &mut String, timeline: &Timeline) {
                 out,
                 "| {} | {} | {} |",
                 line.ms.map_or_else(String::new, seconds),
-                code(line.who, true),
-                code(line.what, true)
+                code(run.site_name(line.who), true),
+                code(&run.with_site_names(line.what), true)
             ),
             Row::Violation(v) => writeln!(
                 out,
                 "| {} | {} | **violation: {}** |",
                 v.at_ms.map_or_else(String::new, seconds),
-                site(v),
+                site(run, v),
                 code(&v.invariant, true)
             ),
             Row::LeftOut(n) => writeln!(

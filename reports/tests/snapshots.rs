@@ -57,3 +57,11 @@ fn report_dir_index_links_each_failure_to_its_page() {
     let text = std::fs::read_to_string(index).expect("index");
     insta::assert_snapshot!(text);
 }
+
+/// The timeline's SVG, one element per line: its structure (lanes, bands, marks, cuts, writes,
+/// violations and where each sits), not its pixels.
+#[test]
+fn html_timeline_svg_of_a_failing_run() {
+    let svg = reports::html::timeline_svg(&fixtures::failing_with_two_violations());
+    insta::assert_snapshot!(svg.replace("><", ">\n<"));
+}

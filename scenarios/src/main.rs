@@ -199,6 +199,10 @@ struct Output {
     /// Write JUnit XML to FILE.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// With --report: a page for every run, not only for the failures (keeps every run's trace
+    /// until the end).
+    #[arg(long, requires = "report")]
+    all: bool,
 }
 
 /// `--fault` of `failover`.
@@ -376,7 +380,12 @@ pub(crate) fn merge(
         .into_iter()
         .filter_map(|(r, path)| Some((r, path?)))
         .collect();
-    write_summary_reports(out, &title, &tallies, &listed)?;
+    let cells: Vec<reports::html::Cell> = merged
+        .runs
+        .iter()
+        .map(|((scenario, _), line)| reports::cell_of(&line.to_result(scenario)))
+        .collect();
+    write_summary_reports(out, &title, &tallies, &listed, &[], &cells)?;
     Ok(if tallies.failed() > 0 || !merged.gaps.is_empty() {
         ExitCode::from(1)
     } else {
@@ -386,13 +395,21 @@ pub(crate) fn merge(
 
 /// The Markdown summary and JUnit XML of many runs, of which `failures` failed (with their
 /// failure files).
+///
+/// `passed` are passing runs to give pages too (`--all`); `cells` is every run's outcome.
 pub(crate) fn write_summary_reports(
     out: &Output,
     title: &str,
     tallies: &sim::result::Tallies,
     failures: &[(sim::result::RunResult, PathBuf)],
+    passed: &[sim::result::RunResult],
+    cells: &[reports::html::Cell],
 ) -> Result<(), String> {
-    let listed: Vec<sim::result::RunResult> = failures.iter().map(|(r, _)| r.clone()).collect();
+    let listed: Vec<sim::result::RunResult> = failures
+        .iter()
+        .map(|(r, _)| r.clone())
+        .chain(passed.iter().cloned())
+        .collect();
     let replay_of = |r: &sim::result::RunResult| -> String {
         failures
             .iter()
@@ -403,7 +420,7 @@ pub(crate) fn write_summary_reports(
             )
     };
     if let Some(dir) = &out.report {
-        let index = reports::write_summary_dir(dir, title, tallies, &listed, &replay_of)
+        let index = reports::write_summary_dir(dir, title, tallies, &listed, cells, &replay_of)
             .map_err(|e| e.to_string())?;
         if !out.json {
             println!("report: {}", index.display());
@@ -454,15 +471,18 @@ pub(crate) fn print_run(r: &sim::result::RunResult, failure_file: Option<&Path>,
         let at = v.at_ms.map_or(String::new(), |ms| {
             format!(" at {:.3}s", ms as f64 / 1000.0)
         });
-        let site = v
-            .site
-            .as_ref()
-            .map_or(String::new(), |s| format!(" on {s}"));
+        let site = v.site.as_ref().map_or(String::new(), |s| {
+            let addr = s.to_string();
+            match r.site_name(&addr) {
+                name if name == addr => format!(" on {addr}"),
+                name => format!(" on {name} ({addr})"),
+            }
+        });
         println!(
             "  {} {}{site}{at}: {}",
             style("violation").red(),
             v.invariant,
-            v.detail
+            r.with_site_names(&v.detail)
         );
     }
     if r.failed() {
@@ -848,6 +868,8 @@ mod commands {
                     counts: Default::default(),
                     reached: Default::default(),
                     trace: Vec::new(),
+                    sites: Vec::new(),
+                    history: Vec::new(),
                 },
                 schedule: schedule.cloned().unwrap_or_default(),
                 summary: String::new(),
@@ -962,6 +984,9 @@ mod commands {
         let started = std::time::Instant::now();
         let mut tallies = Tallies::default();
         let mut failures: Vec<(RunResult, PathBuf)> = Vec::new();
+        // With --all, the passing runs too (traces and all) for their pages.
+        let mut passed: Vec<RunResult> = Vec::new();
+        let mut cells: Vec<reports::html::Cell> = Vec::new();
         let mut save_error: Option<String> = None;
         let mut first_json = true;
         if out.json {
@@ -975,9 +1000,11 @@ mod commands {
             out.json,
             |which, played| {
                 tallies.add(&played.result);
+                cells.push(reports::cell_of(&played.result));
                 if out.json {
                     let shown = RunResult {
                         trace: Vec::new(),
+                        history: Vec::new(),
                         ..played.result.clone()
                     };
                     let sep = if std::mem::take(&mut first_json) {
@@ -997,6 +1024,9 @@ mod commands {
                     }
                 }
                 let Some(failure) = failure else {
+                    if out.all {
+                        passed.push(played.result);
+                    }
                     return;
                 };
                 match save(&failure, failures_dir) {
@@ -1004,6 +1034,7 @@ mod commands {
                         let mut result = played.result;
                         if out.report.is_none() {
                             result.trace = Vec::new();
+                            result.history = Vec::new();
                         }
                         failures.push((result, path));
                     }
@@ -1049,7 +1080,7 @@ mod commands {
                 );
             }
         }
-        write_summary_reports(out, title, &tallies, &failures)?;
+        write_summary_reports(out, title, &tallies, &failures, &passed, &cells)?;
         Ok(if tallies.failed() > 0 {
             ExitCode::from(1)
         } else {
@@ -1123,6 +1154,7 @@ mod commands {
         if out.json {
             let shown = RunResult {
                 trace: Vec::new(),
+                history: Vec::new(),
                 ..result.clone()
             };
             println!("{}", serde_json::to_string_pretty(&[shown]).expect("json"));

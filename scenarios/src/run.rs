@@ -392,6 +392,13 @@ async fn play(
     }
 
     let mut result = world.result(&scenario.name, seed).await;
+    result.sites = name_of
+        .iter()
+        .map(|(addr, name)| sim::result::SiteName {
+            name: name.clone(),
+            addr: addr.to_string(),
+        })
+        .collect();
     result.violations.extend(failed);
     result
         .violations

@@ -144,6 +144,8 @@ impl RunLine {
             counts: self.counts.clone(),
             reached: self.reached.clone(),
             trace: Vec::new(),
+            sites: Vec::new(),
+            history: Vec::new(),
         }
     }
 

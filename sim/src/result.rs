@@ -54,6 +54,59 @@ pub struct RunResult {
     /// The trace, one line per event (left out of JSON when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
+    /// The scenario's name for each site, in address order (left out of JSON when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteName>,
+    /// The client writes, invocation to completion, kept with the trace for reports (left out of
+    /// JSON when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Write>,
+}
+
+/// A site as the scenario names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteName {
+    /// The scenario's name (A, B, ...).
+    pub name: String,
+    /// Its address.
+    pub addr: String,
+}
+
+/// One client write, as a report draws it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// The site asked (its address).
+    pub site: String,
+    /// The key.
+    pub key: String,
+    /// When it was invoked (simulated ms).
+    pub invoked_ms: u64,
+    /// When it completed.
+    pub completed_ms: u64,
+    /// `ok`, `failed` or `unknown`.
+    pub outcome: String,
+}
+
+impl RunResult {
+    /// The scenario's name for the site at `addr`, or the address itself.
+    pub fn site_name<'a>(&'a self, addr: &'a str) -> &'a str {
+        self.sites
+            .iter()
+            .find(|s| s.addr == addr)
+            .map_or(addr, |s| s.name.as_str())
+    }
+
+    /// `text` with every site address replaced by the scenario's name for it.
+    pub fn with_site_names(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        // Longest addresses first, so 10.0.0.1:7000 never eats into 10.0.0.10:7000.
+        let mut sites: Vec<&SiteName> = self.sites.iter().collect();
+        sites.sort_by_key(|s| std::cmp::Reverse(s.addr.len()));
+        for site in sites {
+            out = out.replace(&site.addr, &site.name);
+        }
+        out
+    }
 }
 
 impl RunResult {
@@ -186,6 +239,8 @@ mod tests {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             trace: Vec::new(),
+            sites: Vec::new(),
+            history: Vec::new(),
         }
     }
 

@@ -125,6 +125,13 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // The node logs each event it reports ("event", "connected"), and the world records
+        // that same event as the site's: keep it once, as the site's.
+        if *event.metadata().level() == Level::INFO
+            && matches!(fields.message.as_str(), "event" | "connected")
+        {
+            return;
+        }
         let ms = self.start.elapsed().as_millis();
         let line = format!(
             "{ms} {} {}{}",
@@ -169,7 +176,10 @@ mod tests {
         };
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "replication::node", site = "s1", "connected");
+            tracing::info!(target: "replication::node", site = "s1", "node stopped");
+            // Events the world records as the site's own: not kept twice.
+            tracing::info!(target: "replication::node", site = "s1", event = "X", "event");
+            tracing::info!(target: "replication::node", site = "s1", peer = "s2", "connected");
             tracing::trace!(target: "replication::node", site = "s1", from = "s2", "deliver");
             tracing::info!(target: "somebody::else", "not ours");
             tracing::debug!(target: "replication::site", "too chatty");
@@ -177,8 +187,8 @@ mod tests {
         let log = trace.lock().unwrap();
         assert_eq!(log.lines.len(), 1, "{:?}", log.lines);
         assert!(
-            log.lines[0].ends_with("INFO connected site=\"s1\"")
-                || log.lines[0].contains("INFO connected site=s1"),
+            log.lines[0].ends_with("INFO node stopped site=\"s1\"")
+                || log.lines[0].contains("INFO node stopped site=s1"),
             "{:?}",
             log.lines
         );
