@@ -83,6 +83,12 @@ impl Drop for Group {
 impl Group {
     /// Starts `n` sites of one static group with quick timers.
     fn start(n: usize) -> Group {
+        Group::start_with(n, "")
+    }
+
+    /// [`Group::start`] with `extra` lines in every site's configuration (relative paths in
+    /// them are the group directory's).
+    fn start_with(n: usize, extra: &str) -> Group {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(2 * n);
         let addrs: Vec<String> = ports[..n]
@@ -102,7 +108,7 @@ impl Group {
                 &config,
                 format!(
                     "addr = {addr:?}\nadmin = {admin:?}\ngroup = \"cli-test\"\n\
-                     secret = \"s3cret\"\ndata_dir = \"site{i}\"\nsites = [{list}]\n\
+                     secret = \"s3cret\"\ndata_dir = \"site{i}\"\nsites = [{list}]\n{extra}\
                      [timeouts]\nheartbeat_interval_ms = 100\nheartbeat_timeout_ms = 600\n\
                      election_timeout_ms = 400\nelection_jitter_ms = 300\n"
                 ),
@@ -652,6 +658,62 @@ fn replica_copies_incrementally_and_verify_catches_a_corrupted_backup() {
     let err = text(&verify.stderr);
     assert!(err.contains(&log.display().to_string()), "{err}");
     assert!(err.contains("LSN 25"), "{err}");
+}
+
+#[test]
+fn a_site_with_an_admin_token_does_nothing_for_a_request_without_it() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (token, wrong) = (tokens.path().join("token"), tokens.path().join("wrong"));
+    fs::write(&token, "t0ken-xyz\n").unwrap();
+    fs::write(&wrong, "t0ken-xyZ").unwrap();
+    let group = Group::start_with(
+        1,
+        &format!("admin_token_file = {:?}\n", token.display().to_string()),
+    );
+    let admin = group.sites[0].admin.clone();
+    let run = |args: &[&str], token: Option<&Path>| {
+        let mut command = Command::new(REPSITE);
+        command
+            .args(args)
+            .args(["--admin", &admin, "--timeout", "5"]);
+        if let Some(file) = token {
+            command.arg("--token-file").arg(file);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run(&["status"], Some(&token))
+        .1
+        .contains("role        master")
+    {
+        assert!(Instant::now() < deadline, "no master\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Without the token, or with a wrong one: refused, and nothing done.
+    for file in [None, Some(wrong.as_path())] {
+        let (code, _, err) = run(&["put", "k", "v"], file);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("unauthorized"), "{err}");
+    }
+    let (code, _, err) = run(&["status"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unauthorized"), "{err}");
+    let (code, _, _) = run(&["get", "k"], Some(&token));
+    assert_eq!(code, Some(1), "the refused put wrote nothing");
+    // With it, from the flag or from the environment.
+    let (code, out, err) = run(&["put", "k", "v"], Some(&token));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("committed at LSN"), "{out}");
+    let out = Command::new(REPSITE)
+        .args(["get", "k", "--admin", &admin])
+        .env("REPSITE_ADMIN_TOKEN_FILE", &token)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "v", "{}", text(&out.stderr));
+    let (_, json, _) = run(&["status", "--json"], Some(&token));
+    let status: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["status"]["admin"]["unauthorized"], 3, "{json}");
 }
 
 /// `repsite replica -v --from-site ADMIN --to DIR`: its exit code, output lines and stderr.

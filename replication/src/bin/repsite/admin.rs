@@ -13,8 +13,9 @@
 //! and the connection stays usable; a line over [`MAX_LINE_BYTES`] gets the error and the
 //! connection is closed (there is no telling where the next request starts). Both are counted.
 //! Connections are bounded in number and closed when idle, so a client cannot pin the daemon's
-//! memory. The protocol has no authentication: the admin address belongs on loopback or a
-//! trusted network, which the example configuration says.
+//! memory. A site with an admin token (`admin_token_file`) answers only requests that carry it
+//! as their `"token"` field (compared in constant time); any other is a counted `unauthorized`
+//! and nothing is done. Without a token the admin address must be on loopback.
 
 use crate::serve_files::{FileError, OpenFiles};
 use replication::log::{MemberState, Txn};
@@ -223,6 +224,8 @@ pub enum ErrorKind {
     NotFound,
     /// Reading the site's storage failed.
     Io,
+    /// The request did not carry the site's admin token: nothing was done.
+    Unauthorized,
 }
 
 impl From<RequestError> for AdminError {
@@ -299,6 +302,9 @@ pub struct AdminCounts {
     pub connections: u64,
     /// Connections refused because too many were open.
     pub refused: u64,
+    /// Requests refused for a missing or wrong admin token.
+    #[serde(default)]
+    pub unauthorized: u64,
 }
 
 /// The admin server's shared counters.
@@ -308,6 +314,7 @@ pub struct Counters {
     bad_requests: AtomicU64,
     connections: AtomicU64,
     refused: AtomicU64,
+    unauthorized: AtomicU64,
 }
 
 impl Counters {
@@ -318,6 +325,7 @@ impl Counters {
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
         }
     }
 }
@@ -330,6 +338,8 @@ pub struct Server {
     static_sites: Vec<SiteAddr>,
     /// The site's data directory, whose storage files `open_file` serves.
     data_dir: PathBuf,
+    /// The token every request must carry (`admin_token_file`), if the site has one.
+    token: Option<Arc<Vec<u8>>>,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -340,8 +350,30 @@ impl Server {
             node,
             static_sites,
             data_dir,
+            token: None,
             counters: Arc::default(),
         }
+    }
+
+    /// Every request must carry `token` (as its `"token"` field), or it is refused.
+    pub fn with_token(mut self, token: Option<Vec<u8>>) -> Server {
+        self.token = token.map(Arc::new);
+        self
+    }
+
+    /// Whether `given` is the site's token, compared in constant time (of the two digests, so
+    /// not even the length leaks).
+    fn authorized(&self, given: Option<&str>) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(given) = given else {
+            return false;
+        };
+        let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(&token[..]));
+        a.ct_eq(&b).into()
     }
 
     /// Accepts admin connections until the process ends.
@@ -430,10 +462,30 @@ impl Server {
         let parsed = std::str::from_utf8(line)
             .map_err(|e| format!("not UTF-8: {e}"))
             .and_then(|text| {
-                serde_json::from_str::<AdminRequest>(text.trim()).map_err(|e| e.to_string())
+                serde_json::from_str::<serde_json::Value>(text.trim()).map_err(|e| e.to_string())
+            })
+            .and_then(|mut value| {
+                // The token travels beside the request's own fields.
+                let token = match value.as_object_mut().and_then(|o| o.remove("token")) {
+                    Some(serde_json::Value::String(token)) => Some(token),
+                    Some(_) => return Err("\"token\" must be a string".to_string()),
+                    None => None,
+                };
+                let request =
+                    serde_json::from_value::<AdminRequest>(value).map_err(|e| e.to_string())?;
+                Ok((token, request))
             });
         match parsed {
-            Ok(request) => self.answer(request, files).await,
+            Ok((token, _)) if !self.authorized(token.as_deref()) => {
+                self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("admin request without the right token refused");
+                AdminResponse::error(
+                    ErrorKind::Unauthorized,
+                    "unauthorized: this site's admin requests must carry its token \
+                     (repsite --token-file FILE)",
+                )
+            }
+            Ok((_, request)) => self.answer(request, files).await,
             Err(why) => {
                 self.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%why, "bad admin request");

@@ -48,6 +48,26 @@ pub enum ClientError {
     },
 }
 
+/// The admin token this process's requests carry (`--token-file`), set once at start.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Every request from now on carries `token`.
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// Reads a token file as a site reads its `admin_token_file` (a final newline is not part of it).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = String::from_utf8(bytes.trim_ascii_end().to_vec())
+        .map_err(|_| format!("the token file {} is not text", path.display()))?;
+    if token.is_empty() {
+        return Err(format!("the token file {} is empty", path.display()));
+    }
+    Ok(token)
+}
+
 /// Sends `request` to the site at `addr` and reads its answer, waiting at most `timeout` for
 /// each step.
 pub fn call(
@@ -110,7 +130,11 @@ impl AdminConn {
             addr: addr.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut value = serde_json::to_value(request).map_err(|e| io(std::io::Error::other(e)))?;
+        if let (Some(token), Some(fields)) = (TOKEN.get(), value.as_object_mut()) {
+            fields.insert("token".into(), token.clone().into());
+        }
+        let mut line = serde_json::to_vec(&value).map_err(|e| io(std::io::Error::other(e)))?;
         line.push(b'\n');
         self.stream.get_ref().write_all(&line).map_err(io)?;
         let mut answer = String::new();

@@ -24,6 +24,7 @@ struct RawConfig {
     addr: Spanned<String>,
     listen: Option<Spanned<String>>,
     admin: Spanned<String>,
+    admin_token_file: Option<Spanned<String>>,
     group: Spanned<String>,
     secret: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
@@ -61,6 +62,8 @@ pub struct SiteConfig {
     pub node: NodeConfig,
     /// Where the admin (client) protocol listens.
     pub admin: String,
+    /// The token every admin request must carry, if the site has one.
+    pub admin_token: Option<Vec<u8>>,
     /// The site's storage directory.
     pub data_dir: PathBuf,
     /// The human-readable message log (Berkeley DB products' replication message file).
@@ -159,6 +162,20 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
             "the admin address must differ from the site's replication address".into(),
         ));
     }
+    let admin_token = match &raw.admin_token_file {
+        Some(file) => Some(read_secret_file(&at, file, base, "admin token")?),
+        None => None,
+    };
+    if admin_token.is_none() && !is_loopback(&admin) {
+        return Err(at.error(
+            raw.admin.span(),
+            format!(
+                "the admin address {admin} is reachable from other hosts: bind it to loopback \
+                 (127.0.0.1:port) or give `admin_token_file = \"path\"`, a token every admin \
+                 request must carry"
+            ),
+        ));
+    }
     let group = raw.group.get_ref().trim().to_string();
     if group.is_empty() {
         return Err(at.error(raw.group.span(), "expected a non-empty group name".into()));
@@ -244,6 +261,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
         file: path.to_path_buf(),
         node,
         admin,
+        admin_token,
         data_dir,
         message_log,
     })
@@ -366,25 +384,42 @@ fn secret(at: &Locator<'_>, raw: &RawConfig, base: &Path) -> Result<Vec<u8>, Con
             }
             Ok(secret.get_ref().as_bytes().to_vec())
         }
-        (None, Some(file)) => {
-            let path = path_value(at, file, base)?;
-            let bytes = std::fs::read(&path).map_err(|e| {
-                at.error(
-                    file.span(),
-                    format!("cannot read the secret file {}: {e}", path.display()),
-                )
-            })?;
-            // Editors add a final newline; it is not part of the secret.
-            let secret = bytes.trim_ascii_end().to_vec();
-            if secret.is_empty() {
-                return Err(at.error(
-                    file.span(),
-                    format!("the secret file {} is empty", path.display()),
-                ));
-            }
-            Ok(secret)
-        }
+        (None, Some(file)) => read_secret_file(at, file, base, "secret"),
     }
+}
+
+/// The contents of a secret's file (a trailing newline, which editors add, is not part of it).
+fn read_secret_file(
+    at: &Locator<'_>,
+    file: &Spanned<String>,
+    base: &Path,
+    what: &str,
+) -> Result<Vec<u8>, ConfigFileError> {
+    let path = path_value(at, file, base)?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        at.error(
+            file.span(),
+            format!("cannot read the {what} file {}: {e}", path.display()),
+        )
+    })?;
+    let secret = bytes.trim_ascii_end().to_vec();
+    if secret.is_empty() {
+        return Err(at.error(
+            file.span(),
+            format!("the {what} file {} is empty", path.display()),
+        ));
+    }
+    Ok(secret)
+}
+
+/// Whether `host:port` names this machine only (127.0.0.0/8, ::1, localhost).
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// How the site finds its group: a static (legacy) site list, or `group_creator` / `helper`.
@@ -527,7 +562,7 @@ heartbeat_interval_ms = 100
     #[test]
     fn group_creator_and_helper_configs_are_accepted() {
         let base =
-            "addr = \"h:1\"\nadmin = \"h:2\"\ngroup = \"g\"\nsecret = \"s\"\ndata_dir = \"d\"\n";
+            "addr = \"h:1\"\nadmin = \"127.0.0.1:2\"\ngroup = \"g\"\nsecret = \"s\"\ndata_dir = \"d\"\n";
         let creator = parse_at(&format!("{base}group_creator = true\n")).unwrap();
         assert!(creator.node.site.group_creator);
         let joiner = parse_at(&format!("{base}helper = \"h:3\"\n")).unwrap();
@@ -614,6 +649,32 @@ heartbeat_interval_ms = 100
     }
 
     #[test]
+    fn an_admin_address_off_loopback_needs_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        let text = GOOD.replace("admin = \"127.0.0.1:8001\"", "admin = \"0.0.0.0:8001\"");
+        let err = parse(&text, &path).unwrap_err().to_string();
+        assert!(err.contains("reachable from other hosts"), "{err}");
+        assert!(err.contains("admin_token_file"), "{err}");
+        std::fs::write(dir.path().join("token"), "s3cret-token\n").unwrap();
+        let text = format!("admin_token_file = \"token\"\n{text}");
+        let cfg = parse(&text, &path).unwrap();
+        assert_eq!(cfg.admin_token.as_deref(), Some(&b"s3cret-token"[..]));
+        std::fs::write(dir.path().join("token"), "\n").unwrap();
+        let err = parse(&text, &path).unwrap_err().to_string();
+        assert!(
+            err.contains("the admin token file") && err.contains("is empty"),
+            "{err}"
+        );
+        for host in ["127.0.0.1:1", "localhost:1", "[::1]:1", "127.9.9.9:1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0:1", "10.0.0.1:1", "db1:1", "[::]:1"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
     fn the_admin_address_cannot_be_the_replication_address() {
         let text = GOOD.replace("\"127.0.0.1:8001\"", "\"127.0.0.1:7001\"");
         error_at(&text, 3);
@@ -651,7 +712,7 @@ heartbeat_interval_ms = 100
 
     #[test]
     fn protocol_version_1_needs_the_static_list() {
-        let text = "addr = \"h:1\"\nadmin = \"h:2\"\ngroup = \"g\"\nsecret = \"s\"\n\
+        let text = "addr = \"h:1\"\nadmin = \"127.0.0.1:2\"\ngroup = \"g\"\nsecret = \"s\"\n\
                     data_dir = \"d\"\ngroup_creator = true\nprotocol_version = 1\n";
         assert!(error_at(text, 7).contains("static `sites`"));
         let text = GOOD.replace("priority = 50", "protocol_version = 3");

@@ -79,6 +79,15 @@ mod cli {
     #[derive(Parser, Debug)]
     #[command(name = "repsite", version, about, long_about = None)]
     struct Cli {
+        /// A file holding the admin token of the sites asked (their `admin_token_file`); every
+        /// request carries it.
+        #[arg(
+            long,
+            global = true,
+            value_name = "FILE",
+            env = "REPSITE_ADMIN_TOKEN_FILE"
+        )]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: Command,
     }
@@ -218,6 +227,15 @@ mod cli {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
+        if let Some(file) = &cli.token_file {
+            match client::read_token_file(file) {
+                Ok(token) => client::use_token(token),
+                Err(why) => {
+                    eprintln!("repsite: {why}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         match cli.command {
             Command::Run { config } => run_site(&config),
             Command::Status { admin } => admin_call(&admin, AdminRequest::Status),

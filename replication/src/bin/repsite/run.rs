@@ -154,7 +154,9 @@ async fn daemon(cfg: SiteConfig, lock: DirLock) -> Result<(), RunError> {
         "repsite running"
     );
     tokio::spawn(
-        admin::Server::new(node.clone(), static_sites, cfg.data_dir.clone()).serve(admin_listener),
+        admin::Server::new(node.clone(), static_sites, cfg.data_dir.clone())
+            .with_token(cfg.admin_token.clone())
+            .serve(admin_listener),
     );
     // The node logs its events itself; reading them keeps its bounded queue from overflowing.
     tokio::spawn(async move {
