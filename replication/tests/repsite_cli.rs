@@ -716,6 +716,50 @@ fn a_site_with_an_admin_token_does_nothing_for_a_request_without_it() {
     assert_eq!(status["status"]["admin"]["unauthorized"], 3, "{json}");
 }
 
+/// `GET path` on `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn a_running_site_serves_its_metrics_to_a_scraper() {
+    let metrics = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let group = Group::start_with(1, &format!("metrics = {metrics:?}\n"));
+    group.wait_for_master();
+    let admin = &group.sites[0].admin;
+    for i in 0..3 {
+        let out = repsite(&["put", &format!("k{i}"), "v", "--admin", admin]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert!(status.contains("200"), "{status}\n{body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+    };
+    assert_eq!(value("repsite_role{role=\"master\"}"), 1.0);
+    assert_eq!(value("repsite_role{role=\"client\"}"), 0.0);
+    assert!(value("repsite_generation") >= 1.0);
+    assert!(value("repsite_commits_total") >= 3.0);
+    assert!(value("repsite_last_lsn") >= 3.0);
+    assert_eq!(value("repsite_commit_latency_seconds_count"), 3.0);
+    assert_eq!(value("repsite_perm_failed_total"), 0.0);
+    let (status, _) = http_get(&metrics, "/other");
+    assert!(status.contains("404"), "{status}");
+}
+
 /// `repsite replica -v --from-site ADMIN --to DIR`: its exit code, output lines and stderr.
 fn replica_from_site(admin: &str, to: &Path) -> (Option<i32>, Vec<String>, String) {
     let out = Command::new(REPSITE)

@@ -340,6 +340,8 @@ pub struct Server {
     data_dir: PathBuf,
     /// The token every request must carry (`admin_token_file`), if the site has one.
     token: Option<Arc<Vec<u8>>>,
+    /// Where the latency of each put is recorded (for the metrics endpoint).
+    latency: crate::metrics::CommitLatency,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -351,8 +353,15 @@ impl Server {
             static_sites,
             data_dir,
             token: None,
+            latency: Default::default(),
             counters: Arc::default(),
         }
+    }
+
+    /// Puts record their latency in `latency`.
+    pub fn with_latency(mut self, latency: crate::metrics::CommitLatency) -> Server {
+        self.latency = latency;
+        self
     }
 
     /// Every request must carry `token` (as its `"token"` field), or it is refused.
@@ -525,7 +534,10 @@ impl Server {
                 Answer::Value(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
             }),
             AdminRequest::Put { key, value } => {
-                self.request(Request::Commit(Txn::put(key, value))).await
+                let started = std::time::Instant::now();
+                let answer = self.request(Request::Commit(Txn::put(key, value))).await;
+                self.latency.observe(started.elapsed());
+                answer
             }
             AdminRequest::StepDown { to } => {
                 self.request(Request::StepDown {

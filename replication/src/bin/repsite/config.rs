@@ -25,6 +25,7 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     admin: Spanned<String>,
     admin_token_file: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
     group: Spanned<String>,
     secret: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
@@ -64,6 +65,8 @@ pub struct SiteConfig {
     pub admin: String,
     /// The token every admin request must carry, if the site has one.
     pub admin_token: Option<Vec<u8>>,
+    /// Where Prometheus scrapes the site's metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<String>,
     /// The site's storage directory.
     pub data_dir: PathBuf,
     /// The human-readable message log (Berkeley DB products' replication message file).
@@ -176,6 +179,10 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
             ),
         ));
     }
+    let metrics = match &raw.metrics {
+        Some(m) => Some(host_port(&at, m, "metrics")?),
+        None => None,
+    };
     let group = raw.group.get_ref().trim().to_string();
     if group.is_empty() {
         return Err(at.error(raw.group.span(), "expected a non-empty group name".into()));
@@ -262,6 +269,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
         node,
         admin,
         admin_token,
+        metrics,
         data_dir,
         message_log,
     })

@@ -24,6 +24,8 @@ mod client;
 #[cfg(not(madsim))]
 mod config;
 #[cfg(not(madsim))]
+mod metrics;
+#[cfg(not(madsim))]
 mod replica;
 #[cfg(not(madsim))]
 mod replica_source;

@@ -36,6 +36,9 @@ pub enum RunError {
     /// The node could not start.
     #[error("cannot start the site: {0}")]
     Start(#[from] node::StartError),
+    /// The metrics address could not be bound.
+    #[error("{0}")]
+    Metrics(String),
     /// The admin address could not be bound.
     #[error("cannot listen on the admin address {addr}: {source}")]
     Admin {
@@ -153,9 +156,21 @@ async fn daemon(cfg: SiteConfig, lock: DirLock) -> Result<(), RunError> {
         config = %cfg.file.display(),
         "repsite running"
     );
+    let latency = crate::metrics::CommitLatency::default();
+    if let Some(addr) = &cfg.metrics {
+        crate::metrics::serve(
+            addr,
+            node.clone(),
+            latency.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(RunError::Metrics)?;
+        tracing::info!(%site, metrics = %addr, "serving metrics");
+    }
     tokio::spawn(
         admin::Server::new(node.clone(), static_sites, cfg.data_dir.clone())
             .with_token(cfg.admin_token.clone())
+            .with_latency(latency)
             .serve(admin_listener),
     );
     // The node logs its events itself; reading them keeps its bounded queue from overflowing.
