@@ -7,11 +7,13 @@
 //! randomness: time and a seed come in as arguments.
 
 pub mod codec;
+#[cfg(feature = "testkit")]
 pub mod fuzzing;
 pub mod log;
 pub mod node;
 pub mod site;
 pub mod storage;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod types;
 pub mod wire;

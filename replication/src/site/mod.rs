@@ -724,8 +724,10 @@ impl<S: Storage> Site<S> {
     }
 }
 
-#[cfg(test)]
+// On the in-memory network of `testkit`.
+#[cfg(all(test, feature = "testkit"))]
 mod tests;
 
-#[cfg(test)]
+// On the in-memory network of `testkit`.
+#[cfg(all(test, feature = "testkit"))]
 mod membership_tests;
