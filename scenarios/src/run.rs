@@ -481,6 +481,7 @@ fn outcome_name(result: &Result<Reply, RequestError>) -> &'static str {
         Err(RequestError::Unavail { .. }) => "Unavail",
         Err(RequestError::CannotRemoveMaster { .. }) => "CannotRemoveMaster",
         Err(RequestError::Invalid(_)) => "Invalid",
+        Err(RequestError::NoLease { .. }) => "NoLease",
         Err(RequestError::HandleDead { .. }) => "HandleDead",
     }
 }

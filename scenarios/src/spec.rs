@@ -318,6 +318,7 @@ pub const OUTCOMES: &[&str] = &[
     "CannotRemoveMaster",
     "Invalid",
     "HandleDead",
+    "NoLease",
 ];
 
 /// `write = { via = "A", count = 3, expect = "ok" }`.

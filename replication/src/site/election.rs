@@ -88,6 +88,18 @@ impl<S: Storage> Site<S> {
 
     fn start_round(&mut self, takeover: bool, pre: bool) -> Result<(), StorageError> {
         debug_assert!(self.cfg.priority > 0, "priority-0 sites never stand");
+        if self.lease_promised() {
+            // A lease granted to a master still runs: standing would vote for ourselves.
+            // Stand once it has run out.
+            let at = self.lease_promise_end();
+            if !matches!(self.role, Role::Client(_)) {
+                self.become_client(None);
+            }
+            if let Some(c) = self.client_mut() {
+                c.election_at = c.election_at.max(at);
+            }
+            return Ok(());
+        }
         // Above every generation we or the pre-voters know of, so no vote already cast blocks it.
         let heard = match &self.role {
             Role::Electing(e) => e.max_term,
@@ -235,6 +247,7 @@ impl<S: Storage> Site<S> {
         self.sync_log()?;
         let beat = self.heartbeat();
         self.broadcast(beat);
+        self.request_leases();
         self.finish_leftover_removals()
     }
 
@@ -329,6 +342,10 @@ impl<S: Storage> Site<S> {
         // missed its own `Present` record): the candidate counts only the votes of its group,
         // and a candidate with a stale view has a less advanced log than those who know better.
         if priority == 0 {
+            return (false, false);
+        }
+        if self.lease_promised() {
+            // A lease granted to a master still runs: no vote for anyone until it has run out.
             return (false, false);
         }
         if !takeover {

@@ -24,6 +24,9 @@ pub(super) struct Master {
     pub next_heartbeat: Time,
     /// A switchover in progress.
     pub step_down: Option<StepDown>,
+    /// The latest lease each client granted, as the stamp (this master's clock) of the request
+    /// it answered.
+    pub lease_grants: BTreeMap<SiteAddr, u64>,
 }
 
 /// A commit waiting for acks.
@@ -78,6 +81,7 @@ impl Master {
             acked: BTreeMap::new(),
             next_heartbeat: now,
             step_down: None,
+            lease_grants: BTreeMap::new(),
         }
     }
 
@@ -106,6 +110,7 @@ impl<S: Storage> Site<S> {
             m.next_heartbeat = now.plus_ms(interval);
             let beat = self.heartbeat();
             self.broadcast(beat);
+            self.request_leases();
         }
         self.resolve_pending()?;
         self.progress_step_down();

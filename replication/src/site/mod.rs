@@ -16,6 +16,7 @@
 pub mod acks;
 mod client;
 mod election;
+mod lease;
 mod master;
 mod membership;
 mod types;
@@ -93,6 +94,9 @@ pub struct Site<S: Storage> {
     /// A master appended records and shipped them without syncing: the driver syncs them right
     /// after carrying out the step's outputs, so the master's sync and its clients' overlap.
     sync_deferred: bool,
+    /// Until when (this site's clock) it keeps a master lease it granted: it helps elect no
+    /// master before then (see `lease.rs`).
+    lease_promised_until: Option<Time>,
 }
 
 impl<S: Storage> std::fmt::Debug for Site<S> {
@@ -133,6 +137,7 @@ impl<S: Storage> Site<S> {
             removes: BTreeMap::new(),
             removal_pending: false,
             sync_deferred: false,
+            lease_promised_until: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now,
             outputs: Vec::new(),
@@ -141,6 +146,7 @@ impl<S: Storage> Site<S> {
             overdue: None,
             cfg,
         };
+        site.promise_on_open();
         let delay = site.election_delay();
         site.client_mut().expect("opens as client").election_at = now.plus_ms(delay);
         // Every start begins as a client; the first step's outputs carry the event.
@@ -264,6 +270,14 @@ impl<S: Storage> Site<S> {
                 last,
                 first_lsn,
             } => self.on_heartbeat(from, gen, last, first_lsn),
+            Message::LeaseRequest { gen, stamp } => {
+                self.on_lease_request(from, gen, stamp);
+                Ok(())
+            }
+            Message::LeaseGrant { gen, stamp } => {
+                self.on_lease_grant(from, gen, stamp);
+                Ok(())
+            }
             Message::Log { gen, records } => self.on_log(from, gen, records),
             Message::SyncRequest { gen, priority } => {
                 self.note_priority(&from, priority);
@@ -345,6 +359,10 @@ impl<S: Storage> Site<S> {
             Request::StepDown { to } => self.step_down(id, to),
             Request::RemoveSite { site } => self.remove_site(id, site),
             Request::Archive { keep_records } => self.archive(id, keep_records),
+            Request::Read { key, leased } => {
+                self.read(id, key, leased);
+                Ok(())
+            }
         }
     }
 

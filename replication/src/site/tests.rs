@@ -1008,3 +1008,84 @@ fn a_join_answer_naming_the_joiner_as_master_is_ignored() {
     assert_eq!(site.master(), None);
     assert_eq!(site.stats().messages_ignored, ignored + 1);
 }
+
+/// A leased read of `k` on `addr`, answered at once (reads wait for nothing).
+fn leased_read(net: &mut Network, addr: &SiteAddr) -> Result<Reply, RequestError> {
+    let request = Request::Read {
+        key: b"k".to_vec(),
+        leased: true,
+    };
+    let id = net.request(addr, request);
+    net.result(id).cloned().expect("a read is answered at once")
+}
+
+#[test]
+fn a_master_serves_leased_reads_only_while_a_majority_grants_it_a_lease() {
+    let mut net = Network::new(3, 31, |_, cfg| cfg.timeouts.lease_timeout_ms = 800);
+    let old = elected(&mut net);
+    let id = net.commit(&old, Txn::put("k", "v1"));
+    net.run_for(500);
+    assert!(committed(&net, id));
+    assert_eq!(
+        leased_read(&mut net, &old),
+        Ok(Reply::Value(Some(b"v1".to_vec())))
+    );
+    let client = others(&net, &old)[0].clone();
+    assert!(matches!(
+        leased_read(&mut net, &client),
+        Err(RequestError::NotMaster { master: Some(m) }) if m == old
+    ));
+    // Cut the master off: the others elect a new one, but only once their leases ran out, and
+    // by then the old master no longer serves leased reads.
+    let rest = others(&net, &old);
+    net.partition(&[std::slice::from_ref(&old), &rest]);
+    let cut_at = net.now();
+    let mut served_late = Vec::new();
+    assert!(net.run_until_cond(20_000, |n| { n.master().is_some_and(|m| m != old) }));
+    let elected_at = net.now();
+    assert!(
+        elected_at.0 >= cut_at.0 + 800 - 200,
+        "a new master at {elected_at:?}, within the lease of one cut off at {cut_at:?}"
+    );
+    match leased_read(&mut net, &old) {
+        Err(RequestError::NoLease { reason }) => assert!(reason.contains("1 of the 2"), "{reason}"),
+        Err(RequestError::NotMaster { .. }) => {}
+        other => served_late.push(other),
+    }
+    assert!(
+        served_late.is_empty(),
+        "the old master still served: {served_late:?}"
+    );
+    let new = net.master().unwrap();
+    assert!(net.run_until_cond(2_000, |n| n.site(&new).is_some_and(|s| s.is_master())));
+    net.run_for(300);
+    let id = net.commit(&new, Txn::put("k", "v2"));
+    net.run_for(300);
+    assert!(committed(&net, id));
+    assert_eq!(
+        leased_read(&mut net, &new),
+        Ok(Reply::Value(Some(b"v2".to_vec())))
+    );
+}
+
+#[test]
+fn without_leases_a_leased_read_is_refused_and_a_plain_one_reads_any_site() {
+    let mut net = group(3, 32);
+    let master = elected(&mut net);
+    let id = net.commit(&master, Txn::put("k", "v"));
+    net.run_for(500);
+    assert!(committed(&net, id));
+    assert!(matches!(
+        leased_read(&mut net, &master),
+        Err(RequestError::NoLease { reason }) if reason.contains("not configured")
+    ));
+    let client = others(&net, &master)[0].clone();
+    let id = net.request(
+        &client,
+        Request::Read {
+            key: b"k".to_vec(),
+            leased: false,
+        },
+    );
+    assert_eq!(net.result(id), Some(&Ok(Reply::Value(Some(b"v".to_vec())))));
+}

@@ -30,6 +30,13 @@ pub struct Timeouts {
     pub step_down_ms: u64,
     /// How long a joining site waits before asking its helper again (after `Unavail`).
     pub join_retry_ms: u64,
+    /// Master leases (Berkeley DB's `DB_REP_CONF_LEASE`), 0 for none: a client that grants its
+    /// master a lease promises, for this long by its own clock, to help elect no other; a
+    /// master serves leased reads only while a majority's leases run.
+    pub lease_timeout_ms: u64,
+    /// The most two sites' clocks may drift apart, in parts per million: a master counts a
+    /// lease as running that much shorter, a client keeps its promise that much longer.
+    pub clock_skew_ppm: u32,
 }
 
 impl Default for Timeouts {
@@ -44,6 +51,8 @@ impl Default for Timeouts {
             request_retry_ms: 300,
             step_down_ms: 3_000,
             join_retry_ms: 1_000,
+            lease_timeout_ms: 0,
+            clock_skew_ppm: 10_000,
         }
     }
 }
@@ -157,6 +166,19 @@ impl Config {
                 t.heartbeat_interval_ms, t.heartbeat_timeout_ms
             )));
         }
+        if t.lease_timeout_ms > 0 && t.lease_timeout_ms <= 2 * t.heartbeat_interval_ms {
+            return Err(ConfigError(format!(
+                "lease_timeout_ms ({}) must be above twice heartbeat_interval_ms ({}): leases are \
+                 renewed with every heartbeat",
+                t.lease_timeout_ms, t.heartbeat_interval_ms
+            )));
+        }
+        if t.clock_skew_ppm >= 500_000 {
+            return Err(ConfigError(format!(
+                "clock_skew_ppm ({}) must be below 500000",
+                t.clock_skew_ppm
+            )));
+        }
         if t.election_timeout_ms == 0
             || t.ack_ms == 0
             || t.request_retry_ms == 0
@@ -213,6 +235,15 @@ pub enum Request {
         /// Records to keep in the log.
         keep_records: u64,
     },
+    /// Read `key` from this site's database. `leased`: only on a master holding a lease from a
+    /// majority, so the value reflects every acknowledged write (Berkeley DB's master leases);
+    /// otherwise whatever this site has applied, possibly stale.
+    Read {
+        /// The key.
+        key: Vec<u8>,
+        /// Whether the read must be served under a master lease.
+        leased: bool,
+    },
 }
 
 /// A successful answer to a request.
@@ -238,6 +269,8 @@ pub enum Reply {
         /// First LSN still in the log.
         first_lsn: Lsn,
     },
+    /// The value of a key (`None`: no such key).
+    Value(Option<Vec<u8>>),
 }
 
 /// A failed request.
@@ -292,6 +325,13 @@ pub enum RequestError {
     CannotRemoveMaster {
         /// The master.
         master: SiteAddr,
+    },
+    /// A leased read on a master that does not hold leases from a majority right now (just
+    /// elected, cut off, or leases are not configured): nothing is read.
+    #[error("no master lease: {reason}")]
+    NoLease {
+        /// Why.
+        reason: String,
     },
     /// The request does not make sense here.
     #[error("invalid request: {0}")]

@@ -171,6 +171,20 @@ pub enum Message {
         /// The master's generation.
         gen: Gen,
     },
+    /// Master to client, with each heartbeat when leases are on: "grant me a lease".
+    LeaseRequest {
+        /// The master's generation.
+        gen: Gen,
+        /// When the master asked, by its clock; the grant names it back.
+        stamp: u64,
+    },
+    /// Client to master: "I will help elect no other master for the lease timeout from now".
+    LeaseGrant {
+        /// The generation granted to.
+        gen: Gen,
+        /// The request's stamp: the master counts the lease from then, which is earlier.
+        stamp: u64,
+    },
 }
 
 /// Why the master did not remove a site.
@@ -213,7 +227,7 @@ pub enum JoinResult {
 /// How many message types (variants of [`Message`]) this build has. The codec writes the
 /// variant index as a u32 tag first, so a tag at or above this is a message from a newer build.
 /// A test checks it against the codec's own count.
-pub const MESSAGE_TYPES: u32 = 19;
+pub const MESSAGE_TYPES: u32 = 21;
 
 impl Message {
     /// A short name for traces and statistics.
@@ -238,6 +252,8 @@ impl Message {
             Message::RemoveRequest { .. } => "remove_request",
             Message::RemoveReply { .. } => "remove_reply",
             Message::Removed { .. } => "removed",
+            Message::LeaseRequest { .. } => "lease_request",
+            Message::LeaseGrant { .. } => "lease_grant",
         }
     }
 
@@ -249,7 +265,9 @@ impl Message {
             | Message::JoinReply { .. }
             | Message::RemoveRequest { .. }
             | Message::RemoveReply { .. }
-            | Message::Removed { .. } => 2,
+            | Message::Removed { .. }
+            | Message::LeaseRequest { .. }
+            | Message::LeaseGrant { .. } => 2,
             _ => 1,
         }
     }

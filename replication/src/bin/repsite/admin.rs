@@ -50,10 +50,13 @@ pub enum AdminRequest {
         /// The value.
         value: String,
     },
-    /// Read a key from this site's database.
+    /// Read a key from this site's database (`leased`: only on a master holding its lease).
     Get {
         /// The key.
         key: String,
+        /// Served only by a master holding a master lease, so it sees every acknowledged write.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        leased: bool,
     },
     /// Hand mastership to `to` (master only).
     StepDown {
@@ -226,6 +229,8 @@ pub enum ErrorKind {
     Io,
     /// The request did not carry the site's admin token: nothing was done.
     Unauthorized,
+    /// A leased read on a master without a running lease (or with leases off).
+    NoLease,
 }
 
 impl From<RequestError> for AdminError {
@@ -241,6 +246,7 @@ impl From<RequestError> for AdminError {
             RequestError::Unavail { .. } => (ErrorKind::Unavail, None),
             RequestError::CannotRemoveMaster { .. } => (ErrorKind::CannotRemoveMaster, None),
             RequestError::Invalid(_) => (ErrorKind::Invalid, None),
+            RequestError::NoLease { .. } => (ErrorKind::NoLease, None),
             RequestError::HandleDead { .. } => (ErrorKind::HandleDead, None),
         };
         AdminError {
@@ -530,9 +536,16 @@ impl Server {
                 .map(|()| Answer::Closed { handle })
                 .unwrap_or_else(file_error)),
             AdminRequest::Status => self.status().await.map(|s| Answer::Status(Box::new(s))),
-            AdminRequest::Get { key } => self.node.get(key).await.map(|value| {
+            AdminRequest::Get { key, leased: false } => self.node.get(key).await.map(|value| {
                 Answer::Value(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
             }),
+            AdminRequest::Get { key, leased: true } => {
+                self.request(Request::Read {
+                    key: key.into_bytes(),
+                    leased: true,
+                })
+                .await
+            }
             AdminRequest::Put { key, value } => {
                 let started = std::time::Instant::now();
                 let answer = self.request(Request::Commit(Txn::put(key, value))).await;
@@ -576,6 +589,9 @@ impl Server {
                 site: site.to_string(),
             },
             Ok(Reply::Archived { first_lsn }) => Answer::Archived { first_lsn },
+            Ok(Reply::Value(value)) => {
+                Answer::Value(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            }
             Err(error) => Answer::Error(error.into()),
         })
     }

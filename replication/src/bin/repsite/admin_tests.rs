@@ -22,7 +22,10 @@ fn requests_read_as_documented() {
         ),
         (
             r#"{"op":"get","key":"k"}"#,
-            AdminRequest::Get { key: "k".into() },
+            AdminRequest::Get {
+                key: "k".into(),
+                leased: false,
+            },
         ),
         (
             r#"{"op":"step_down","to":"h:1"}"#,

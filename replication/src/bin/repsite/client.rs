@@ -191,7 +191,7 @@ pub fn render(request: &AdminRequest, response: &AdminResponse, json: bool) -> O
         Answer::Value(Some(value)) => Outcome::ok(value.clone()),
         Answer::Value(None) => {
             let key = match request {
-                AdminRequest::Get { key } => key.as_str(),
+                AdminRequest::Get { key, .. } => key.as_str(),
                 _ => "",
             };
             Outcome::failed(format!("key {key:?} not found"))
@@ -322,7 +322,10 @@ mod tests {
 
     #[test]
     fn a_missing_key_fails_and_a_found_one_prints_its_value() {
-        let get = AdminRequest::Get { key: "k".into() };
+        let get = AdminRequest::Get {
+            key: "k".into(),
+            leased: false,
+        };
         let missing = render(&get, &response(Answer::Value(None)), false);
         assert!(!missing.success && missing.stderr.contains("\"k\" not found"));
         let found = render(&get, &response(Answer::Value(Some("v".into()))), false);
@@ -331,7 +334,10 @@ mod tests {
 
     #[test]
     fn json_output_is_the_response_and_keeps_the_exit_status() {
-        let get = AdminRequest::Get { key: "k".into() };
+        let get = AdminRequest::Get {
+            key: "k".into(),
+            leased: false,
+        };
         let out = render(&get, &response(Answer::Value(None)), true);
         assert!(!out.success);
         assert_eq!(out.stdout, r#"{"ok":true,"value":null}"#);

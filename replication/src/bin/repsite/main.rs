@@ -134,6 +134,10 @@ mod cli {
         Get {
             /// The key.
             key: String,
+            /// Read on the master under its lease: the value reflects every acknowledged write
+            /// (needs lease_timeout_ms in the sites' [timeouts]).
+            #[arg(long)]
+            leased: bool,
             #[command(flatten)]
             admin: Admin,
         },
@@ -244,7 +248,9 @@ mod cli {
             Command::Put { key, value, admin } => {
                 admin_call(&admin, AdminRequest::Put { key, value })
             }
-            Command::Get { key, admin } => admin_call(&admin, AdminRequest::Get { key }),
+            Command::Get { key, leased, admin } => {
+                admin_call(&admin, AdminRequest::Get { key, leased })
+            }
             Command::StepDown { to, admin } => admin_call(&admin, AdminRequest::StepDown { to }),
             Command::Remove { site, admin } => admin_call(&admin, AdminRequest::Remove { site }),
             Command::Archive { keep, admin } => {
