@@ -20,6 +20,13 @@ else
   echo "test result: FAILED. 0 passed; 1 failed (suite)" >> "$out"
 fi
 rm -f "$out.suite"
+echo "== kill -9 torture test: three real sites, 10 kills (scripts/torture.sh 10)"
+# Counted as one test: every acknowledged write survives, every site agrees, none crashed.
+if REPSITE=target/debug/repsite SEED=7 ./scripts/torture.sh 10 2>&1 | tail -12; then
+  echo "test result: ok. 1 passed; 0 failed (torture)" >> "$out"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (torture)" >> "$out"
+fi
 echo "== deployment files against their schemas (scripts/check-deploy.sh)"
 # Counted as one test: the workflow and the Kubernetes manifests of exploring at scale.
 if ./scripts/check-deploy.sh; then

@@ -32,6 +32,8 @@ if [[ ! -x $REPSITE ]]; then
 fi
 REPSITE=$(cd "$(dirname "$REPSITE")" && pwd)/$(basename "$REPSITE")
 command -v python3 >/dev/null || { echo "torture: python3 is required" >&2; exit 2; }
+# The sites run without an admin token; a token file from the environment would not match.
+unset REPSITE_ADMIN_TOKEN_FILE
 
 if [[ -n ${SEED:-} ]]; then
   [[ $SEED =~ ^[0-9]+$ ]] || { echo "torture: SEED must be a non-negative integer" >&2; exit 2; }
@@ -193,8 +195,16 @@ def cmd_writer(repsite, sites_spec, d, gap_ms):
             acked.write(f"{key} {value} {t0} {t1} {target} {lsn}\n")
         else:
             e = (resp or {}).get("error") or {}
-            kind = e.get("kind") or ("timeout" if rc is None else
-                                     "unreachable" if "cannot reach" in err else "other")
+            if e.get("kind"):
+                kind = e["kind"]
+            elif rc is None:
+                kind = "timeout"
+            elif "cannot reach" in err:
+                kind = "unreachable"  # nobody listening: the site is down
+            elif "reset by peer" in err or "closed without an answer" in err:
+                kind = "connection_lost"  # the site died with the put in flight
+            else:
+                kind = "other"
             msg = (e.get("message") or err.strip().replace("\n", " "))[:200]
             failed.write(f"{key} {kind} {t0} {t1} {target} {msg}\n")
             if kind == "not_master":
@@ -274,7 +284,7 @@ def pct(xs, p):
     xs = sorted(xs)
     return xs[max(0, -(-len(xs) * p // 100) - 1)]
 
-def cmd_summary(d, n, seed, check_rc, crashes, log_errors, elapsed_us, end_gen):
+def cmd_summary(d, n, seed, check_rc, crashes, log_errors, elapsed_us, start_gen, end_gen):
     kills = [l.split() for l in open(os.path.join(d, "kills"))] if os.path.exists(
         os.path.join(d, "kills")) else []
     # kills: time_us round site was_master double(0/1)
@@ -314,7 +324,7 @@ def cmd_summary(d, n, seed, check_rc, crashes, log_errors, elapsed_us, end_gen):
     print(f"kills          {n} rounds, {procs} processes killed: {len(master_kills)} master(s), "
           f"{doubles} double kill(s)")
     print(f"failovers      {max(became - 1, 0)} new masters elected (BecameMaster in the logs; "
-          f"generation 1 -> {end_gen}); the writer switched master {max(wm - 1, 0)} times")
+          f"generation {start_gen} -> {end_gen}); the writer switched master {max(wm - 1, 0)} times")
     print(f"writes         {len(acked)} acknowledged, {len(failed)} failed"
           + (f" ({fk})" if fk else "") + f", {v['lost']} lost")
     if fo:
@@ -338,7 +348,7 @@ if __name__ == "__main__":
     elif a[0] == "verify":
         cmd_verify(a[1], a[2], a[3], float(a[4]))
     elif a[0] == "summary":
-        cmd_summary(a[1], int(a[2]), a[3], int(a[4]), int(a[5]), int(a[6]), int(a[7]), a[8])
+        cmd_summary(a[1], int(a[2]), a[3], int(a[4]), int(a[5]), int(a[6]), int(a[7]), a[8], a[9])
 PY
 
 # ---------------------------------------------------------------------------------------------
@@ -480,6 +490,7 @@ kill_site() {
 say "$N kills, seed $SEED, directory $DIR"
 for i in 0 1 2; do start_site "$i"; done
 wait_for_master 30
+START_GEN=$GEN
 say "site$MASTER_IDX (${ADDR[$MASTER_IDX]}) is master, generation $GEN; starting the writer"
 
 python3 "$DIR/helper.py" writer "$REPSITE" "$SITES_SPEC" "$DIR" "$WRITE_GAP_MS" \
@@ -569,7 +580,7 @@ torn=$(cat "$DIR"/site?.log | grep -c 'storage recovered from a torn' || true)
 
 summary_rc=0
 python3 "$DIR/helper.py" summary "$DIR" "$N" "$SEED" "$check_rc" "$crashes" "$log_errors" \
-  "$(( $(now_us) - START_US ))" "$END_GEN" | tee "$DIR/summary" || summary_rc=$?
+  "$(( $(now_us) - START_US ))" "$START_GEN" "$END_GEN" | tee "$DIR/summary" || summary_rc=$?
 [[ $summary_rc -ne 0 ]] && status=1
 if [[ $status -eq 0 ]]; then
   VERDICT=0
