@@ -485,6 +485,20 @@ pub(crate) fn print_run(r: &sim::result::RunResult, failure_file: Option<&Path>,
             r.with_site_names(&v.detail)
         );
     }
+    for line in r
+        .trace
+        .iter()
+        .filter(|l| l.contains(" world expected violation "))
+    {
+        let shown = line
+            .split_once(" world expected violation ")
+            .map_or("", |(_, v)| v);
+        println!(
+            "  {} {}",
+            style("expected violation").yellow(),
+            r.with_site_names(shown)
+        );
+    }
     if r.failed() {
         if let Some(path) = failure_file {
             println!("  failure file: {}", path.display());

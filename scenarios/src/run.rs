@@ -257,6 +257,15 @@ fn draw_swarm(scenario: &Scenario, swarm: &crate::spec::SwarmSpec, seed: u64) ->
         }
         mix.upgrade = weight(&mut rng, swarm.operations.upgrade);
     }
+    // One group in four runs with master leases, so the load's leased reads are served and
+    // checked. Clock faults stay out of those runs: a clock that jumps or drifts past the bound
+    // breaks what leases promise, which the clock-skew catalog scenarios show on purpose.
+    if pick(&mut rng, 4) == 0 {
+        for cfg in &mut configs {
+            cfg.timeouts.lease_timeout_ms = interval * [3, 5][pick(&mut rng, 2)];
+        }
+        mix.skew = 0;
+    }
     Group {
         names,
         configs,
@@ -403,6 +412,34 @@ async fn play(
     result
         .violations
         .retain(|v| !scenario.skip.contains(&v.invariant));
+    // Invariants broken on purpose: their violations are shown in the trace as expected, and
+    // one that held is the failure.
+    for name in &scenario.broken {
+        let (expected, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut result.violations)
+            .into_iter()
+            .partition(|v| v.invariant == *name);
+        result.violations = rest;
+        if expected.is_empty() {
+            result.violations.push(Violation {
+                invariant: "expectation".into(),
+                site: None,
+                at_ms: Some(result.sim_ms),
+                detail: format!("{name} was expected to break, and it held"),
+            });
+        }
+        for v in expected {
+            let site = v
+                .site
+                .as_ref()
+                .map_or(String::new(), |s| format!(" on {s}"));
+            result.trace.push(format!(
+                "{} world expected violation {}{site}: {}",
+                v.at_ms.unwrap_or(result.sim_ms),
+                v.invariant,
+                v.detail
+            ));
+        }
+    }
     result.outcome = if result.violations.is_empty() {
         RunOutcome::Pass
     } else {

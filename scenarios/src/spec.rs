@@ -249,7 +249,12 @@ pub struct CheckSpec {
     /// Invariants not to check.
     #[serde(default)]
     pub skip: Vec<String>,
-    /// Why they are skipped (required when `skip` is not empty).
+    /// Invariants the scenario breaks on purpose: the run passes only if each of them breaks,
+    /// and their violations are shown as expected (a scenario that shows what a promise does
+    /// not cover, such as leases under clocks drifting past their bound).
+    #[serde(default)]
+    pub broken: Vec<String>,
+    /// Why they are skipped or broken (required when either list is not empty).
     pub why: Option<String>,
 }
 
@@ -272,6 +277,7 @@ pub const INVARIANTS: &[&str] = &[
     "no_client_accepted_a_write",
     "elections_are_sound",
     "reads_are_sane",
+    "leased_reads_are_linearizable",
     "liveness",
     "expectation",
     "run_finishes",
@@ -655,6 +661,8 @@ pub struct Scenario {
     pub faults: Option<FaultsSpec>,
     /// Invariants not checked.
     pub skip: Vec<String>,
+    /// Invariants the run must break (see [`CheckSpec::broken`]).
+    pub broken: Vec<String>,
     /// Quiet time before the checks.
     pub settle: Option<Millis>,
     /// The timeline, in time order.
@@ -789,19 +797,21 @@ impl Scenario {
             }
         }
 
-        for skipped in &raw.check.skip {
-            if !INVARIANTS.contains(&skipped.as_str()) {
+        for (key, list) in [("skip", &raw.check.skip), ("broken", &raw.check.broken)] {
+            for name in list {
+                if !INVARIANTS.contains(&name.as_str()) {
+                    return Err(fail(
+                        line_at(key),
+                        format!("unknown invariant {name:?}: expected one of {INVARIANTS:?}"),
+                    ));
+                }
+            }
+            if !list.is_empty() && raw.check.why.as_deref().is_none_or(str::is_empty) {
                 return Err(fail(
-                    line_at("skip"),
-                    format!("unknown invariant {skipped:?}: expected one of {INVARIANTS:?}"),
+                    line_at(key),
+                    format!("expected `why = \"...\"` saying why invariants are {key}"),
                 ));
             }
-        }
-        if !raw.check.skip.is_empty() && raw.check.why.as_deref().is_none_or(str::is_empty) {
-            return Err(fail(
-                line_at("skip"),
-                "expected `why = \"...\"` saying why invariants are skipped".into(),
-            ));
         }
         if let Some(faults) = &raw.faults {
             if faults.until <= faults.from {
@@ -850,6 +860,7 @@ impl Scenario {
             swarm: raw.swarm,
             faults: raw.faults,
             skip: raw.check.skip,
+            broken: raw.check.broken,
             settle: raw.run.and_then(|r| r.settle),
             steps,
             storage_override: None,
@@ -1294,6 +1305,17 @@ expect = { master = "B", within = "5s" }
         error_at(&bad, 14, "unknown outcome \"Fine\"");
         let bad = GOOD.replace("within = \"5s\"", "within = \"5s\", for = \"1s\"");
         error_at(&bad, 14, "`within` or `for`");
+    }
+
+    #[test]
+    fn breaking_an_invariant_on_purpose_needs_a_known_name_and_a_reason() {
+        let bad = format!("{GOOD}\n[check]\nbroken = [\"liveness\"]\n");
+        error_at(&bad, 19, "why invariants are broken");
+        let bad = format!("{GOOD}\n[check]\nbroken = [\"speed\"]\nwhy = \"x\"\n");
+        error_at(&bad, 19, "unknown invariant \"speed\"");
+        let good = format!("{GOOD}\n[check]\nbroken = [\"liveness\"]\nwhy = \"shown\"\n");
+        let s = Scenario::from_text(Path::new("x.toml"), &good).unwrap();
+        assert_eq!(s.broken, ["liveness"]);
     }
 
     #[test]

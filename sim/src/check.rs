@@ -312,6 +312,130 @@ pub struct Read {
     pub invoked_ms: u64,
 }
 
+/// A read a master served under its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedRead {
+    /// The master that served it.
+    pub site: SiteAddr,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What it returned.
+    pub value: Option<Vec<u8>>,
+    /// When it was asked.
+    pub invoked_ms: u64,
+    /// When it was answered.
+    pub completed_ms: u64,
+}
+
+/// Leased reads are linearizable with the writes, key by key (a register per key).
+///
+/// Every write of the load puts a value no other write puts, so a read names the write it saw,
+/// and a register history with that mapping is linearizable only if no read returns a value
+/// never written, none returns a write invoked after the read was answered, and none is stale:
+/// it returns a write (or nothing) that another write of the key superseded before the read was
+/// asked (the superseding write acknowledged, and begun after the first was acknowledged, both
+/// before the read was invoked), nor an older write than one an earlier read returned. A write
+/// whose outcome is unknown may take effect at any time after it was asked, so it supersedes
+/// nothing and is superseded by nothing. What a lease promises is that no acknowledged write is
+/// missed; a read may see a write not yet acknowledged that is later lost (the master reads its
+/// own database), which this does not count against it.
+pub fn leased_reads_are_linearizable(
+    reads: &[LeasedRead],
+    history: &[Operation],
+) -> Vec<Violation> {
+    fn acked(op: &Operation) -> bool {
+        matches!(op.outcome, Outcome::Ok { .. })
+    }
+    let show = |v: &Option<Vec<u8>>| match v {
+        Some(v) => format!("{:?}", String::from_utf8_lossy(v)),
+        None => "nothing".to_string(),
+    };
+    let violation = |r: &LeasedRead, detail: String| {
+        vec![Violation {
+            invariant: "leased_reads_are_linearizable".into(),
+            site: Some(r.site.clone()),
+            at_ms: Some(r.invoked_ms),
+            detail: format!(
+                "a leased read of {:?} at {} ms returned {}: {detail}",
+                String::from_utf8_lossy(&r.key),
+                r.invoked_ms,
+                show(&r.value)
+            ),
+        }]
+    };
+    for r in reads {
+        let writes: Vec<&Operation> = history.iter().filter(|w| w.key == r.key).collect();
+        // The write the read saw (`None`: the key's initial, empty state).
+        let seen = match &r.value {
+            Some(value) => match writes.iter().find(|w| &w.value == value) {
+                Some(w) => Some(*w),
+                None => return violation(r, "no write ever put that value".into()),
+            },
+            None => None,
+        };
+        if let Some(w) = seen {
+            if w.invoked_ms > r.completed_ms {
+                return violation(
+                    r,
+                    format!(
+                        "the write that put it was asked only at {} ms",
+                        w.invoked_ms
+                    ),
+                );
+            }
+        }
+        // A later write acknowledged before the read was asked, which began after the write the
+        // read saw was acknowledged (or any acknowledged write, if the read saw nothing).
+        let superseded_by = writes.iter().filter(|w| acked(w)).find(|w2| {
+            w2.completed_ms < r.invoked_ms
+                && match seen {
+                    None => true,
+                    Some(w) => acked(w) && w.completed_ms < w2.invoked_ms,
+                }
+        });
+        if let Some(w2) = superseded_by {
+            return violation(
+                r,
+                format!(
+                    "stale: {:?} was acknowledged at {} ms, before the read was asked",
+                    String::from_utf8_lossy(&w2.value),
+                    w2.completed_ms
+                ),
+            );
+        }
+    }
+    // Reads in real-time order never go back to a write an earlier read's write superseded.
+    for (i, a) in reads.iter().enumerate() {
+        for b in &reads[i + 1..] {
+            if a.key != b.key || a.completed_ms >= b.invoked_ms {
+                continue;
+            }
+            let writer = |v: &Option<Vec<u8>>| {
+                v.as_ref()
+                    .and_then(|v| history.iter().find(|w| w.key == a.key && &w.value == v))
+            };
+            let (wa, wb) = (writer(&a.value), writer(&b.value));
+            let went_back = match (wa, wb) {
+                (Some(wa), None) => acked(wa),
+                (Some(wa), Some(wb)) => acked(wb) && acked(wa) && wb.completed_ms < wa.invoked_ms,
+                _ => false,
+            };
+            if went_back {
+                return violation(
+                    b,
+                    format!(
+                        "an earlier leased read (at {} ms, on {}) had already returned {}",
+                        a.invoked_ms,
+                        a.site,
+                        show(&a.value)
+                    ),
+                );
+            }
+        }
+    }
+    Vec::new()
+}
+
 /// Reads only ever see written values, and one site's reads of a key never go back in time.
 ///
 /// A value is "written" if any write put it, whatever that write's outcome: a refused or
@@ -933,5 +1057,84 @@ mod tests {
             [(m.clone(), vec![rec(3)]), (c.clone(), vec![rec(3), rec(4)])].into();
         let v = logs_are_prefixes(&m, &ahead).expect("caught");
         assert!(v.detail.contains("beyond the master's log"), "{}", v.detail);
+    }
+}
+
+#[cfg(test)]
+mod leased_read_tests {
+    use super::*;
+
+    fn write(value: &str, invoked_ms: u64, completed_ms: u64, ok: bool) -> Operation {
+        Operation {
+            site: SiteAddr::new("m"),
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            invoked_ms,
+            completed_ms,
+            outcome: if ok {
+                Outcome::Ok { lsn: 1 }
+            } else {
+                Outcome::Unknown("perm failed".into())
+            },
+        }
+    }
+
+    fn read(value: Option<&str>, invoked_ms: u64, completed_ms: u64) -> LeasedRead {
+        LeasedRead {
+            site: SiteAddr::new("m"),
+            key: b"k".to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            invoked_ms,
+            completed_ms,
+        }
+    }
+
+    fn broken(reads: &[LeasedRead], history: &[Operation]) -> Option<String> {
+        leased_reads_are_linearizable(reads, history)
+            .first()
+            .map(|v| v.detail.clone())
+    }
+
+    #[test]
+    fn legal_histories_near_the_edge_pass() {
+        let history = [write("a", 0, 10, true), write("b", 20, 30, true)];
+        // Concurrent with b: either value is fine; after b was acknowledged, b.
+        for r in [
+            read(Some("a"), 25, 26),
+            read(Some("b"), 25, 26),
+            read(Some("b"), 31, 32),
+            read(Some("a"), 11, 12),
+            read(None, 5, 6),
+        ] {
+            assert_eq!(broken(std::slice::from_ref(&r), &history), None, "{r:?}");
+        }
+        // A write of unknown outcome: seen or not, both legal, at any time.
+        let unknown = [write("a", 0, 10, true), write("u", 20, 30, false)];
+        assert_eq!(broken(&[read(Some("u"), 40, 41)], &unknown), None);
+        assert_eq!(broken(&[read(Some("a"), 40, 41)], &unknown), None);
+        // Two reads during the write of b: a then b, or both a, are fine.
+        let two = [read(Some("a"), 21, 22), read(Some("b"), 23, 24)];
+        assert_eq!(broken(&two, &history), None);
+    }
+
+    #[test]
+    fn stale_phantom_and_future_reads_and_going_back_are_caught() {
+        let history = [write("a", 0, 10, true), write("b", 20, 30, true)];
+        let stale = broken(&[read(Some("a"), 31, 32)], &history).expect("stale");
+        assert!(
+            stale.contains("stale") && stale.contains("\"b\""),
+            "{stale}"
+        );
+        let empty = broken(&[read(None, 11, 12)], &history).expect("missed a");
+        assert!(empty.contains("stale"), "{empty}");
+        let phantom = broken(&[read(Some("z"), 40, 41)], &history).expect("phantom");
+        assert!(phantom.contains("no write ever put"), "{phantom}");
+        let future = broken(&[read(Some("b"), 12, 15)], &history).expect("future");
+        assert!(future.contains("asked only at 20"), "{future}");
+        let back = [read(Some("b"), 22, 23), read(Some("a"), 24, 25)];
+        // b is still being written when both reads run: the first saw it, the second must too.
+        let history = [write("a", 0, 10, true), write("b", 11, 30, true)];
+        let went_back = broken(&back, &history).expect("went back");
+        assert!(went_back.contains("earlier leased read"), "{went_back}");
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 /// ever holds these names.
 pub const BEHAVIOURS: &[(&str, &str)] = &[
     ("election_won", "an election chose a master"),
+    ("leased_read", "a master holding its lease served a read"),
     (
         "election_failed",
         "an election asked for votes and ended without a master",

@@ -144,6 +144,8 @@ struct Clients {
     history: Arc<Mutex<Vec<Operation>>>,
     /// Reads the load made, in the order they were asked.
     reads: Arc<Mutex<Vec<Read>>>,
+    /// Leased reads a master served to the load, in the order they were asked.
+    leased_reads: Arc<Mutex<Vec<check::LeasedRead>>>,
     start: tokio::time::Instant,
 }
 
@@ -241,6 +243,29 @@ impl Clients {
         }
     }
 
+    /// A leased read of `key` at `addr`, recorded if the site served it (with leases off, or
+    /// without a running lease, it refuses, and nothing is recorded).
+    async fn leased_read(&self, addr: &SiteAddr, key: &str) {
+        let Some(h) = self.handle(addr) else { return };
+        let invoked_ms = self.now_ms();
+        let request = Request::Read {
+            key: key.as_bytes().to_vec(),
+            leased: true,
+        };
+        if let Some(Ok(Reply::Value(value))) = answer(h.request(request)).await {
+            self.leased_reads
+                .lock()
+                .expect("leased reads lock")
+                .push(check::LeasedRead {
+                    site: addr.clone(),
+                    key: key.as_bytes().to_vec(),
+                    value,
+                    invoked_ms,
+                    completed_ms: self.now_ms(),
+                });
+        }
+    }
+
     /// Who `addr` says is master (what a `NotMaster` reply would name).
     async fn hint(&self, addr: &SiteAddr) -> Option<SiteAddr> {
         let stats = answer(self.handle(addr)?.stats()).await?;
@@ -277,8 +302,22 @@ impl Clients {
             // Read a key back from one of the sites, master or client, as a reader would.
             let reader = &addrs[(key as usize / 7) % addrs.len()];
             self.read(reader, &format!("k{}", (key * 7) % 50)).await;
+            // And the key just written, under the master's lease, at every site: a master cut
+            // off from the group may still think it is one, and must then refuse rather than
+            // answer with what the write just replaced elsewhere. (A millisecond later, so that
+            // the checker, which counts in milliseconds, sees the reads after the write.)
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            for at in &addrs {
+                self.leased_read(at, &format!("k{}", key % 50)).await;
+            }
             if result.is_err() {
-                believed = Some(match self.hint(&target).await {
+                // A site that failed the write yet names itself master may be cut off from the
+                // group: a client then asks around for the master of the latest generation.
+                let hint = match self.hint(&target).await {
+                    Some(master) if master == target => self.find_master().await,
+                    hint => hint,
+                };
+                believed = Some(match hint {
                     Some(master) => master,
                     None => {
                         let i = addrs.iter().position(|a| *a == target).unwrap_or(0);
@@ -437,6 +476,7 @@ impl World {
                 slots: Arc::default(),
                 history: Arc::default(),
                 reads: Arc::default(),
+                leased_reads: Arc::default(),
                 start,
             },
             desk,
@@ -544,6 +584,15 @@ impl World {
             if matches!(op.outcome, Outcome::Unknown(_)) {
                 coverage::reach(&mut reached, "write_unknown");
             }
+        }
+        for _ in self
+            .clients
+            .leased_reads
+            .lock()
+            .expect("leased reads lock")
+            .iter()
+        {
+            coverage::reach(&mut reached, "leased_read");
         }
         reached
     }
@@ -1319,6 +1368,17 @@ impl World {
             .map(|e| e.site.clone())
             .collect();
         let excused = |a: &SiteAddr| removals_may_be_lost && told_removed.contains(a);
+        // Leased reads promise every acknowledged write, so only where acknowledged writes
+        // survive at all.
+        if !removals_may_be_lost {
+            let leased = self
+                .clients
+                .leased_reads
+                .lock()
+                .expect("leased reads lock")
+                .clone();
+            violations.extend(check::leased_reads_are_linearizable(&leased, &history));
+        }
         match self.master().await {
             Some(master) => {
                 // Sites that should run: up, not frozen, and still members (a static group's
