@@ -1,13 +1,15 @@
 //! The one binary encoding the engine uses for payloads (log records on disk, messages on the
-//! wire, snapshots): bincode with fixed-width integers, a hard byte limit, and no trailing bytes.
+//! wire, snapshots): postcard (a compact, well-kept serde format: varint integers, varint enum
+//! tags, length-prefixed sequences), with a hard byte limit and no trailing bytes.
 //!
-//! Fixed-width integers make the encoding canonical: every byte string that decodes re-encodes to
-//! exactly the same bytes (bincode rejects non-0/1 booleans, unknown enum tags and invalid UTF-8,
-//! and maps decode through [`canonical_map`], which rejects keys out of order), which the fuzz
-//! targets check. The limit is enforced while decoding, before any allocation, so
-//! a hostile length prefix cannot make us allocate past it.
+//! The encoding is canonical: every byte string that decodes re-encodes to exactly the same
+//! bytes, which the fuzz targets check. postcard itself rejects invalid booleans, unknown enum
+//! tags and invalid UTF-8, and maps decode through [`canonical_map`], which rejects keys out of
+//! order; a varint written longer than it needs to be would still decode, so [`decode`] encodes
+//! what it decoded again and refuses any input that is not those very bytes. The limit is
+//! enforced on the input before decoding: every element costs at least one input byte, so what
+//! decoding allocates follows the input's size (plus serde's capped preallocation).
 
-use bincode::Options;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,34 +21,39 @@ use std::marker::PhantomData;
 #[error("malformed payload: {0}")]
 pub struct DecodeError(String);
 
-fn options(limit: u64) -> impl Options {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
-        .reject_trailing_bytes()
-        .with_limit(limit)
-}
-
 /// Encodes a value. Encoding our own types cannot fail (no maps with non-string keys, no
 /// sequences of unknown length), so a failure here is a bug and panics.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    options(u64::MAX)
-        .serialize(value)
-        .expect("encoding an engine type never fails")
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("encoding an engine type never fails")
 }
 
 /// Size in bytes of a value's encoding.
-pub fn encoded_len<T: Serialize>(value: &T) -> u64 {
-    options(u64::MAX)
-        .serialized_size(value)
-        .expect("sizing an engine type never fails")
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("sizing an engine type never fails");
+    size as u64
 }
 
-/// Decodes a value from exactly `bytes`, allocating at most about `limit` bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, DecodeError> {
-    options(limit)
-        .deserialize(bytes)
-        .map_err(|e| DecodeError(e.to_string()))
+/// Decodes a value from exactly `bytes` (at most `limit` of them), refusing any encoding but the
+/// canonical one.
+pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8], limit: u64) -> Result<T, DecodeError> {
+    if bytes.len() as u64 > limit {
+        return Err(DecodeError(format!(
+            "{} bytes, over the {limit}-byte limit",
+            bytes.len()
+        )));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError(format!("{} trailing bytes", rest.len())));
+    }
+    if encode(&value) != bytes {
+        return Err(DecodeError(
+            "not in canonical form (an integer or length written longer than it needs)".into(),
+        ));
+    }
+    Ok(value)
 }
 
 /// Decodes a map whose keys come in strictly increasing order, as encoding a `BTreeMap` writes
@@ -99,16 +106,27 @@ mod tests {
             map: BTreeMap::from([(1, 10), (2, 20)]),
         };
         let bytes = encode(&sorted);
+        // The length, then (varint key, u8 value) twice.
+        assert_eq!(bytes, [2, 1, 10, 2, 20]);
         assert_eq!(decode::<Holder>(&bytes, 1024).unwrap(), sorted);
-        // The same entries swapped: length (8 bytes), then (u32 key, u8 value) twice.
-        let mut swapped = bytes[..8].to_vec();
-        swapped.extend_from_slice(&bytes[13..18]);
-        swapped.extend_from_slice(&bytes[8..13]);
-        assert!(decode::<Holder>(&swapped, 1024).is_err(), "out of order");
-        let mut twice = bytes[..8].to_vec();
-        twice.extend_from_slice(&bytes[8..13]);
-        twice.extend_from_slice(&bytes[8..13]);
-        assert!(decode::<Holder>(&twice, 1024).is_err(), "a repeated key");
+        assert!(
+            decode::<Holder>(&[2, 2, 20, 1, 10], 1024).is_err(),
+            "out of order"
+        );
+        assert!(
+            decode::<Holder>(&[2, 1, 10, 1, 10], 1024).is_err(),
+            "a repeated key"
+        );
+    }
+
+    #[test]
+    fn an_integer_written_longer_than_it_needs_is_refused() {
+        assert_eq!(encode(&5u32), [5]);
+        assert_eq!(decode::<u32>(&[5], 8).unwrap(), 5);
+        let err = decode::<u32>(&[0x85, 0x00], 8).unwrap_err().to_string();
+        assert!(err.contains("not in canonical form"), "{err}");
+        let err = decode::<u32>(&[5, 5], 1).unwrap_err().to_string();
+        assert!(err.contains("over the 1-byte limit"), "{err}");
     }
 
     #[test]

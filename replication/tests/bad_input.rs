@@ -47,7 +47,7 @@ fn heartbeat() -> Message {
 
 /// A frame with these header fields, a correct CRC32 and this payload.
 fn raw_frame(version: u8, kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = b"RS".to_vec();
+    let mut frame = b"RP".to_vec();
     frame.push(version);
     frame.push(kind);
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -142,7 +142,7 @@ fn frame_rows() -> Vec<FrameRow> {
         },
         FrameRow {
             case: "unknown message type",
-            bytes: raw_frame(PROTOCOL_VERSION, 1, &99u32.to_le_bytes()),
+            bytes: raw_frame(PROTOCOL_VERSION, 1, &replication::codec::encode(&99u32)),
             expect: |e| matches!(e, FrameError::UnknownMessage { tag: 99 }),
             says: "unknown message type 99",
         },
@@ -495,7 +495,7 @@ async fn a_node_closes_a_member_connection_that_sends_garbage_and_counts_it() {
         },
         AfterRow {
             case: "unknown message type",
-            bytes: raw_frame(PROTOCOL_VERSION, 1, &250u32.to_le_bytes()),
+            bytes: raw_frame(PROTOCOL_VERSION, 1, &replication::codec::encode(&250u32)),
             says: "unknown message type 250",
         },
         AfterRow {

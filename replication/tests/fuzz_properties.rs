@@ -178,7 +178,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_break_the_frame_decoder(
         bytes in vec(any::<u8>(), 0..600),
-        header in prop::option::of(Just(b"RS\x02\x01".to_vec())),
+        header in prop::option::of(Just(b"RP\x02\x01".to_vec())),
     ) {
         // Raw bytes, and the same behind a valid magic, version and kind.
         let data = [header.unwrap_or_default(), bytes].concat();

@@ -45,8 +45,8 @@ const LOG_MAGIC: &[u8; 8] = b"RSIMLOG\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RSIMSNAP";
 const META_MAGIC: &[u8; 8] = b"RSIMMETA";
 /// Bumped on any change to any of the three file layouts. 2: a snapshot's generation history
-/// holds each generation's first record checksum.
-const FORMAT_VERSION: u32 = 2;
+/// holds each generation's first record checksum. 3: payloads in postcard, no longer bincode.
+const FORMAT_VERSION: u32 = 3;
 const LOG_HEADER_LEN: u64 = 12;
 const FRAME_HEADER_LEN: u64 = 8;
 const FILE_HEADER_LEN: usize = 24;
@@ -64,8 +64,8 @@ const TMP_SUFFIX: &str = ".tmp";
 /// overflowing on a crafted file.
 const MAX_PLAUSIBLE_LSN: Lsn = u64::MAX / 4;
 
-/// What the `snapshot` file holds, as read back.
-#[derive(Deserialize)]
+/// What the `snapshot` file holds, as read back (and encoded again, to check it is canonical).
+#[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     epoch: u64,
     snapshot: Snapshot,
@@ -622,7 +622,7 @@ fn checksummed_file(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads and verifies a checksummed file; `None` if it does not exist.
-fn read_checksummed<T: DeserializeOwned>(
+fn read_checksummed<T: DeserializeOwned + Serialize>(
     fs: &dyn FileSystem,
     path: &Path,
     magic: &[u8; 8],
@@ -636,8 +636,22 @@ fn read_checksummed<T: DeserializeOwned>(
     decode_checksummed(&bytes, path, magic, what).map(Some)
 }
 
+/// Why a file of another format version cannot be read, and what to do about it.
+pub(crate) fn other_format(version: u32) -> String {
+    if version < FORMAT_VERSION {
+        format!(
+            "format version {version}, this build reads {FORMAT_VERSION}: the directory was \
+             written by an older repsite (format 2 and before encode with bincode). Copy its data \
+             out with that build, or start this site on an empty directory and let the group \
+             initialise it"
+        )
+    } else {
+        format!("format version {version}, this build reads {FORMAT_VERSION}: run a newer build")
+    }
+}
+
 /// Verifies and decodes the contents of a checksummed file read from `path` (named in errors).
-fn decode_checksummed<T: DeserializeOwned>(
+fn decode_checksummed<T: DeserializeOwned + Serialize>(
     bytes: &[u8],
     path: &Path,
     magic: &[u8; 8],
@@ -661,9 +675,7 @@ fn decode_checksummed<T: DeserializeOwned>(
     }
     let version = u32::from_le_bytes(version);
     if version != FORMAT_VERSION {
-        return Err(bad(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
-        )));
+        return Err(bad(other_format(version)));
     }
     let len = u64::from_le_bytes(len);
     if len != rest.len() as u64 {
@@ -740,7 +752,7 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
         let detail = if header[..8] == LOG_MAGIC[..] {
             let mut version = &header[8..];
             let version = take::<4>(&mut version).map_or(0, u32::from_le_bytes);
-            format!("format version {version}, this build reads {FORMAT_VERSION}")
+            other_format(version)
         } else {
             format!("bad magic {:02x?}", &header[..8])
         };
@@ -918,6 +930,53 @@ mod tests {
 
     fn all(s: &mut impl Storage) -> Vec<LogRecord> {
         read_to_end(s, 0).unwrap()
+    }
+
+    #[test]
+    fn a_directory_of_the_older_bincode_format_is_refused_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = storage_with(dir.path(), 1..=3);
+        s.write_meta(&Meta {
+            gen: 1,
+            ..Meta::default()
+        })
+        .unwrap();
+        drop(s);
+        // What an older build left: the same layout, format version 2 in every header.
+        let older = |name: &str, at: usize| {
+            let path = dir.path().join(name);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+            fs::write(&path, bytes).unwrap();
+        };
+        older(&log_file_name(0), 8);
+        let err = match FileStorage::open(dir.path()) {
+            Ok(_) => panic!("an older format was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("format version 2, this build reads 3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("older repsite") && err.contains("bincode"),
+            "{err}"
+        );
+        assert!(err.contains("empty directory"), "{err}");
+        older(META_FILE, 8);
+        fs::write(
+            dir.path().join(log_file_name(0)),
+            [&LOG_MAGIC[..], &FORMAT_VERSION.to_le_bytes()].concat(),
+        )
+        .unwrap();
+        let err = match FileStorage::open(dir.path()) {
+            Ok(_) => panic!("an older format was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("meta") && err.contains("format version 2"),
+            "{err}"
+        );
     }
 
     fn file_len(path: &Path) -> u64 {

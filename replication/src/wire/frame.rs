@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     2  magic, b"RS"
+//!      0     2  magic, b"RP" (b"RS" was the bincode format of earlier builds)
 //!      2     1  protocol version
 //!      3     1  frame kind (1 = Message; other kinds are reserved for the handshake)
 //!      4     4  payload length, u32 little-endian
 //!      8     4  CRC32 (little-endian) of bytes 0..8 followed by the payload
-//!     12     n  payload: `codec::encode(&Message)` (canonical fixint bincode)
+//!     12     n  payload: `codec::encode(&Message)` (canonical postcard)
 //! ```
 //!
 //! Everything here reads bytes from an untrusted peer, so decoding must never panic on any input
@@ -21,6 +21,20 @@
 
 use crate::codec;
 use crate::wire::message::MESSAGE_TYPES;
+
+fn bad_magic(found: &[u8; 2]) -> String {
+    if *found == BINCODE_MAGIC {
+        "the peer speaks the bincode wire format of repsim builds before postcard (frames \
+         starting with \"RS\"): upgrade it"
+            .to_string()
+    } else {
+        format!(
+            "not a repsim frame: it starts with \"{}\" instead of \"RP\" (is the peer speaking \
+             another protocol, or is the stream out of step?)",
+            found.escape_ascii()
+        )
+    }
+}
 use crate::wire::Message;
 use std::ops::RangeInclusive;
 
@@ -34,7 +48,9 @@ pub const FRAME_HEADER_LEN: usize = 12;
 pub const DEFAULT_FRAME_LIMIT: u32 = 16 * 1024 * 1024;
 
 /// The two bytes every frame starts with.
-const MAGIC: [u8; 2] = *b"RS";
+const MAGIC: [u8; 2] = *b"RP";
+/// What frames of the bincode wire format, before postcard, started with.
+const BINCODE_MAGIC: [u8; 2] = *b"RS";
 
 /// Offset of the CRC32 in the header; the CRC covers the header bytes before it.
 const CRC_OFFSET: usize = 8;
@@ -82,12 +98,9 @@ pub struct Frame {
 /// Why bytes are not a valid frame (or, when encoding, why a message cannot be sent).
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum FrameError {
-    /// The first two bytes are not `b"RS"`: the peer is not speaking repsim's protocol.
-    #[error(
-        "not a repsim frame: it starts with \"{}\" instead of \"RS\" (is the peer speaking \
-         another protocol, or is the stream out of step?)",
-        .found.escape_ascii()
-    )]
+    /// The first two bytes are not `b"RP"`: the peer is not speaking repsim's protocol, or an
+    /// older build's (bincode) wire format.
+    #[error("{}", bad_magic(.found))]
     BadMagic {
         /// The two bytes found.
         found: [u8; 2],
@@ -248,11 +261,8 @@ fn decode_frame_accepting(
     }
     let message: Message = codec::decode(payload, u64::from(limit)).map_err(|e| {
         // A tag past the last message type is a peer from a newer build, not noise: say so.
-        match payload
-            .first_chunk::<4>()
-            .map(|tag| u32::from_le_bytes(*tag))
-        {
-            Some(tag) if tag >= MESSAGE_TYPES => FrameError::UnknownMessage { tag },
+        match postcard::take_from_bytes::<u32>(payload) {
+            Ok((tag, _)) if tag >= MESSAGE_TYPES => FrameError::UnknownMessage { tag },
             _ => FrameError::Malformed(e.to_string()),
         }
     })?;
@@ -564,7 +574,7 @@ mod tests {
     /// A frame with the given header fields and a correct CRC over them and `payload`.
     fn raw_frame(version: u8, kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut covered = Vec::new();
-        covered.extend_from_slice(b"RS");
+        covered.extend_from_slice(&MAGIC);
         covered.push(version);
         covered.push(kind);
         covered.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -640,7 +650,7 @@ mod tests {
         let msg = heartbeat();
         let bytes = encode_frame(PROTOCOL_VERSION, &msg);
         let payload = codec::encode(&msg);
-        assert_eq!(&bytes[0..2], b"RS");
+        assert_eq!(&bytes[0..2], b"RP");
         assert_eq!(bytes[2], PROTOCOL_VERSION);
         assert_eq!(bytes[3], FrameKind::Message.code());
         assert_eq!(bytes[4..8], (payload.len() as u32).to_le_bytes());
@@ -687,7 +697,7 @@ mod tests {
     #[test]
     fn an_oversized_length_is_refused_from_the_header_alone() {
         // A header claiming 4 GiB - 1 with no payload at all behind it.
-        let mut bytes = b"RS".to_vec();
+        let mut bytes = b"RP".to_vec();
         bytes.push(PROTOCOL_VERSION);
         bytes.push(1);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -841,7 +851,7 @@ mod tests {
     #[test]
     fn a_message_type_this_build_lacks_is_named_as_such() {
         for tag in [MESSAGE_TYPES, 99, u32::MAX] {
-            let bytes = raw_frame(PROTOCOL_VERSION, 1, &tag.to_le_bytes());
+            let bytes = raw_frame(PROTOCOL_VERSION, 1, &codec::encode(&tag));
             let err = decode_frame(&bytes, LIMIT).unwrap_err();
             assert_eq!(err, FrameError::UnknownMessage { tag });
             assert!(
@@ -851,7 +861,7 @@ mod tests {
             );
         }
         // A known type with a broken body stays merely malformed.
-        let bytes = raw_frame(PROTOCOL_VERSION, 1, &(MESSAGE_TYPES - 1).to_le_bytes());
+        let bytes = raw_frame(PROTOCOL_VERSION, 1, &codec::encode(&(MESSAGE_TYPES - 1)));
         assert!(matches!(
             decode_frame(&bytes, LIMIT),
             Err(FrameError::Malformed(_))
@@ -898,7 +908,7 @@ mod tests {
         let cases = [
             (
                 FrameError::BadMagic { found: *b"GE" },
-                "not a repsim frame: it starts with \"GE\" instead of \"RS\"",
+                "not a repsim frame: it starts with \"GE\" instead of \"RP\"",
             ),
             (
                 FrameError::BadMagic { found: [0, 0xff] },
@@ -984,7 +994,7 @@ mod tests {
     #[test]
     fn decoder_refuses_an_oversized_length_before_buffering_the_payload() {
         let mut decoder = FrameDecoder::new(1024, PROTOCOL_VERSION..=PROTOCOL_VERSION);
-        let mut header = b"RS".to_vec();
+        let mut header = b"RP".to_vec();
         header.push(PROTOCOL_VERSION);
         header.push(1);
         header.extend_from_slice(&(1024u32 + 1).to_le_bytes());

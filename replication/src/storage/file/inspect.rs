@@ -8,8 +8,8 @@
 
 use super::{
     corrupt, decode_checksummed, decode_frame, io_err, log_header, split_frame_header,
-    SnapshotFile, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, LOG_HEADER_LEN, LOG_MAGIC,
-    MAX_RECORD_BYTES, META_FILE, META_MAGIC, SNAPSHOT_FILE, SNAPSHOT_MAGIC,
+    SnapshotFile, FILE_HEADER_LEN, FRAME_HEADER_LEN, LOG_HEADER_LEN, LOG_MAGIC, MAX_RECORD_BYTES,
+    META_FILE, META_MAGIC, SNAPSHOT_FILE, SNAPSHOT_MAGIC,
 };
 use crate::log::LogRecord;
 use crate::storage::{Meta, StorageError};
@@ -149,7 +149,7 @@ impl<R: Read + Seek> LogReader<R> {
         if header != log_header() {
             let detail = if header[..8] == LOG_MAGIC[..] {
                 let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-                format!("format version {version}, this build reads {FORMAT_VERSION}")
+                super::other_format(version)
             } else {
                 format!("bad magic {:02x?}", &header[..8])
             };
