@@ -716,6 +716,116 @@ fn a_site_with_an_admin_token_does_nothing_for_a_request_without_it() {
     assert_eq!(status["status"]["admin"]["unauthorized"], 3, "{json}");
 }
 
+/// A CA and, for each name, a certificate it signed for 127.0.0.1: written as `ca.pem`,
+/// `NAME.pem` and `NAME.key` in `dir`.
+fn certificates(dir: &Path, names: &[&str]) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for name in names {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[test]
+fn sites_speak_tls_with_the_groups_ca_and_refuse_a_rogue_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    certificates(pki.path(), &["site"]);
+    let rogue_pki = tempfile::tempdir().unwrap();
+    certificates(rogue_pki.path(), &["site"]);
+    let tls = |dir: &Path| {
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+            dir.join("site.pem").display().to_string(),
+            dir.join("site.key").display().to_string(),
+            dir.join("ca.pem").display().to_string()
+        )
+    };
+    // Three sites of one CA (one certificate for 127.0.0.1 serves them all)...
+    let group = Group::start_with(3, &tls(pki.path()));
+    let m = group.wait_for_master();
+    let put = repsite(&["put", "colour", "blue", "--admin", &group.sites[m].admin]);
+    assert!(
+        put.status.success(),
+        "{}\n{}",
+        text(&put.stderr),
+        group.logs()
+    );
+    for site in &group.sites {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let get = repsite(&["get", "colour", "--admin", &site.admin]);
+            if get.status.success() {
+                assert_eq!(text(&get.stdout).trim(), "blue");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never replicated over TLS");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(!group.logs().contains("not encrypted"), "{}", group.logs());
+    // ...and a site with the group's secret and addresses but another CA's certificate: it
+    // never gets a connection, and the group counts its attempts as refused handshakes.
+    let ports = free_ports(2);
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let config = rogue_dir.path().join("rogue.toml");
+    let addrs: Vec<String> = group
+        .sites
+        .iter()
+        .map(|s| format!("{:?}", s.addr))
+        .collect();
+    fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ngroup = \"cli-test\"\n\
+             secret = \"s3cret\"\ndata_dir = \"data\"\nsites = [{}, \"127.0.0.1:{}\"]\n{}",
+            ports[0],
+            ports[1],
+            addrs.join(", "),
+            ports[0],
+            tls(rogue_pki.path())
+        ),
+    )
+    .unwrap();
+    let mut rogue = spawn_site(&config, &rogue_dir.path().join("rogue.stderr"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let refused: u64 = group
+            .sites
+            .iter()
+            .filter_map(|s| status_json(&s.admin))
+            .map(|s| s["stats"]["handshakes_refused"].as_u64().unwrap_or(0))
+            .sum();
+        if refused > 0 || Instant::now() > deadline {
+            break refused;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rogue_status = status_json(&format!("127.0.0.1:{}", ports[1]));
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+    assert!(
+        refused > 0,
+        "no refused handshake counted\n{}",
+        group.logs()
+    );
+    let rogue_status = rogue_status.expect("the rogue runs");
+    assert_eq!(
+        rogue_status["connected"],
+        Value::Array(vec![]),
+        "{rogue_status}"
+    );
+    let log = fs::read_to_string(rogue_dir.path().join("rogue.stderr")).unwrap();
+    assert!(log.contains("TLS"), "{log}");
+}
+
 /// `GET path` on `addr`: the status line and the body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -758,6 +868,13 @@ fn a_running_site_serves_its_metrics_to_a_scraper() {
     assert_eq!(value("repsite_perm_failed_total"), 0.0);
     let (status, _) = http_get(&metrics, "/other");
     assert!(status.contains("404"), "{status}");
+    // Without a [tls] table the site says, once, that its replication traffic is in the clear.
+    assert_eq!(
+        group.logs().matches("not encrypted").count(),
+        1,
+        "{}",
+        group.logs()
+    );
 }
 
 /// `repsite replica -v --from-site ADMIN --to DIR`: its exit code, output lines and stderr.

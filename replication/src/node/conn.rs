@@ -29,6 +29,9 @@ pub(super) struct ConnConfig {
     reconnect_max: Duration,
     idle_timeout: Duration,
     chaos: Option<Arc<LinkChaos>>,
+    // The simulator never encrypts, so it never reads this.
+    #[cfg_attr(madsim, allow(dead_code))]
+    tls: super::tls::TlsHandle,
 }
 
 impl ConnConfig {
@@ -51,6 +54,7 @@ impl ConnConfig {
             reconnect_max: Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms)),
             idle_timeout: Duration::from_millis(cfg.idle_timeout_ms.max(3)),
             chaos: cfg.chaos.0.clone(),
+            tls: cfg.tls.clone(),
         }
     }
 }
@@ -81,7 +85,19 @@ pub(super) async fn accept_loop(
         let cfg = cfg.clone();
         let net = net.clone();
         tokio::spawn(async move {
-            run(stream, remote.to_string(), None, cfg, net, id, nonce).await;
+            let remote = remote.to_string();
+            #[cfg(not(madsim))]
+            if let Some(tls) = cfg.tls.0.clone() {
+                let accepted =
+                    tokio::time::timeout(cfg.handshake_timeout, tls.acceptor.accept(stream)).await;
+                match accepted {
+                    Ok(Ok(stream)) => run(stream, remote, None, cfg, net, id, nonce).await,
+                    Ok(Err(e)) => refuse_tls(&net, remote, e.to_string()).await,
+                    Err(_) => refuse_tls(&net, remote, "handshake timed out".into()).await,
+                }
+                return;
+            }
+            run(stream, remote, None, cfg, net, id, nonce).await;
         });
     }
 }
@@ -104,6 +120,33 @@ pub(super) async fn dial_loop(
         match tokio::time::timeout(cfg.handshake_timeout, TcpStream::connect(peer.as_str())).await {
             Ok(Ok(stream)) => {
                 let nonce = nonce(&mut rng);
+                #[cfg(not(madsim))]
+                if let Some(tls) = cfg.tls.0.clone() {
+                    let secured = match super::tls::server_name(peer.as_str()) {
+                        Ok(name) => {
+                            let connect = tls.connector.connect(name, stream);
+                            match tokio::time::timeout(cfg.handshake_timeout, connect).await {
+                                Ok(Ok(stream)) => Ok(stream),
+                                Ok(Err(e)) => Err(e.to_string()),
+                                Err(_) => Err("handshake timed out".into()),
+                            }
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match secured {
+                        Ok(stream) => {
+                            let (remote, expected) = (peer.to_string(), Some(peer.clone()));
+                            run(stream, remote, expected, cfg, net.clone(), id, nonce).await;
+                            let _ = net.send(NetEvent::DialEnded { peer }).await;
+                            return;
+                        }
+                        Err(e) => refuse_tls(&net, peer.to_string(), e).await,
+                    }
+                    let jitter = rng.next_u64() % (backoff.as_millis() as u64 / 2 + 1);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(cfg.reconnect_max);
+                    continue;
+                }
                 run(
                     stream,
                     peer.to_string(),
@@ -139,9 +182,18 @@ enum Ending {
     Refused(String),
 }
 
+/// A TLS handshake failed (a certificate the group's CA did not sign, or none): counted as a
+/// refused handshake, like a wrong secret.
+#[cfg(not(madsim))]
+async fn refuse_tls(net: &mpsc::Sender<NetEvent>, remote: String, why: String) {
+    let error = format!("TLS: {why}");
+    tracing::warn!(%remote, %error, "connection refused");
+    let _ = net.send(NetEvent::Refused { remote, error }).await;
+}
+
 /// Runs one connection: handshake, then messages until either side closes.
-async fn run(
-    stream: TcpStream,
+async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     remote: String,
     expected: Option<SiteAddr>,
     cfg: ConnConfig,

@@ -10,6 +10,7 @@
 
 mod chaos;
 mod conn;
+pub mod tls;
 
 pub use chaos::{ChaosHandle, LinkChaos};
 
@@ -88,6 +89,9 @@ pub struct NodeConfig {
     /// Duplication and reordering of sent frames, for simulation only (see [`LinkChaos`]).
     #[serde(skip)]
     pub chaos: ChaosHandle,
+    /// TLS between sites, if configured (see [`tls`]).
+    #[serde(skip)]
+    pub tls: tls::TlsHandle,
 }
 
 impl NodeConfig {
@@ -104,6 +108,7 @@ impl NodeConfig {
             reconnect_max_ms: 2_000,
             idle_timeout_ms: 3_000,
             chaos: ChaosHandle::default(),
+            tls: tls::TlsHandle::default(),
         }
     }
 }

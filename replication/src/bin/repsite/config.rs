@@ -41,6 +41,16 @@ struct RawConfig {
     log_batch_records: Option<Spanned<usize>>,
     timeouts: Option<Spanned<Timeouts>>,
     network: Option<Network>,
+    tls: Option<Spanned<TlsTable>>,
+}
+
+/// The `[tls]` table: the site's certificate and key, and the group's CA (PEM files).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    cert: String,
+    key: String,
+    ca: String,
 }
 
 /// The `[network]` table: the driver's connection limits.
@@ -263,6 +273,17 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
             ));
         }
         node.frame_limit = *limit.get_ref();
+    }
+    if let Some(tls) = &raw.tls {
+        let t = tls.get_ref();
+        let files = replication::node::tls::TlsFiles {
+            cert: base.join(&t.cert),
+            key: base.join(&t.key),
+            ca: base.join(&t.ca),
+        };
+        let loaded = replication::node::tls::Tls::load(&files)
+            .map_err(|e| at.error(tls.span(), format!("[tls]: {e}")))?;
+        node.tls = replication::node::tls::TlsHandle(Some(std::sync::Arc::new(loaded)));
     }
     Ok(SiteConfig {
         file: path.to_path_buf(),

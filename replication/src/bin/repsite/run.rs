@@ -134,6 +134,13 @@ async fn daemon(cfg: SiteConfig, lock: DirLock) -> Result<(), RunError> {
     }
     let site = cfg.node.site.addr.clone();
     let static_sites = cfg.node.site.sites.clone();
+    if cfg.node.tls.0.is_none() {
+        tracing::warn!(
+            %site,
+            "replication traffic between sites is not encrypted (the HMAC handshake proves the \
+             group secret but hides nothing): add a [tls] table to encrypt it"
+        );
+    }
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.as_str())
         .await
         .map_err(|source| RunError::Admin {
