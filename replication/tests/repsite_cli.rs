@@ -353,6 +353,14 @@ fn check_passes_when_every_site_agrees_and_names_a_site_whose_data_was_damaged()
         "{}",
         text(&out.stdout)
     );
+    // Through one site, the group is found: every site told its peers its admin address.
+    let out = repsite(&["check", "--admin", &group.sites[(m + 1) % 3].admin]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("found 3 sites through"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A reader that goes away (`repsite status | head -1`) ends the command quietly.
     let mut status = Command::new(REPSITE)

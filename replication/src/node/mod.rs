@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// A connection on which nothing arrives for this long is closed (a stalled stream looks
     /// open forever otherwise); each end sends a keep-alive after a third of it in silence.
     pub idle_timeout_ms: u64,
+    /// Where this site's operator reaches it (its admin address), told to every peer.
+    #[serde(default)]
+    pub admin: Option<String>,
     /// Duplication and reordering of sent frames, for simulation only (see [`LinkChaos`]).
     #[serde(skip)]
     pub chaos: ChaosHandle,
@@ -107,6 +110,7 @@ impl NodeConfig {
             reconnect_min_ms: 50,
             reconnect_max_ms: 2_000,
             idle_timeout_ms: 3_000,
+            admin: None,
             chaos: ChaosHandle::default(),
             tls: tls::TlsHandle::default(),
         }
@@ -185,6 +189,9 @@ pub struct NodeStatus {
     pub members: BTreeMap<SiteAddr, Member>,
     /// The peers with an established connection, in address order.
     pub connected: Vec<SiteAddr>,
+    /// Every site's admin address as this node knows it: its own, and each peer's as the peer
+    /// told it.
+    pub admins: BTreeMap<SiteAddr, String>,
 }
 
 /// Requests from the handle to the node task.
@@ -350,6 +357,8 @@ struct Node<S: Storage> {
     dialing: std::collections::BTreeSet<SiteAddr>,
     /// What the core said to peers not connected yet, sent once they are (see `send`).
     held: BTreeMap<SiteAddr, std::collections::VecDeque<Message>>,
+    /// The admin address each peer told us.
+    peer_admins: BTreeMap<SiteAddr, String>,
     next_conn: u64,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>>,
@@ -415,6 +424,7 @@ pub async fn start<S: Storage + Send + 'static>(
         peers: BTreeMap::new(),
         dialing: Default::default(),
         held: BTreeMap::new(),
+        peer_admins: BTreeMap::new(),
         next_conn: FIRST_DIALLED_ID,
         next_request: 1,
         waiting: BTreeMap::new(),
@@ -616,6 +626,13 @@ impl<S: Storage + Send + 'static> Node<S> {
                     stats: self.node_stats(),
                     members: self.site.db().members().clone(),
                     connected: self.peers.keys().cloned().collect(),
+                    admins: self
+                        .cfg
+                        .admin
+                        .iter()
+                        .map(|a| (self.cfg.site.addr.clone(), a.clone()))
+                        .chain(self.peer_admins.clone())
+                        .collect(),
                 });
             }
             Command::Shutdown(tx) => {
@@ -657,6 +674,9 @@ impl<S: Storage + Send + 'static> Node<S> {
                         self.send(peer.clone(), msg);
                     }
                 }
+                if let (Some(admin), true) = (self.cfg.admin.clone(), version >= 2) {
+                    self.send(peer.clone(), Message::AdminAddr { admin });
+                }
                 if fresh {
                     tracing::info!(site = %self.cfg.site.addr, %peer, version, "connected");
                     self.report(NodeEvent::ConnectionEstablished {
@@ -681,6 +701,10 @@ impl<S: Storage + Send + 'static> Node<S> {
                 // Every delivery, for traces that want them (the simulator folds them into its
                 // trace hash); off unless a subscriber asks for TRACE.
                 tracing::trace!(site = %self.cfg.site.addr, from = %peer, msg = msg.kind(), "deliver");
+                if let Message::AdminAddr { admin } = msg {
+                    self.peer_admins.insert(peer, admin);
+                    return;
+                }
                 self.step(Input::Message { from: peer, msg });
             }
             NetEvent::Sent { bytes } => self.stats.bytes_sent += bytes,

@@ -336,7 +336,10 @@ impl<S: Storage> Site<S> {
                 self.on_vote(from, ballot)
             }
             Message::TakeOver { gen } => self.on_take_over(from, gen),
-            Message::Hello { .. } | Message::Proof { .. } | Message::KeepAlive => {
+            Message::Hello { .. }
+            | Message::Proof { .. }
+            | Message::KeepAlive
+            | Message::AdminAddr { .. } => {
                 // The handshake belongs to the driver; one reaching the core is noise.
                 self.stats.messages_ignored += 1;
                 Ok(())

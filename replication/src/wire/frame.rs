@@ -856,7 +856,7 @@ mod tests {
             assert_eq!(err, FrameError::UnknownMessage { tag });
             assert!(
                 err.to_string()
-                    .starts_with(&format!("unknown message type {tag} (this build knows 21;")),
+                    .starts_with(&format!("unknown message type {tag} (this build knows 22;")),
                 "{err}"
             );
         }

@@ -185,6 +185,13 @@ pub enum Message {
         /// The request's stamp: the master counts the lease from then, which is earlier.
         stamp: u64,
     },
+    /// Driver to driver, once per connection: where the sender's operator reaches it (its
+    /// admin address), so one site can name every site's (`repsite check`). Never reaches the
+    /// core.
+    AdminAddr {
+        /// The sender's admin address.
+        admin: String,
+    },
 }
 
 /// Why the master did not remove a site.
@@ -227,7 +234,7 @@ pub enum JoinResult {
 /// How many message types (variants of [`Message`]) this build has. The codec writes the
 /// variant index as a u32 tag first, so a tag at or above this is a message from a newer build.
 /// A test checks it against the codec's own count.
-pub const MESSAGE_TYPES: u32 = 21;
+pub const MESSAGE_TYPES: u32 = 22;
 
 impl Message {
     /// A short name for traces and statistics.
@@ -254,6 +261,7 @@ impl Message {
             Message::Removed { .. } => "removed",
             Message::LeaseRequest { .. } => "lease_request",
             Message::LeaseGrant { .. } => "lease_grant",
+            Message::AdminAddr { .. } => "admin_addr",
         }
     }
 
@@ -267,7 +275,8 @@ impl Message {
             | Message::RemoveReply { .. }
             | Message::Removed { .. }
             | Message::LeaseRequest { .. }
-            | Message::LeaseGrant { .. } => 2,
+            | Message::LeaseGrant { .. }
+            | Message::AdminAddr { .. } => 2,
             _ => 1,
         }
     }

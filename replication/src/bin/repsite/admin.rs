@@ -282,6 +282,9 @@ pub struct StatusReport {
     pub stats: NodeStats,
     /// The admin protocol's counters.
     pub admin: AdminCounts,
+    /// Every site's admin address as this site knows it (its own and its peers'), by site.
+    #[serde(default)]
+    pub admins: std::collections::BTreeMap<String, String>,
 }
 
 /// One site of the membership as `status` shows it.
@@ -639,6 +642,11 @@ impl Server {
             membership,
             connected: status.connected.iter().map(|s| s.to_string()).collect(),
             admin: self.counters.get(),
+            admins: status
+                .admins
+                .iter()
+                .map(|(site, admin)| (site.to_string(), admin.clone()))
+                .collect(),
             stats: status.stats.clone(),
         })
     }

@@ -96,6 +96,36 @@ pub fn check(admins: &[String], wait: Duration, timeout: Duration) -> Verdict {
     }
 }
 
+/// Every site's admin address, as the site at `admin` knows them: its own and those its peers
+/// told it, for every member of the group (a member whose address it never learned is an
+/// error naming it).
+pub fn discover(admin: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    let response =
+        client::call(admin, &AdminRequest::Status, timeout).map_err(|e| e.to_string())?;
+    let Answer::Status(status) = response.answer else {
+        return Err(format!(
+            "{admin} did not answer its status: {:?}",
+            response.answer
+        ));
+    };
+    let mut found = Vec::new();
+    for member in &status.membership {
+        match status.admins.get(&member.site) {
+            Some(addr) => found.push(addr.clone()),
+            None => {
+                return Err(format!(
+                    "{admin} does not know the admin address of {} (not connected to it yet?); \
+                     name every site with --admin",
+                    member.site
+                ))
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
 fn read(admin: &str, timeout: Duration) -> Reading {
     match client::call(admin, &AdminRequest::Digest, timeout) {
         Ok(response) => match response.answer {

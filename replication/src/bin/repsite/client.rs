@@ -362,6 +362,7 @@ mod tests {
             connected: vec![],
             stats: Default::default(),
             admin: AdminCounts::default(),
+            admins: Default::default(),
         };
         let out = render(
             &AdminRequest::Status,

@@ -249,6 +249,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigFileError> {
     }
 
     let mut node = NodeConfig::new(site, group, secret);
+    node.admin = Some(admin.clone());
     node.listen = listen;
     let network = raw.network.unwrap_or_default();
     if let Some(ms) = network.handshake_timeout_ms {

@@ -198,7 +198,8 @@ mod cli {
         /// digests are compared. Exits 0 if and only if every site agrees, 1 naming the sites
         /// that differ (or never caught up, or did not answer).
         Check {
-            /// Every site's admin address (repeat the flag, or separate with commas).
+            /// Every site's admin address (repeat the flag, or separate with commas), or one
+            /// site's, through which the others are found.
             #[arg(long, value_name = "HOST:PORT", value_delimiter = ',', required = true)]
             admin: Vec<String>,
             /// How long to wait for every site to reach the same position, in seconds.
@@ -276,11 +277,23 @@ mod cli {
                 wait,
                 timeout,
             } => {
-                let verdict = check::check(
-                    &admin,
-                    Duration::from_secs(wait),
-                    Duration::from_secs(timeout.max(1)),
-                );
+                let timeout = Duration::from_secs(timeout.max(1));
+                // One address: the group is found through it (every site tells its peers where
+                // its admin port is).
+                let admin = match admin.as_slice() {
+                    [one] => match check::discover(one, timeout) {
+                        Ok(all) => {
+                            say!("found {} sites through {one}", all.len());
+                            all
+                        }
+                        Err(why) => {
+                            eprintln!("repsite check: {why}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                    _ => admin,
+                };
+                let verdict = check::check(&admin, Duration::from_secs(wait), timeout);
                 say!("{}", verdict.table().trim_end());
                 if verdict.agrees() {
                     say!("every site agrees");
