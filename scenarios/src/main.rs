@@ -1143,9 +1143,14 @@ mod commands {
         }
     }
 
+    /// The trace as a person reads it: sites by the scenario's names (the run's header line,
+    /// `started: ...`, still gives each one's address).
     fn print_trace(r: &RunResult) {
+        for (name, addr) in r.sites.iter().map(|s| (&s.name, &s.addr)) {
+            println!("{name} is {addr}");
+        }
         for line in &r.trace {
-            println!("{line}");
+            println!("{}", r.with_site_names(line));
         }
     }
 
