@@ -8,6 +8,8 @@
 //! the simulator writes (`<ms> <site-or-world> <what>`) and the run's client history, so it
 //! needs nothing the reports do not already get; the same run always renders to the same bytes.
 
+// HTML takes XML's escaping for attribute values, which is also safe in element content.
+use crate::xml::attr as esc;
 use crate::{is_failure, seconds, ReplayCommand};
 use sim::result::{RunResult, Tallies};
 use std::fmt::Write as _;
@@ -321,27 +323,6 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
     let rest = text.split(key).nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
-}
-
-/// Escapes text for HTML (element content and attribute values), control characters shown as
-/// Rust writes them.
-pub(crate) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => {
-                if !crate::push_visible_control(&mut out, c) {
-                    out.push(c);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// x of `ms` on the full-run scale.

@@ -6,16 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// A scenario that fails on every seed: it expects no master where one is elected at once.
-const ALWAYS_FAILS: &str = r#"summary = "Expects no master for 3 s, which a healthy group never gives."
-
-[group]
-sites = ["A", "B", "C"]
-
-[[step]]
-at = "0s"
-expect = { master = "none", for = "3s" }
-"#;
+mod common;
+use common::ALWAYS_FAILS;
 
 fn repsim(dir: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_repsim"))
