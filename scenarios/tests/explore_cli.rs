@@ -4,21 +4,13 @@
 #![cfg(madsim)]
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 use common::ALWAYS_FAILS;
 
 fn repsim(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_repsim"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("repsim runs");
-    (
-        out.status.code().expect("an exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, stdout, _) = common::run(dir, args);
+    (code, stdout)
 }
 
 #[test]

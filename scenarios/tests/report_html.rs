@@ -11,16 +11,10 @@ use std::process::Command;
 mod common;
 use common::ALWAYS_FAILS;
 
+/// Exit code, and stdout followed by stderr.
 fn repsim(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_repsim"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("repsim runs");
-    (
-        out.status.code().expect("an exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let (code, stdout, stderr) = common::run(dir, args);
+    (code, stdout + &stderr)
 }
 
 /// The Chromium binary, which the test needs.

@@ -6,30 +6,10 @@
 #![cfg(madsim)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
 mod common;
-use common::ALWAYS_FAILS;
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_repsim"));
-    command.args(args).current_dir(dir);
-    command
-}
-
-/// Runs `repsim ARGS` in `dir`: exit code, stdout, stderr.
-fn repsim(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = command(dir, args).output().expect("repsim runs");
-    outcome(out)
-}
-
-fn outcome(out: Output) -> (i32, String, String) {
-    (
-        out.status.code().expect("an exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{command, outcome, run as repsim, ALWAYS_FAILS};
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     command(dir, args)
