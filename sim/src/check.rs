@@ -737,6 +737,91 @@ mod tests {
     }
 
     #[test]
+    fn counters_that_drift_from_the_events_are_caught_and_events_still_on_their_way_are_not() {
+        let a = SiteAddr::new("a:1");
+        let events = [
+            site_event(
+                1,
+                "a:1",
+                Event::Voted {
+                    candidate: a.clone(),
+                    egen: 2,
+                },
+            ),
+            // A vote for another site is no election of its own.
+            site_event(
+                1,
+                "a:1",
+                Event::Voted {
+                    candidate: SiteAddr::new("b:1"),
+                    egen: 3,
+                },
+            ),
+            // Another site's events are not a's.
+            site_event(
+                1,
+                "b:1",
+                Event::InitDone {
+                    at: LogPos::default(),
+                },
+            ),
+            site_event(
+                1,
+                "a:1",
+                Event::RolledBack {
+                    to: LogPos::default(),
+                    txns: vec![4, 5],
+                },
+            ),
+        ];
+        let reported = Tally::of_events(&a, &events);
+        assert_eq!(
+            reported,
+            Tally {
+                elections: 1,
+                txns_rolled_back: 2,
+                ..Tally::default()
+            }
+        );
+        assert_eq!(
+            counters_match_events(&a, &reported, &reported, &reported),
+            None
+        );
+        // The legal edge: an election counted whose event reached the trace only after the
+        // counters were read.
+        let won = site_event(
+            1,
+            "a:1",
+            Event::Elected {
+                gen: 2,
+                votes: 2,
+                needed: 2,
+                voters: vec![],
+            },
+        );
+        let later: Vec<Observed> = events.iter().cloned().chain([won]).collect();
+        let after = Tally::of_events(&a, &later);
+        let counted = Tally {
+            elections_won: 1,
+            ..reported
+        };
+        assert_eq!(counters_match_events(&a, &counted, &reported, &after), None);
+        // A counter that never moved, and one that moved twice for one event.
+        let stuck = Tally {
+            elections: 0,
+            ..reported
+        };
+        let v = counters_match_events(&a, &stuck, &reported, &after).expect("caught");
+        assert!(v.detail.contains("count 0 elections since"), "{}", v.detail);
+        let doubled = Tally {
+            txns_rolled_back: 4,
+            ..counted
+        };
+        let v = counters_match_events(&a, &doubled, &reported, &after).expect("caught");
+        assert!(v.detail.contains("events report 2"), "{}", v.detail);
+    }
+
+    #[test]
     fn reads_of_unwritten_values_or_back_in_time_are_caught_and_a_rollback_excuses_the_second() {
         let history = [write("k1", "load3"), write("k1", "load9")];
         let forward = [read(10, "load3"), read(20, "load9"), read(30, "load9")];
@@ -1137,4 +1222,98 @@ mod leased_read_tests {
         let went_back = broken(&back, &history).expect("went back");
         assert!(went_back.contains("earlier leased read"), "{went_back}");
     }
+}
+
+/// The counters of a site that its events also report, since the site last started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Elections it stood in (its vote for itself in a real round).
+    pub elections: u64,
+    /// Elections it won.
+    pub elections_won: u64,
+    /// Transactions it rolled back as a client.
+    pub txns_rolled_back: u64,
+    /// Internal initialisations it finished.
+    pub inits: u64,
+    /// Commits that ended `PermFailed` on it.
+    pub perm_failed: u64,
+}
+
+impl Tally {
+    /// What a site's statistics say.
+    pub fn of_stats(stats: &replication::site::Stats) -> Tally {
+        Tally {
+            elections: stats.elections,
+            elections_won: stats.elections_won,
+            txns_rolled_back: stats.txns_rolled_back,
+            inits: stats.inits,
+            perm_failed: stats.perm_failed,
+        }
+    }
+
+    /// What `site`'s events among `events` report.
+    pub fn of_events(site: &SiteAddr, events: &[Observed]) -> Tally {
+        let mut tally = Tally::default();
+        for e in events.iter().filter(|e| e.site == *site) {
+            let NodeEvent::Site(event) = &e.event else {
+                continue;
+            };
+            match event {
+                Event::Voted { candidate, .. } if candidate == site => tally.elections += 1,
+                Event::Elected { .. } => tally.elections_won += 1,
+                Event::RolledBack { txns, .. } => tally.txns_rolled_back += txns.len() as u64,
+                Event::InitDone { .. } => tally.inits += 1,
+                Event::PermFailed { .. } => tally.perm_failed += 1,
+                _ => {}
+            }
+        }
+        tally
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 5] {
+        [
+            ("elections", self.elections),
+            ("elections_won", self.elections_won),
+            ("txns_rolled_back", self.txns_rolled_back),
+            ("inits", self.inits),
+            ("perm_failed", self.perm_failed),
+        ]
+    }
+}
+
+/// A site's statistics count what its events report. Operators read these counters (`repsite
+/// status`, the metrics endpoint) to see elections, rollbacks, inits and failed commits; one that
+/// drifts from what happened misleads them. The events recorded before the counters were read
+/// are a lower bound, and those recorded a moment later an upper bound (an event can still be on
+/// its way to the trace when the counters are read).
+pub fn counters_match_events(
+    site: &SiteAddr,
+    counted: &Tally,
+    before: &Tally,
+    after: &Tally,
+) -> Option<Violation> {
+    let fields = counted
+        .fields()
+        .into_iter()
+        .zip(before.fields())
+        .zip(after.fields());
+    for (((name, counted), (_, low)), (_, high)) in fields {
+        if counted < low || counted > high {
+            let reported = if low == high {
+                format!("{low}")
+            } else {
+                format!("{low} to {high}")
+            };
+            return Some(Violation {
+                invariant: "counters_match_events".into(),
+                site: Some(site.clone()),
+                at_ms: None,
+                detail: format!(
+                    "its statistics count {counted} {name} since it started, but its events \
+                     report {reported}"
+                ),
+            });
+        }
+    }
+    None
 }

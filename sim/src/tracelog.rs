@@ -6,6 +6,7 @@
 use crate::check::Observed;
 use replication::node::NodeEvent;
 use replication::types::SiteAddr;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
@@ -21,11 +22,19 @@ pub struct TraceLog {
     deliveries_hash: u64,
     /// Deliveries folded into `deliveries_hash`.
     pub(crate) deliveries: u64,
+    /// For each site, where in `events` its running node's events begin (the counters of a
+    /// site count from its latest start).
+    pub(crate) starts: BTreeMap<SiteAddr, usize>,
 }
 
 impl TraceLog {
     pub(crate) fn world(&mut self, ms: u128, what: String) {
         self.lines.push(format!("{ms} {what}"));
+    }
+
+    /// `site`'s node started: its events from here on are its new incarnation's.
+    pub(crate) fn started(&mut self, site: &SiteAddr) {
+        self.starts.insert(site.clone(), self.events.len());
     }
 
     pub(crate) fn site(&mut self, ms: u128, site: &SiteAddr, event: NodeEvent) {

@@ -1295,6 +1295,7 @@ impl World {
             violations.extend(check::one_master_per_generation(&events));
         }
         violations.extend(check::elections_are_sound(&events, &self.electorate()));
+        violations.extend(self.counters_match_events().await);
         let mut logs = BTreeMap::new();
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
@@ -1527,6 +1528,34 @@ impl World {
         violations
     }
 
+    /// Each running site's counters against its events since it last started (see
+    /// [`check::counters_match_events`]).
+    async fn counters_match_events(&self) -> Vec<Violation> {
+        let mut read = Vec::new();
+        for addr in self.sites.keys() {
+            let Some(h) = self.handle(addr) else { continue };
+            let before = {
+                let trace = self.trace.lock().expect("trace lock");
+                let from = trace.starts.get(addr).copied().unwrap_or(0);
+                check::Tally::of_events(addr, &trace.events[from..])
+            };
+            // A site whose events overflowed its channel lost some: nothing to hold it to.
+            if let Some(stats) = answer(h.stats()).await.filter(|s| s.events_dropped == 0) {
+                read.push((addr.clone(), check::Tally::of_stats(&stats.site), before));
+            }
+        }
+        // Long enough for every event reported before the counters were read to be recorded.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let trace = self.trace.lock().expect("trace lock");
+        read.iter()
+            .filter_map(|(addr, counted, before)| {
+                let from = trace.starts.get(addr).copied().unwrap_or(0);
+                let after = check::Tally::of_events(addr, &trace.events[from..]);
+                check::counters_match_events(addr, counted, before, &after)
+            })
+            .collect()
+    }
+
     /// Who may vote and win, as the sites were configured, with every kill of the run.
     fn electorate(&self) -> check::Electorate {
         let mut electorate = check::Electorate {
@@ -1637,6 +1666,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                     }
                 };
                 *m.slot.lock().expect("handle lock") = Some(handle);
+                m.trace.lock().expect("trace").started(&addr);
                 while let Some(event) = events.recv().await {
                     if let NodeEvent::Site(replication::site::Event::StorageFailed { .. }) = event {
                         m.desk
