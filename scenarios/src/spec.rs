@@ -1289,6 +1289,25 @@ expect = { master = "B", within = "5s" }
     }
 
     #[test]
+    fn ack_policies_are_read_by_name_and_an_unknown_one_lists_the_names() {
+        let with = |policy: &str| {
+            GOOD.replace(
+                "sites = [\"A\", \"B\", \"C\"]",
+                &format!("sites = [\"A\", \"B\", \"C\"]\nack_policy = \"{policy}\""),
+            )
+        };
+        for policy in AckPolicy::ALL {
+            let s = parse(&with(policy.name())).unwrap();
+            assert_eq!(s.group.expect("a group").ack_policy, policy);
+        }
+        error_at(
+            &with("majority"),
+            6,
+            "unknown ack policy \"majority\": expected one of all, all_available",
+        );
+    }
+
+    #[test]
     fn steps_out_of_time_order_are_refused() {
         let bad = GOOD.replace("at = \"2s\"", "at = \"1s\"");
         error_at(&bad, 14, "expected steps in time order");

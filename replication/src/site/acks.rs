@@ -8,8 +8,7 @@ use std::str::FromStr;
 
 /// The seven Berkeley DB acknowledgement policies. "Peer" means an electable client (priority
 /// above 0).
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Debug, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, Default)]
 pub enum AckPolicy {
     /// Every other site in the group, up or down.
     All,
@@ -74,6 +73,21 @@ impl AckPolicy {
 impl fmt::Display for AckPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+// Configuration files and reports spell a policy by its name, through the same two functions as
+// the command line, so there is one list of names and one error for an unknown one.
+impl Serialize for AckPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AckPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
