@@ -475,7 +475,7 @@ fn config_errors_exit_2_naming_the_file_the_line_and_the_expectation() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("policy.toml:7:"), "{err}");
     assert!(
-        err.contains("`majority`") && err.contains("`one_peer`"),
+        err.contains("unknown ack policy \"majority\"") && err.contains("one_peer"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

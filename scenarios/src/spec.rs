@@ -276,6 +276,8 @@ pub const INVARIANTS: &[&str] = &[
     "membership_converges",
     "no_client_accepted_a_write",
     "elections_are_sound",
+    "counters_match_events",
+    "rollbacks_are_sound",
     "reads_are_sane",
     "leased_reads_are_linearizable",
     "liveness",

@@ -737,6 +737,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_that_reports_a_kept_transaction_or_an_unordered_list_is_caught() {
+        let rolled_back = |txns: Vec<u64>| {
+            [site_event(
+                7,
+                "c:1",
+                Event::RolledBack {
+                    to: LogPos::new(1, 10),
+                    txns,
+                },
+            )]
+        };
+        // The legal edges: the first record after the kept one, and a rollback of no transaction
+        // (only a generation's opening record went).
+        assert_eq!(rollbacks_are_sound(&rolled_back(vec![11, 14])), None);
+        assert_eq!(rollbacks_are_sound(&rolled_back(vec![])), None);
+        let v = rollbacks_are_sound(&rolled_back(vec![10, 11])).expect("a kept one");
+        assert!(v.detail.contains("rolled back to LSN 10"), "{}", v.detail);
+        assert!(rollbacks_are_sound(&rolled_back(vec![12, 11])).is_some());
+        assert!(rollbacks_are_sound(&rolled_back(vec![12, 12])).is_some());
+    }
+
+    #[test]
     fn counters_that_drift_from_the_events_are_caught_and_events_still_on_their_way_are_not() {
         let a = SiteAddr::new("a:1");
         let events = [
@@ -1222,6 +1244,28 @@ mod leased_read_tests {
         let went_back = broken(&back, &history).expect("went back");
         assert!(went_back.contains("earlier leased read"), "{went_back}");
     }
+}
+
+/// A rollback reports what it removed: the transactions it lists lie after the record it kept,
+/// oldest first, each once. Berkeley DB's users undo exactly those in their own state, so a
+/// list that names a kept transaction (or misses its order) has them undo a commit that stands.
+pub fn rollbacks_are_sound(events: &[Observed]) -> Option<Violation> {
+    events.iter().find_map(|e| {
+        let NodeEvent::Site(Event::RolledBack { to, txns }) = &e.event else {
+            return None;
+        };
+        let ascending = txns.windows(2).all(|w| w[0] < w[1]);
+        let after = txns.first().is_none_or(|first| *first > to.lsn);
+        (!ascending || !after).then(|| Violation {
+            invariant: "rollbacks_are_sound".into(),
+            site: Some(e.site.clone()),
+            at_ms: Some(e.ms),
+            detail: format!(
+                "rolled back to LSN {} and reported the transactions at {txns:?} as removed",
+                to.lsn
+            ),
+        })
+    })
 }
 
 /// The counters of a site that its events also report, since the site last started.

@@ -1296,6 +1296,7 @@ impl World {
         }
         violations.extend(check::elections_are_sound(&events, &self.electorate()));
         violations.extend(self.counters_match_events().await);
+        violations.extend(check::rollbacks_are_sound(&events));
         let mut logs = BTreeMap::new();
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
