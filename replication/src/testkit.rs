@@ -83,6 +83,8 @@ pub struct Network {
     requests: BTreeMap<RequestId, CommitRecord>,
     next_request: u64,
     masters: BTreeMap<Gen, SiteAddr>,
+    /// Every vote cast, by voter and election generation, across crashes: one candidate each.
+    votes: BTreeMap<(SiteAddr, Gen), SiteAddr>,
     violations: Vec<String>,
     delivered: u64,
     start_errors: BTreeMap<SiteAddr, String>,
@@ -109,6 +111,7 @@ impl Network {
             requests: BTreeMap::new(),
             next_request: 1,
             masters: BTreeMap::new(),
+            votes: BTreeMap::new(),
             violations: Vec::new(),
             delivered: 0,
             start_errors: BTreeMap::new(),
@@ -468,7 +471,20 @@ impl Network {
                     c.result = Some(result);
                 }
             }
-            Output::Event(e) => self.events.push((self.now, from.clone(), e)),
+            Output::Event(e) => {
+                if let Event::Voted { candidate, egen } = &e {
+                    let key = (from.clone(), *egen);
+                    match self.votes.insert(key, candidate.clone()) {
+                        Some(earlier) if earlier != *candidate => self.violations.push(format!(
+                            "{from} voted for {earlier} and then for {candidate} in election \
+                             generation {egen} (at {})",
+                            self.now
+                        )),
+                        _ => {}
+                    }
+                }
+                self.events.push((self.now, from.clone(), e))
+            }
         }
     }
 
