@@ -27,6 +27,13 @@ pub struct LinkFaults {
     pub delay_min_ms: u64,
     /// Largest delivery delay (messages overtake each other when this exceeds the minimum).
     pub delay_max_ms: u64,
+    /// Chance in 1000 that a message also arrives once more, late: between `delay_max_ms` and
+    /// `stale_delay_max_ms` after it was sent, long after its answer and whatever followed (as
+    /// a message queued on a connection that broke is resent on the next). A site must take
+    /// such a message for the past it belongs to.
+    pub stale_per_mille: u32,
+    /// Latest arrival of a stale copy.
+    pub stale_delay_max_ms: u64,
 }
 
 impl Default for LinkFaults {
@@ -36,6 +43,8 @@ impl Default for LinkFaults {
             duplicate_per_mille: 0,
             delay_min_ms: 1,
             delay_max_ms: 5,
+            stale_per_mille: 0,
+            stale_delay_max_ms: 3_000,
         }
     }
 }
@@ -500,14 +509,15 @@ impl Network {
         } else {
             1
         };
+        let stale = self.chance(self.faults.stale_per_mille);
         let incarnation = self.nodes[&to].incarnation;
-        for _ in 0..copies {
-            let span = self
-                .faults
-                .delay_max_ms
-                .saturating_sub(self.faults.delay_min_ms)
-                + 1;
-            let delay = self.faults.delay_min_ms + self.rng.next_u64() % span;
+        for copy in 0..copies + usize::from(stale) {
+            let (min, max) = if copy == copies {
+                (self.faults.delay_max_ms, self.faults.stale_delay_max_ms)
+            } else {
+                (self.faults.delay_min_ms, self.faults.delay_max_ms)
+            };
+            let delay = min + self.rng.next_u64() % (max.saturating_sub(min) + 1);
             self.seq += 1;
             self.queue.insert(
                 (self.now.plus_ms(delay), self.seq),

@@ -55,6 +55,7 @@ fn run_schedule(n: usize, seed: u64, actions: &[Action]) -> Vec<String> {
         delay_min_ms: 1,
         delay_max_ms: 20,
         duplicate_per_mille: 20,
+        stale_per_mille: 20,
         ..LinkFaults::default()
     };
     let mut key = 0;

@@ -759,6 +759,53 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_of_a_tail_the_master_still_holds_is_caught_and_a_divergent_one_is_not() {
+        use replication::log::RecordBody;
+        let master = SiteAddr::new("m:1");
+        let record = |lsn, gen| {
+            let body = RecordBody::GenStart {
+                master: master.clone(),
+            };
+            LogRecord::new(lsn, gen, body)
+        };
+        // The master's log: generation 2 up to LSN 5, then generation 3 from LSN 6.
+        let log: Vec<LogRecord> = (1..=5)
+            .map(|l| record(l, 2))
+            .chain((6..=8).map(|l| record(l, 3)))
+            .collect();
+        let would = |to: (u64, u64), from: (u64, u64)| {
+            [site_event(
+                9,
+                "c:1",
+                Event::WouldRollback {
+                    to: LogPos::new(to.0, to.1),
+                    from: LogPos::new(from.0, from.1),
+                },
+            )]
+        };
+        // The legal edge: the client's LSN 6 and 7 were generation 2's, which the master
+        // replaced with generation 3's.
+        let divergent = would((2, 5), (2, 7));
+        assert_eq!(
+            rollbacks_remove_only_divergent_records(&divergent, &master, &log, 0),
+            None
+        );
+        let shared = would((2, 4), (3, 7));
+        let v = rollbacks_remove_only_divergent_records(&shared, &master, &log, 0)
+            .expect("a rollback of records the master holds");
+        assert!(
+            v.detail.contains("holds its record at LSN 7"),
+            "{}",
+            v.detail
+        );
+        // Archived past the record: nothing to compare with.
+        assert_eq!(
+            rollbacks_remove_only_divergent_records(&shared, &master, &log[7..], 7),
+            None
+        );
+    }
+
+    #[test]
     fn counters_that_drift_from_the_events_are_caught_and_events_still_on_their_way_are_not() {
         let a = SiteAddr::new("a:1");
         let events = [
@@ -1263,6 +1310,42 @@ pub fn rollbacks_are_sound(events: &[Observed]) -> Option<Violation> {
             detail: format!(
                 "rolled back to LSN {} and reported the transactions at {txns:?} as removed",
                 to.lsn
+            ),
+        })
+    })
+}
+
+/// A client rolls back only a tail the group does not hold: if the master's log ends the run
+/// with the very record the client gave up as divergent (the same LSN in the same generation,
+/// which one master wrote once), the client threw away records it shared with the group, acked
+/// ones among them. `master_log` starts after `archived`; a record archived since cannot be
+/// compared. Not for a lenient pair, whose duplicate masters can write one LSN twice in one
+/// generation.
+pub fn rollbacks_remove_only_divergent_records(
+    events: &[Observed],
+    master: &SiteAddr,
+    master_log: &[LogRecord],
+    archived: u64,
+) -> Option<Violation> {
+    events.iter().find_map(|e| {
+        let NodeEvent::Site(Event::WouldRollback { to, from }) = &e.event else {
+            return None;
+        };
+        if from.lsn <= archived {
+            return None;
+        }
+        let held = master_log
+            .iter()
+            .find(|r| r.lsn == from.lsn)
+            .is_some_and(|r| r.gen == from.gen);
+        held.then(|| Violation {
+            invariant: "rollbacks_are_sound".into(),
+            site: Some(e.site.clone()),
+            at_ms: Some(e.ms),
+            detail: format!(
+                "gave up its log after LSN {} as divergent, but the master {master} holds its \
+                 record at LSN {} of generation {}",
+                to.lsn, from.lsn, from.gen
             ),
         })
     })

@@ -1451,6 +1451,14 @@ impl World {
                     let strong = check::survives_failover(policy, group_size, electable);
                     check::write_is_promised(op, strong, lenient_pair, &master, &events)
                 };
+                if !lenient_pair {
+                    violations.extend(check::rollbacks_remove_only_divergent_records(
+                        &events,
+                        &master,
+                        &master_log,
+                        archived,
+                    ));
+                }
                 if self.durability_void.is_none() {
                     violations.extend(check::durable_writes_survive(
                         &history,
