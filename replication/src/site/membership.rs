@@ -107,7 +107,12 @@ impl<S: Storage> Site<S> {
 
     /// Primordial start-up: this site becomes master of a group of one.
     fn create_group(&mut self) -> Result<(), StorageError> {
-        let egen = self.meta.gen.max(self.meta.egen) + 1;
+        let Some(egen) = self.meta.gen.max(self.meta.egen).checked_add(1) else {
+            // Only a peer's garbage brings a generation to u64::MAX (see `start_round`): no
+            // generation above it can be started, so the site stays a client instead of wrapping
+            // around (overflow checks found this in the fuzz properties).
+            return Ok(());
+        };
         self.meta.egen = egen;
         self.meta.voted_for = Some(self.cfg.addr.clone());
         self.save_meta()?;
