@@ -6,6 +6,8 @@
 //! The last section replays every input the fuzzers found a bug with, transcribed from
 //! `cargo fuzz fmt`, so a fixed bug stays fixed.
 
+mod common;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use replication::fuzzing::frames;
@@ -165,7 +167,7 @@ fn segment() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
+    #![proptest_config(common::config(cases(128)))]
 
     #[test]
     fn frame_streams_decode_alike_in_any_chunks_and_re_encode(
@@ -236,7 +238,7 @@ fn handshake_script() -> impl Strategy<Value = HandshakeScript> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+    #![proptest_config(common::config(cases(256)))]
 
     #[test]
     fn no_peer_bytes_break_the_handshake_or_pass_without_the_secret(
@@ -380,7 +382,7 @@ fn group_script(forgeries: bool) -> impl Strategy<Value = GroupScript> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
+    #![proptest_config(common::config(cases(48)))]
 
     /// Forged messages included: only the local rules are checked.
     #[test]

@@ -10,6 +10,8 @@
 //!
 //! Case counts are bounded (override with `PROPTEST_CASES`) so the test command stays fast.
 
+mod common;
+
 use proptest::prelude::*;
 use replication::site::{AckPolicy, Request};
 use replication::testkit::{LinkFaults, Network};
@@ -158,7 +160,7 @@ fn cases_or(default: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(common::config(cases()))]
 
     #[test]
     fn a_group_under_random_faults_keeps_its_safety_properties(
@@ -276,7 +278,7 @@ proptest! {
     // Fewer cases than the group property: at 2,000 this finds a site that was removed, restarted
     // with its helper, and then neither rejoins nor hears it was removed (a liveness bug not yet
     // fixed; the schedule is in the session notes), and CI must stay green meanwhile.
-    #![proptest_config(ProptestConfig { cases: cases_or(48), ..ProptestConfig::default() })]
+    #![proptest_config(common::config(cases_or(48)))]
 
     #[test]
     fn membership_converges_and_one_master_per_generation_across_joins_and_removals(
