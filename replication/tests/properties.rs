@@ -174,6 +174,29 @@ proptest! {
 }
 
 #[test]
+fn stale_copies_arrive_on_top_of_the_messages_and_the_group_still_settles() {
+    let run = |stale_per_mille| {
+        let mut net = Network::new(3, 7, |_, _| {});
+        net.faults = LinkFaults {
+            stale_per_mille,
+            ..LinkFaults::default()
+        };
+        net.run_for(10_000);
+        let settled = net.settle(60_000);
+        (net.delivered(), settled)
+    };
+    let (plain, settled) = run(0);
+    assert!(settled);
+    // Every message gets a late copy: about twice the deliveries, and nothing breaks.
+    let (stale, settled) = run(1_000);
+    assert!(settled, "a group under stale copies did not settle");
+    assert!(
+        stale > plain * 3 / 2,
+        "{stale} deliveries with stale copies, {plain} without"
+    );
+}
+
+#[test]
 fn same_seed_same_history() {
     let actions = [
         Action::Run(3_000),
