@@ -323,6 +323,15 @@ impl Network {
         }
     }
 
+    /// Bit rot on a stopped site's disk: the record at `lsn` fails its checksum, and the log is
+    /// cut there as opening a file storage would. Returns how many records were dropped.
+    pub fn rot(&mut self, addr: &SiteAddr, lsn: Lsn) -> usize {
+        let node = self.nodes.get_mut(addr).expect("known site");
+        let disk = node.disk.as_mut().expect("rot only a stopped site's disk");
+        assert!(disk.corrupt(lsn), "{addr} holds no record {lsn}");
+        disk.recover()
+    }
+
     /// Restarts a crashed site from its disk.
     pub fn restart(&mut self, addr: &SiteAddr) {
         if !self.is_up(addr) {

@@ -601,3 +601,44 @@ fn regression_a_join_answer_naming_the_joiner_as_master_is_ignored() {
     };
     group::run_script(&script);
 }
+
+/// honest_faults, mutation build: rot reached the creator's first record while it was master;
+/// another site was elected in generation 2; the creator restarted with a log cut at the damage,
+/// no membership database, and created the group again in generation 2: two masters of it. A
+/// creator that has known a generation never creates the group again.
+#[test]
+fn regression_a_creator_whose_log_rotted_does_not_create_the_group_again() {
+    let ops = vec![
+        GroupOp::Settle,
+        GroupOp::Rot { site: 15, back: 2 },
+        GroupOp::Tick { site: 0, ms: 350 },
+        GroupOp::Tick { site: 0, ms: 100 },
+        GroupOp::Wait { site: 53 },
+        GroupOp::Settle,
+        GroupOp::Tick { site: 16, ms: 400 },
+        GroupOp::Tick { site: 79, ms: 16 },
+        GroupOp::Crash {
+            site: 15,
+            tear: false,
+        },
+        GroupOp::Tick { site: 232, ms: 400 },
+        GroupOp::Wait { site: 235 },
+        GroupOp::Settle,
+        GroupOp::Restart { site: 15 },
+    ];
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [0, 166] },
+            priorities: [82, 67, 0],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: false,
+        },
+        ops,
+    };
+    let summary = group::run_script(&script);
+    assert!(
+        summary.became_master >= 2,
+        "the failover happened: {summary:?}"
+    );
+}

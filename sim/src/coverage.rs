@@ -56,6 +56,10 @@ pub const BEHAVIOURS: &[(&str, &str)] = &[
         "a site dropped a damaged tail when opening its disk",
     ),
     (
+        "needs_helper",
+        "a site refused to start until given a helper (its log lost the group, or it was removed)",
+    ),
+    (
         "handshake_refused",
         "a connection was refused at the handshake",
     ),
@@ -127,9 +131,9 @@ pub fn of_event(event: &NodeEvent) -> Vec<&'static str> {
         Event::SteppedDown { .. } => vec!["switchover"],
         Event::MembershipCreated { .. } => vec!["membership_created"],
         Event::SiteAdded { .. } => vec!["site_added"],
-        // The core says this when the helper never answered; any other reason is the helper's
-        // (or its master's) Unavail answer.
-        Event::JoinFailure { reason } if reason.starts_with("no answer from the helper") => {
+        // The core says this when the site it asked (its helper, or a member it knew) never
+        // answered; any other reason is that site's (or its master's) Unavail answer.
+        Event::JoinFailure { reason } if reason.starts_with("no answer from ") => {
             vec!["join_failure"]
         }
         Event::JoinFailure { .. } => vec!["join_failure", "join_unavailable"],

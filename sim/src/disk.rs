@@ -166,6 +166,19 @@ impl Disk {
         }
     }
 
+    /// The operator empties the site's directory (the site is down): it starts as on a new
+    /// machine. A file disk draws its later crashes from `seed`.
+    pub fn wipe(&self, seed: u64) {
+        let kind = self.kind();
+        *self.lock() = match kind {
+            StorageKind::Memory => Backing::Memory(MemStorage::new()),
+            StorageKind::File => Backing::File {
+                fs: SimFs::new(seed),
+                open: None,
+            },
+        };
+    }
+
     /// A file disk loses power in the middle of the node's `n`th next filesystem operation:
     /// that operation and every later one fail (the node stops on the storage error) and the
     /// crash is drawn when the site next opens the disk. False for a memory disk.

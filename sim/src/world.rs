@@ -15,7 +15,7 @@ use madsim::runtime::{Handle, NodeHandle as SimNode};
 use madsim::task::NodeId;
 use replication::log::LogRecord;
 use replication::node::{self, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
-use replication::site::{Config, Reply, Request, RequestError, RoleKind};
+use replication::site::{Config, OpenError, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +46,8 @@ struct SimSite {
 struct Desk {
     /// Sites waiting for the operator.
     failed: BTreeSet<SiteAddr>,
+    /// The sites that hold the group's secret (an operator may name one as a helper).
+    insiders: BTreeSet<SiteAddr>,
     /// Frozen machines (the operator leaves them be: a restart would thaw them).
     paused: BTreeSet<SiteAddr>,
     /// Each site's machine.
@@ -563,6 +565,9 @@ impl World {
             if line.contains("opened its disk, dropping") {
                 coverage::reach(&mut reached, "disk_tail_dropped");
             }
+            if line.contains("operator: helper set to") || line.contains("operator: disk emptied") {
+                coverage::reach(&mut reached, "needs_helper");
+            }
             for (moment, name) in [
                 (Moment::Vote, "crash_in_election"),
                 (Moment::Join, "crash_in_join"),
@@ -946,6 +951,9 @@ impl World {
             up: true,
         };
         self.desk().machines.insert(addr.clone(), site.machine.id());
+        if !self.outsiders.contains(&addr) {
+            self.desk().insiders.insert(addr.clone());
+        }
         self.desk().disks.insert(addr.clone(), site.disk.clone());
         self.sites.insert(addr.clone(), site);
         let shape = {
@@ -1621,6 +1629,70 @@ struct SiteMachine {
     seed: u64,
 }
 
+/// The operator answers a site that refused to start until it is given a helper (its storage
+/// says it must join the group again): as the error advises, another site that has been a
+/// member becomes its helper, and the site is started again. When no other site ever was one
+/// (the group's only copy of its database is what was lost), the group is started afresh: this
+/// site on an empty disk, to create it again, and so is every site that had begun to join it
+/// (what a joiner received of the lost group must not pass for the new one's: both number
+/// their first generation 1).
+fn operator_names_a_helper(m: &SiteMachine, addr: &SiteAddr, note: impl Fn(String)) {
+    use replication::site::Event;
+    let (been_members, joiners) = {
+        let trace = m.trace.lock().expect("trace lock");
+        let sites_with = |what: &dyn Fn(&NodeEvent) -> bool| -> BTreeSet<SiteAddr> {
+            let events = trace.events.iter();
+            events
+                .filter(|e| e.site != *addr && what(&e.event))
+                .map(|e| e.site.clone())
+                .collect()
+        };
+        (
+            sites_with(&|e| {
+                matches!(
+                    e,
+                    NodeEvent::Site(Event::StartupDone { .. } | Event::BecameMaster { .. })
+                )
+            }),
+            sites_with(&|e| matches!(e, NodeEvent::Site(Event::NewMaster { .. }))),
+        )
+    };
+    let mut desk = m.desk.lock().expect("desk lock");
+    let others: Vec<&SiteAddr> = desk
+        .insiders
+        .iter()
+        .filter(|a| been_members.contains(*a))
+        .collect();
+    // One that is running if there is one; the same choice every time for the same state.
+    let helper = others
+        .iter()
+        .find(|a| !desk.failed.contains(**a))
+        .or(others.first())
+        .map(|a| (*a).clone());
+    match helper {
+        Some(helper) => {
+            m.cfg.lock().expect("cfg lock").site.helper = Some(helper.clone());
+            note(format!("operator: helper set to {helper}"));
+        }
+        None => {
+            m.disk.wipe(m.seed);
+            note("operator: disk emptied, to create a new group".to_string());
+            let joiners: Vec<SiteAddr> = joiners.intersection(&desk.insiders).cloned().collect();
+            for joiner in &joiners {
+                Handle::current().kill(desk.machines[joiner]);
+                desk.disks[joiner].wipe(m.seed ^ 1);
+                desk.kills
+                    .push((m.start.elapsed().as_millis() as u64, joiner.clone()));
+                desk.failed.insert(joiner.clone());
+                note(format!(
+                    "operator: {joiner} had begun to join the lost group: stopped, disk emptied"
+                ));
+            }
+        }
+    }
+    desk.failed.insert(addr.clone());
+}
+
 /// Creates the madsim machine for a site: its init (run again at every restart) starts the node
 /// and records its events until the machine is killed.
 fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
@@ -1635,7 +1707,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
             async move {
                 let cfg = m.cfg.lock().expect("cfg lock").clone();
                 let addr = cfg.site.addr.clone();
-                let clock: Arc<dyn node::Clock> = m.clock;
+                let clock: Arc<dyn node::Clock> = m.clock.clone();
                 // A restart by the operator leaves the old node's handle behind: it is dead.
                 m.slot.lock().expect("handle lock").take();
                 let note = |line: String| {
@@ -1662,18 +1734,24 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                         return;
                     }
                 }
-                let (handle, mut events) = match node::start(cfg, m.disk, clock, m.seed).await {
-                    Ok(started) => started,
-                    Err(error) => {
-                        note(format!("failed to start: {error}"));
-                        m.desk
-                            .lock()
-                            .expect("desk lock")
-                            .failed
-                            .insert(addr.clone());
-                        return;
-                    }
-                };
+                let (handle, mut events) =
+                    match node::start(cfg, m.disk.clone(), clock, m.seed).await {
+                        Ok(started) => started,
+                        Err(node::StartError::Open(OpenError::NeedsHelper(reason))) => {
+                            note(format!("failed to start: {reason}"));
+                            operator_names_a_helper(&m, &addr, note);
+                            return;
+                        }
+                        Err(error) => {
+                            note(format!("failed to start: {error}"));
+                            m.desk
+                                .lock()
+                                .expect("desk lock")
+                                .failed
+                                .insert(addr.clone());
+                            return;
+                        }
+                    };
                 *m.slot.lock().expect("handle lock") = Some(handle);
                 m.trace.lock().expect("trace").started(&addr);
                 while let Some(event) = events.recv().await {

@@ -1,10 +1,11 @@
 //! The group membership database: who is in the group, replicated through the log like data.
 //!
 //! The group's total site count (for elections and acks) is the number of `Present` members,
-//! whether they are up or down. A group starts in one of three ways: a `group_creator` with no
-//! database creates it (size 1, itself master); a new site asks a helper, which forwards to the
-//! master, which records it as `Adding`, waits for the acks its policy needs, answers, then
-//! records it `Present`; or a legacy group (static site list, protocol 1) has its master write
+//! whether they are up or down. A group starts in one of three ways: a `group_creator` that has
+//! never known a generation creates it (size 1, itself master; only ever once: a creator whose
+//! log has lost the database rejoins through a helper); a new site asks a helper, which forwards
+//! to the master, which records it as `Adding`, waits for the acks its policy needs, answers,
+//! then records it `Present`; or a legacy group (static site list, protocol 1) has its master write
 //! the database from that list once every site speaks version 2. Removal records `Removing`,
 //! waits for acks, then deletes the entry, which tells the removed site. A change that misses
 //! its acks is undone, so nothing stays half-recorded.
@@ -75,11 +76,33 @@ impl<S: Storage> Site<S> {
         self.db.members().get(addr).map_or(1, |m| m.priority)
     }
 
-    /// Decides how this start begins. A membership database (or a static list) wins over the
-    /// creator flag and the helper, which only matter the very first time.
+    /// Decides how this start begins. A membership database that lists this site as a member
+    /// (or a static list) wins over the creator flag and the helper, which matter only the very
+    /// first time and when the site is no longer a member.
     pub(super) fn start_membership(&mut self) -> Result<(), OpenError> {
-        if self.has_membership() || !self.cfg.sites.is_empty() {
+        if !self.cfg.sites.is_empty() {
             return Ok(());
+        }
+        if self.has_membership() {
+            let own = self.db.members().get(&self.cfg.addr).map(|m| m.state);
+            if own == Some(MemberState::Present) {
+                return Ok(());
+            }
+            // Its own database says it is not a member: it was removed (and restarted since,
+            // which is how an operator takes it back), or it stopped before its join was
+            // complete. As Berkeley DB does, it joins again, through its helper or the members
+            // it knows of; its stale view of the group could not find the master otherwise (the
+            // sites it lists may all have left, or be clients of a master it never heard of).
+            if !self.join_targets().is_empty() {
+                self.join_at = Some(self.now);
+                return Ok(());
+            }
+            return Err(OpenError::NeedsHelper(format!(
+                "{} is not a member of the group its membership database describes (it was \
+                 removed, or stopped before its join was complete) and knows no other member: \
+                 give it a helper that is a member to join the group again",
+                self.cfg.addr
+            )));
         }
         if self.cfg.group_creator {
             if self.cfg.priority == 0 {
@@ -90,8 +113,25 @@ impl<S: Storage> Site<S> {
                 ))
                 .into());
             }
-            self.create_group()?;
-            return Ok(());
+            if !self.has_known_a_generation() {
+                self.create_group()?;
+                return Ok(());
+            }
+            // It created the group once, and its log has lost the database since (a damaged
+            // record is dropped with everything after it). Creating the group again could elect
+            // it in a generation the rest of the group has already given another master: it may
+            // only come back as a member, through a helper.
+            if self.cfg.helper.is_none() {
+                return Err(OpenError::NeedsHelper(format!(
+                    "{} is the group_creator, but its log holds no membership database although \
+                     it has known generation {}: the database was lost (a damaged log is cut at \
+                     the damage). Creating the group again could make two masters; give it a \
+                     helper that is a member to rejoin the group, or start it on an empty \
+                     directory to create a new group",
+                    self.cfg.addr,
+                    self.meta.gen.max(self.meta.egen)
+                )));
+            }
         }
         if self.cfg.helper.is_some() {
             self.join_at = Some(self.now);
@@ -105,14 +145,21 @@ impl<S: Storage> Site<S> {
         .into())
     }
 
-    /// Primordial start-up: this site becomes master of a group of one.
+    /// Whether this site has ever stood, voted or followed in a generation (its metadata says
+    /// so, whatever happened to its log).
+    fn has_known_a_generation(&self) -> bool {
+        self.meta.gen > 0 || self.meta.egen > 0
+    }
+
+    /// Primordial start-up: this site becomes master of a group of one, in generation 1.
+    ///
+    /// It is all durable before the step ends (the membership record is synced here rather than
+    /// by the driver), so a crash finds either nothing (create again) or a created group. Only a
+    /// power cut inside this call can leave the metadata of generation 1 without the record;
+    /// the next start then refuses with an error rather than guess.
     fn create_group(&mut self) -> Result<(), StorageError> {
-        let Some(egen) = self.meta.gen.max(self.meta.egen).checked_add(1) else {
-            // Only a peer's garbage brings a generation to u64::MAX (see `start_round`): no
-            // generation above it can be started, so the site stays a client instead of wrapping
-            // around (overflow checks found this in the fuzz properties).
-            return Ok(());
-        };
+        debug_assert!(!self.has_known_a_generation(), "a group is created once");
+        let egen = 1;
         self.meta.egen = egen;
         self.meta.voted_for = Some(self.cfg.addr.clone());
         self.save_meta()?;
@@ -131,7 +178,9 @@ impl<S: Storage> Site<S> {
             site: self.cfg.addr.clone(),
             member: Some(member),
         };
-        self.commit_body(body, Waiter::Change)
+        self.commit_body(body, Waiter::Change)?;
+        self.sync_log()?;
+        self.resolve_pending()
     }
 
     /// Timers of joining and of forwarded removals.
@@ -148,25 +197,50 @@ impl<S: Storage> Site<S> {
             let reason = "the master did not answer the removal in time".to_string();
             self.reply(id, Err(RequestError::Unavail { reason }));
         }
-        if let (Some(at), Some(helper)) = (self.join_at, self.cfg.helper.clone()) {
-            if now >= at {
-                if at > self.started && !self.join_answered {
-                    // A retry: the last request went unanswered.
-                    let reason = format!("no answer from the helper {helper}");
-                    self.emit(Event::JoinFailure { reason });
-                }
-                // Never ask again before the master could have answered (it waits up to the ack
-                // timeout for the group to acknowledge the join).
-                let t = &self.cfg.timeouts;
-                let wait = t.join_retry_ms.max(t.ack_ms + t.request_retry_ms);
-                self.join_at = Some(now.plus_ms(wait));
-                self.join_answered = false;
-                let site = self.cfg.addr.clone();
-                let priority = self.cfg.priority;
-                self.send(&helper, Message::JoinRequest { site, priority });
+        if self.join_at.is_some_and(|at| now >= at) {
+            let targets = self.join_targets();
+            if let Some(asked) = self.join_asked.take().filter(|_| !self.join_answered) {
+                // A retry: the last request went unanswered.
+                let reason = if self.cfg.helper.as_ref() == Some(&asked) {
+                    format!("no answer from the helper {asked}")
+                } else {
+                    format!("no answer from {asked}, a member its membership database lists")
+                };
+                self.emit(Event::JoinFailure { reason });
+                // The helper first; after a silence, the next one round, so that a helper gone
+                // for good (removed, say) does not keep a site out of the group. One that
+                // answers (`Unavail`: try later) is asked again.
+                self.join_turn += 1;
             }
+            let Some(to) = targets.get(self.join_turn % targets.len().max(1)).cloned() else {
+                self.join_at = None; // nobody to ask (see `start_membership`)
+                return Ok(());
+            };
+            // Never ask again before the master could have answered (it waits up to the ack
+            // timeout for the group to acknowledge the join).
+            let t = &self.cfg.timeouts;
+            let wait = t.join_retry_ms.max(t.ack_ms + t.request_retry_ms);
+            self.join_at = Some(now.plus_ms(wait));
+            self.join_answered = false;
+            self.join_asked = Some(to.clone());
+            let site = self.cfg.addr.clone();
+            let priority = self.cfg.priority;
+            self.send(&to, Message::JoinRequest { site, priority });
         }
         Ok(())
+    }
+
+    /// Whom a joining site asks, in turn: its helper, then every other member its own database
+    /// lists (a site joining again after its removal has one; clients forward to their master).
+    fn join_targets(&self) -> Vec<SiteAddr> {
+        let mut targets: Vec<SiteAddr> = self.cfg.helper.iter().cloned().collect();
+        for (addr, member) in self.db.members() {
+            let other = *addr != self.cfg.addr && member.state == MemberState::Present;
+            if other && !targets.contains(addr) {
+                targets.push(addr.clone());
+            }
+        }
+        targets
     }
 
     /// A site asks to join, directly or through us as its helper.
@@ -277,6 +351,7 @@ impl<S: Storage> Site<S> {
         match result {
             JoinResult::Accepted { master, gen } => {
                 self.join_at = None;
+                self.join_asked = None;
                 self.adopt_gen(gen)?;
                 if !matches!(self.role, Role::Client(_)) {
                     self.become_client(None);
@@ -298,6 +373,7 @@ impl<S: Storage> Site<S> {
         let present = |m: &Member| m.state == MemberState::Present;
         if self.join_at.is_some() && self.db.members().get(&self.cfg.addr).is_some_and(present) {
             self.join_at = None;
+            self.join_asked = None;
         }
     }
 

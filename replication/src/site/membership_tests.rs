@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::log::{MemberState, RecordBody, Txn};
+use crate::storage::MemStorage;
 use crate::testkit::Network;
 
 fn s(i: usize) -> SiteAddr {
@@ -96,6 +97,49 @@ fn the_creator_flag_is_ignored_once_the_membership_database_exists() {
         "no second group created"
     );
     assert_eq!(members(&net, &s(1)), vec![s(1), s(2)]);
+}
+
+#[test]
+fn a_creator_whose_log_lost_the_group_never_creates_it_again_and_rejoins_through_a_helper() {
+    let mut net = built_group(3, 12);
+    let id = net.commit(&s(1), Txn::put("k", "v"));
+    assert!(net.settle(10_000) && committed(&net, id));
+    net.crash(&s(1));
+    assert!(net.run_until_cond(10_000, |net| net.master().is_some_and(|m| m != s(1))));
+    let successor = net.master().unwrap();
+    let gen = net.site(&successor).unwrap().gen();
+    // Rot reaches the creator's first record: opening cuts the log there, database and all.
+    assert!(net.rot(&s(1), 1) > 0);
+    net.restart(&s(1));
+    let error = net
+        .start_error(&s(1))
+        .expect("refused: it could be a second master");
+    assert!(
+        error.contains("no membership database") && error.contains("helper"),
+        "{error}"
+    );
+    assert_eq!(net.master(), Some(successor.clone()));
+    // Given a helper, it comes back as a member and follows the master of the group.
+    net.reconfigure(&s(1), |cfg| cfg.helper = Some(s(2)));
+    net.restart(&s(1));
+    assert_eq!(net.start_error(&s(1)), None);
+    assert!(net.settle(20_000));
+    assert_eq!(net.master(), Some(successor));
+    let rejoined = net.site(&s(1)).unwrap();
+    assert_eq!(rejoined.gen(), gen);
+    assert_eq!(rejoined.db().get(b"k"), Some(&b"v"[..]));
+    assert!(net.violations().is_empty(), "{:?}", net.violations());
+}
+
+#[test]
+fn a_creator_that_crashes_as_it_creates_the_group_finds_it_created() {
+    // Opened and crashed before any driver synced what opening appended.
+    let site = Site::open(creator(1), MemStorage::new(), 1, Time(0)).unwrap();
+    let mut disk = site.into_storage();
+    disk.crash();
+    let site = Site::open(creator(1), disk, 2, Time(10)).expect("reopens");
+    assert_eq!(site.gen(), 1, "the same group, not a new one");
+    assert_eq!(site.db().members().keys().collect::<Vec<_>>(), vec![&s(1)]);
 }
 
 #[test]

@@ -80,8 +80,10 @@ pub struct Site<S: Storage> {
     /// Whether the helper answered the last join request (with `Unavail`): a retry after an
     /// answer is not a silence to report.
     join_answered: bool,
-    /// When this site was opened.
-    started: Time,
+    /// The site the last join request went to, and whose turn it is in
+    /// [`Site::join_targets`] (it moves on when the one asked stays silent).
+    join_asked: Option<SiteAddr>,
+    join_turn: usize,
     /// Removal requests forwarded to the master: the site to remove and when to give up.
     removes: BTreeMap<RequestId, (SiteAddr, Time)>,
     /// A client catching up applied the record of its own removal: it leaves the group once it
@@ -133,7 +135,8 @@ impl<S: Storage> Site<S> {
             peers: BTreeMap::new(),
             join_at: None,
             join_answered: false,
-            started: now,
+            join_asked: None,
+            join_turn: 0,
             removes: BTreeMap::new(),
             removal_pending: false,
             sync_deferred: false,
@@ -693,6 +696,7 @@ impl<S: Storage> Site<S> {
             self.reply(id, Err(RequestError::HandleDead { reason }));
         }
         self.join_at = None;
+        self.join_asked = None;
         self.dead = Some(reason);
     }
 

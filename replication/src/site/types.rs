@@ -207,6 +207,10 @@ pub enum OpenError {
     /// The storage could not be read.
     #[error("cannot open the site's storage: {0}")]
     Storage(#[from] StorageError),
+    /// What the site's storage holds says it must join the group (again), and it has neither a
+    /// helper nor a member it knows of to ask: an operator has to name one (`helper`).
+    #[error("{0}")]
+    NeedsHelper(String),
 }
 
 /// Identifies a request so its reply can be matched; chosen by the driver.
