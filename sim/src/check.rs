@@ -773,16 +773,27 @@ mod tests {
             .map(|l| record(l, 2))
             .chain((6..=8).map(|l| record(l, 3)))
             .collect();
-        let would = |to: (u64, u64), from: (u64, u64)| {
-            [site_event(
-                9,
-                "c:1",
-                Event::WouldRollback {
-                    to: LogPos::new(to.0, to.1),
-                    from: LogPos::new(from.0, from.1),
-                },
-            )]
+        let after_master_of = |gen, to: (u64, u64), from: (u64, u64)| {
+            [
+                site_event(
+                    8,
+                    "c:1",
+                    Event::NewMaster {
+                        master: master.clone(),
+                        gen,
+                    },
+                ),
+                site_event(
+                    9,
+                    "c:1",
+                    Event::WouldRollback {
+                        to: LogPos::new(to.0, to.1),
+                        from: LogPos::new(from.0, from.1),
+                    },
+                ),
+            ]
         };
+        let would = |to, from| after_master_of(3, to, from);
         // The legal edge: the client's LSN 6 and 7 were generation 2's, which the master
         // replaced with generation 3's.
         let divergent = would((2, 5), (2, 7));
@@ -801,6 +812,14 @@ mod tests {
         // Archived past the record: nothing to compare with.
         assert_eq!(
             rollbacks_remove_only_divergent_records(&shared, &master, &log[7..], 7),
+            None
+        );
+        // The other legal edge: the master of generation 4 the client synced with had replaced
+        // LSN 7, but its branch was lost and generation 3's record came back with a later
+        // master (random-faults seed 4251: a priority-0 voter elects a less advanced log).
+        let lost_branch = after_master_of(4, (3, 6), (3, 7));
+        assert_eq!(
+            rollbacks_remove_only_divergent_records(&lost_branch, &master, &log, 0),
             None
         );
     }
@@ -1315,23 +1334,39 @@ pub fn rollbacks_are_sound(events: &[Observed]) -> Option<Violation> {
     })
 }
 
-/// A client rolls back only a tail the group does not hold: if the master's log ends the run
-/// with the very record the client gave up as divergent (the same LSN in the same generation,
-/// which one master wrote once), the client threw away records it shared with the group, acked
-/// ones among them. `master_log` starts after `archived`; a record archived since cannot be
-/// compared. Not for a lenient pair, whose duplicate masters can write one LSN twice in one
-/// generation.
+/// A client rolls back only a tail its master does not hold. The master it synced with was of
+/// generation G (its last `NewMaster` before the rollback). When G's branch is part of the
+/// final history (the final master's log holds a record of generation G), the final log holds,
+/// below G's start, what G's master held then; so if it ends the run with the very record the
+/// client gave up as divergent (the same LSN in the same generation, which one master wrote
+/// once), the client threw away a record its master shared, acked ones among them. When G's
+/// branch was lost later (it never reached a majority), an older record can come back legally
+/// with a later master: nothing to judge. `master_log` starts after `archived`; a record
+/// archived since cannot be compared. Not for a lenient pair, whose duplicate masters can write
+/// one LSN twice in one generation.
 pub fn rollbacks_remove_only_divergent_records(
     events: &[Observed],
     master: &SiteAddr,
     master_log: &[LogRecord],
     archived: u64,
 ) -> Option<Violation> {
-    events.iter().find_map(|e| {
+    events.iter().enumerate().find_map(|(i, e)| {
         let NodeEvent::Site(Event::WouldRollback { to, from }) = &e.event else {
             return None;
         };
         if from.lsn <= archived {
+            return None;
+        }
+        let synced_with = events[..i]
+            .iter()
+            .rev()
+            .find_map(|earlier| match &earlier.event {
+                NodeEvent::Site(Event::NewMaster { gen, .. }) if earlier.site == e.site => {
+                    Some(*gen)
+                }
+                _ => None,
+            })?;
+        if !master_log.iter().any(|r| r.gen == synced_with) {
             return None;
         }
         let held = master_log
