@@ -46,14 +46,16 @@ impl TraceLog {
         });
     }
 
-    fn delivery(&mut self, line: &str) {
+    /// Folds one delivery (its time and fields) into the deliveries' hash, formatting straight
+    /// into the hash: a delivery is the most frequent thing a run traces.
+    fn delivery(&mut self, ms: u128, event: &Event<'_>) {
         if self.deliveries == 0 {
             self.deliveries_hash = 0xcbf2_9ce4_8422_2325;
         }
-        for byte in line.bytes().chain(std::iter::once(b'\n')) {
-            self.deliveries_hash ^= u64::from(byte);
-            self.deliveries_hash = self.deliveries_hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        let mut fnv = Fnv(&mut self.deliveries_hash);
+        let _ = write!(fnv, "{ms}");
+        event.record(&mut fnv);
+        let _ = fnv.write_str("\n");
         self.deliveries += 1;
     }
 
@@ -81,6 +83,25 @@ pub(crate) struct TraceLayer {
     pub(crate) start: tokio::time::Instant,
 }
 
+/// FNV-1a over whatever is written to it, as ` name=value` per field.
+struct Fnv<'a>(&'a mut u64);
+
+impl std::fmt::Write for Fnv<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for byte in s.bytes() {
+            *self.0 ^= u64::from(byte);
+            *self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
+    }
+}
+
+impl Visit for Fnv<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self, " {}={value:?}", field.name());
+    }
+}
+
 /// Collects an event's fields as `message k=v k=v`.
 #[derive(Default)]
 struct Fields {
@@ -106,13 +127,17 @@ impl Visit for Fields {
     }
 }
 
-/// The engine's own log at INFO and above, and the node's deliveries (TRACE). A property of
+/// The engine's own log at INFO and above, and the node's deliveries (TRACE); not the lines
+/// that repeat the node's events, which the world records as events already. A property of
 /// the callsite alone, so tracing can cache it: every other event (madsim's own chatter among
 /// them) then costs nothing.
 fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
     let target = metadata.target();
+    if target == replication::node::EVENT_LOG_TARGET {
+        return false;
+    }
     (target.starts_with("replication") && *metadata.level() <= Level::INFO)
-        || target.starts_with("replication::node")
+        || (target.starts_with("replication::node") && *metadata.level() == Level::TRACE)
 }
 
 impl<S: Subscriber> Layer<S> for TraceLayer {
@@ -132,28 +157,21 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        // The node logs each event it reports ("event", "connected"), and the world records
-        // that same event as the site's: keep it once, as the site's.
-        if *event.metadata().level() == Level::INFO
-            && matches!(fields.message.as_str(), "event" | "connected")
-        {
+        let ms = self.start.elapsed().as_millis();
+        // The node's only TRACE line is a delivery.
+        if *event.metadata().level() == Level::TRACE {
+            self.trace.lock().expect("trace lock").delivery(ms, event);
             return;
         }
-        let ms = self.start.elapsed().as_millis();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
         let line = format!(
             "{ms} {} {}{}",
             event.metadata().level(),
             fields.message,
             fields.rest
         );
-        let mut trace = self.trace.lock().expect("trace lock");
-        if *event.metadata().level() == Level::TRACE && fields.message == "deliver" {
-            trace.delivery(&line);
-        } else {
-            trace.lines.push(line);
-        }
+        self.trace.lock().expect("trace lock").lines.push(line);
     }
 }
 
@@ -161,18 +179,42 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
 mod tests {
     use super::*;
 
+    /// A world's trace with deliveries from `senders` recorded through the layer.
+    fn traced(senders: &[&str]) -> TraceLog {
+        use tracing_subscriber::layer::SubscriberExt;
+        let trace: Trace = Arc::default();
+        trace.lock().unwrap().world(5, "world heal".into());
+        let layer = TraceLayer {
+            trace: trace.clone(),
+            start: tokio::time::Instant::now(),
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            for from in senders {
+                tracing::trace!(target: "replication::node", site = "s1", from, "deliver");
+            }
+        });
+        Arc::try_unwrap(trace).ok().unwrap().into_inner().unwrap()
+    }
+
     #[test]
     fn deliveries_are_not_kept_as_lines_but_change_the_hash() {
-        let mut a = TraceLog::default();
-        a.world(5, "world heal".into());
-        let mut b = TraceLog::default();
-        b.world(5, "world heal".into());
-        assert_eq!(a.hash(), b.hash());
-        a.delivery("7 TRACE deliver site=s1 from=s2 msg=Heartbeat");
-        assert_ne!(a.hash(), b.hash(), "a delivery changes the hash");
-        b.delivery("7 TRACE deliver site=s1 from=s3 msg=Heartbeat");
-        assert_ne!(a.hash(), b.hash(), "so does who delivered it");
-        assert_eq!(a.lines.len(), 1, "deliveries are not kept as lines");
+        let none = traced(&[]);
+        assert_eq!(none.hash(), traced(&[]).hash());
+        let a = traced(&["s2"]);
+        assert_ne!(a.hash(), none.hash(), "a delivery changes the hash");
+        assert_eq!(
+            a.hash(),
+            traced(&["s2"]).hash(),
+            "the same one, the same hash"
+        );
+        assert_ne!(a.hash(), traced(&["s3"]).hash(), "so does who delivered it");
+        assert_ne!(a.hash(), traced(&["s2", "s2"]).hash(), "and how many");
+        assert_eq!(
+            (a.lines.len(), a.deliveries),
+            (1, 1),
+            "deliveries are not kept as lines"
+        );
     }
 
     #[test]
@@ -187,8 +229,9 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "replication::node", site = "s1", "node stopped");
             // Events the world records as the site's own: not kept twice.
-            tracing::info!(target: "replication::node", site = "s1", event = "X", "event");
-            tracing::info!(target: "replication::node", site = "s1", peer = "s2", "connected");
+            use replication::node::EVENT_LOG_TARGET;
+            tracing::info!(target: EVENT_LOG_TARGET, site = "s1", event = "X", "event");
+            tracing::info!(target: EVENT_LOG_TARGET, site = "s1", peer = "s2", "connected");
             tracing::trace!(target: "replication::node", site = "s1", from = "s2", "deliver");
             tracing::info!(target: "somebody::else", "not ours");
             tracing::debug!(target: "replication::site", "too chatty");

@@ -243,6 +243,11 @@ enum NetEvent {
 }
 
 /// Bounds of the node's queues: a slow reader loses events (counted), never memory.
+/// The `tracing` target of the log lines that repeat what the node also reports on its event
+/// channel (events, new connections): a daemon logs them, a driver that records the events
+/// itself (the simulator) leaves this target off and pays nothing for it.
+pub const EVENT_LOG_TARGET: &str = "replication::node::events";
+
 const COMMAND_QUEUE: usize = 1024;
 const NET_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
@@ -383,6 +388,64 @@ pub enum StartError {
     },
 }
 
+/// The node's one timer, for the site's next deadline. It is armed again only when that deadline
+/// moves: a fresh `sleep` in every turn of the loop costs a timer per message, and on madsim a
+/// pending sleep queues one more timer each time it is polled, every one of which later wakes
+/// the node for nothing (a third of the simulator's events, before this).
+struct Alarm {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The site deadline the sleep stands for, once it has been polled (and so registered).
+    armed_for: Option<Option<Time>>,
+    deadline: Option<Time>,
+}
+
+impl Alarm {
+    fn new() -> Alarm {
+        Alarm {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed_for: None,
+            deadline: None,
+        }
+    }
+
+    /// Rings at `deadline` of the site's clock, which reads `now` (none: in an hour, as a check).
+    fn set(&mut self, deadline: Option<Time>, now: Time) {
+        if self.armed_for == Some(deadline) {
+            return;
+        }
+        let wait = match deadline {
+            Some(at) => Duration::from_millis(at.since(now)),
+            None => Duration::from_secs(3600),
+        };
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + wait);
+        self.deadline = deadline;
+        self.armed_for = None;
+    }
+}
+
+impl std::future::Future for Alarm {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = &mut *self;
+        if this.armed_for.is_some() && !this.sleep.is_elapsed() {
+            // Registered for this deadline already, with this task's waker.
+            return std::task::Poll::Pending;
+        }
+        let ring = this.sleep.as_mut().poll(cx);
+        this.armed_for = match ring {
+            std::task::Poll::Ready(()) => None,
+            std::task::Poll::Pending => Some(this.deadline),
+        };
+        ring
+    }
+}
+
 /// Starts a node: opens the site on `storage`, listens, and runs until the returned handle and
 /// all its clones are dropped. `seed` drives election jitter, handshake nonces and reconnection
 /// jitter (the real daemon seeds it from the operating system; the simulator from its seed).
@@ -450,6 +513,7 @@ impl<S: Storage + Send + 'static> Node<S> {
         for peer in self.site.peers() {
             self.dial(peer);
         }
+        let mut alarm = Alarm::new();
         loop {
             if self.site.needs_sync() {
                 // A master shipped records without syncing them: let the connection tasks put
@@ -457,10 +521,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                 tokio::task::yield_now().await;
                 self.sync_deferred();
             }
-            let wait = match self.site.next_deadline() {
-                Some(at) => Duration::from_millis(at.since(self.clock.now())),
-                None => Duration::from_secs(3600),
-            };
+            alarm.set(self.site.next_deadline(), self.clock.now());
             tokio::select! {
                 // Fixed order: tokio's default picks a branch at random, which would make a
                 // simulated run depend on more than its seed.
@@ -474,7 +535,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                     None => break, // every handle dropped: the node stops
                 },
                 Some(event) = net.recv() => self.on_net(event),
-                _ = tokio::time::sleep(wait) => self.step(Input::Tick),
+                () = &mut alarm => self.step(Input::Tick),
             }
         }
         tracing::info!(site = %self.cfg.site.addr, "node stopped");
@@ -506,7 +567,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                     }
                 }
                 Output::Event(event) => {
-                    tracing::info!(site = %self.cfg.site.addr, ?event, "event");
+                    tracing::info!(target: EVENT_LOG_TARGET, site = %self.cfg.site.addr, ?event, "event");
                     self.report(NodeEvent::Site(event));
                 }
             }
@@ -678,7 +739,13 @@ impl<S: Storage + Send + 'static> Node<S> {
                     self.send(peer.clone(), Message::AdminAddr { admin });
                 }
                 if fresh {
-                    tracing::info!(site = %self.cfg.site.addr, %peer, version, "connected");
+                    tracing::info!(
+                        target: EVENT_LOG_TARGET,
+                        site = %self.cfg.site.addr,
+                        %peer,
+                        version,
+                        "connected"
+                    );
                     self.report(NodeEvent::ConnectionEstablished {
                         peer: peer.clone(),
                         version,
