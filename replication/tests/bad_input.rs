@@ -547,7 +547,8 @@ fn record(lsn: u64) -> LogRecord {
     )
 }
 
-/// A storage in `dir` holding records 1..=n, synced; returns where each record's frame starts.
+/// A storage in `dir` holding records 1..=n, synced; returns where each record's frame starts,
+/// then where the records end (the file goes on with the zeros it was extended with).
 fn synced_log(dir: &Path, n: u64) -> Vec<u64> {
     let (mut s, _) = FileStorage::open(dir).unwrap();
     s.append(&(1..=n).map(record).collect::<Vec<_>>()).unwrap();
@@ -560,9 +561,15 @@ fn synced_log(dir: &Path, n: u64) -> Vec<u64> {
     while pos < bytes.len() {
         offsets.push(pos as u64);
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
         pos += 8 + len;
     }
-    assert_eq!(offsets.len() as u64, n);
+    assert_eq!(offsets.len() as u64, n + 1);
+    assert!(bytes[*offsets.last().unwrap() as usize..]
+        .iter()
+        .all(|&b| b == 0));
     offsets
 }
 
@@ -585,19 +592,18 @@ fn a_damaged_log_tail_is_cut_on_open_reported_and_what_precedes_it_kept() {
     let rows: Vec<(&str, Damage, u64, &str)> = vec![
         (
             "torn last record",
-            |dir, _| {
-                let file = log_file(dir);
-                let len = file.metadata().unwrap().len();
-                file.set_len(len - 5).unwrap();
+            |dir, offsets| {
+                // Cut short, zeros and all: the file ends inside the last record.
+                log_file(dir).set_len(offsets[5] - 5).unwrap();
             },
             4,
             "torn record",
         ),
         (
             "garbage after the last record",
-            |dir, _| {
+            |dir, offsets| {
                 let mut file = log_file(dir);
-                file.seek(SeekFrom::End(0)).unwrap();
+                file.seek(SeekFrom::Start(offsets[5])).unwrap();
                 file.write_all(&[0x42; 11]).unwrap();
             },
             5,
@@ -777,7 +783,8 @@ fn a_client_whose_log_lost_its_tail_to_damage_catches_up_from_the_master() {
     pair.step(0, Input::PeerDisconnected(addrs[1].clone()));
     let bytes = std::fs::read(dirs[1].path().join("log.0")).unwrap();
     let mut damaged = bytes.clone();
-    let middle = bytes.len() / 2;
+    // Halfway through the records (the zeros after them are not records).
+    let middle = bytes.iter().rposition(|&b| b != 0).unwrap() / 2;
     damaged[middle] ^= 0xff;
     std::fs::write(dirs[1].path().join("log.0"), damaged).unwrap();
     let (client, recovery) = open(1);

@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a simulated site's data directory lives on its filesystem.
 pub const DATA_DIR: &str = "/data";
+/// How far a simulated log file is extended with zeros ahead of its records: a few records'
+/// worth, where a real one takes megabytes (`DEFAULT_PREALLOCATE_BYTES`), so that runs reach
+/// crashes in the middle of an extension and keep the simulated files small.
+const SIM_PREALLOCATE_BYTES: u64 = 4096;
 
 /// Which storage simulated sites run on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -130,7 +134,9 @@ impl Disk {
                 if fs.is_powered_off() {
                     fs.crash_random();
                 }
-                let (storage, recovery) = FileStorage::open_on(fs.shared(), DATA_DIR, holder)?;
+                let (mut storage, recovery) = FileStorage::open_on(fs.shared(), DATA_DIR, holder)?;
+                // Small steps, so that the log file's extensions meet crashes often.
+                storage.set_preallocation(SIM_PREALLOCATE_BYTES);
                 *open = Some(storage);
                 Ok(recovery.dropped_records)
             }
@@ -220,9 +226,10 @@ impl Disk {
                 })
             }
             Backing::File { fs, .. } => {
-                // The current log is the newest `log.<epoch>`; its last byte is in the last
-                // record's payload (records still in the node's write buffer are out of reach,
-                // as they are of a real disk's rot).
+                // The current log is the newest `log.<epoch>`; its last byte that is not one of
+                // the zeros it was extended with is in the last record's frame (records still
+                // in the node's write buffer are out of reach, as they are of a real disk's
+                // rot).
                 let log = fs
                     .list(Path::new(DATA_DIR))
                     .into_iter()
@@ -233,13 +240,15 @@ impl Disk {
                     .max()?
                     .1;
                 let path = Path::new(DATA_DIR).join(&log);
+                let contents = fs.contents(&path)?;
+                let last = contents.iter().rposition(|&b| b != 0)?;
                 // A header-only log holds no record to damage.
-                if fs.contents(&path)?.len() <= 12 {
+                if last < 12 {
                     return None;
                 }
-                let synced = fs.damage(&path, 0)?;
+                let synced = fs.damage(&path, (contents.len() - 1 - last) as u64)?;
                 Some(Damage {
-                    what: format!("the last byte of {log}"),
+                    what: format!("a byte of the last record in {log}"),
                     synced,
                 })
             }

@@ -55,6 +55,12 @@ const FILE_HEADER_LEN: usize = 24;
 const MAX_RECORD_BYTES: u32 = 64 << 20;
 /// Appended bytes held in memory before they are written (not synced) to the log file.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// How far the log file is extended with zeros ahead of its records, by default. A sync of
+/// records written inside the file's length need not also make a new length durable: on ext4
+/// here an `fdatasync` after such a write takes half as long as after an append (93 against
+/// 176 microseconds), and a serial commit waits for two of them. Opening reads the zeros past
+/// the last record (to tell them from damage), so the tail is kept small.
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 4 << 20;
 /// Records copied per batch when archiving rewrites the log, to bound memory.
 const COPY_BATCH: usize = 1024;
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -95,8 +101,12 @@ pub struct FileStorage {
     log_path: PathBuf,
     /// Byte offset of each record's frame in the log file; entry `i` is LSN `first_lsn() + i`.
     index: Vec<u64>,
-    /// Length of the log file as written; `pending` follows it.
+    /// Where the log's records end in the file as written; `pending` follows it.
     written: u64,
+    /// Length of the log file: zeros from `written` (or the end of `pending`) up to it.
+    allocated: u64,
+    /// How far ahead of its records the file is extended with zeros (0: never).
+    preallocate: u64,
     /// Frames appended but not yet written to the file.
     pending: Vec<u8>,
 }
@@ -199,9 +209,17 @@ impl FileStorage {
             log_path,
             index: scan.index,
             written: scan.end,
+            allocated: scan.allocated,
+            preallocate: DEFAULT_PREALLOCATE_BYTES,
             pending: Vec::new(),
         };
         Ok((storage, scan.recovery))
+    }
+
+    /// Sets how far ahead of its records the log file is extended with zeros from now on (0:
+    /// never; the simulator's disks use a small step, so that extensions meet crashes often).
+    pub fn set_preallocation(&mut self, bytes: u64) {
+        self.preallocate = bytes;
     }
 
     /// The directory this storage lives in.
@@ -226,8 +244,9 @@ impl FileStorage {
         self.index.get(i).copied().unwrap_or_else(|| self.end())
     }
 
-    /// Writes the buffered frames to the file, without syncing. Retrying after a failure
-    /// rewrites from the same offset, so a partial write is overwritten rather than kept.
+    /// Writes the buffered frames to the file, without syncing, and zeros after them when they
+    /// reach past the file's length (see [`DEFAULT_PREALLOCATE_BYTES`]). Retrying after a
+    /// failure rewrites from the same offset, so a partial write is overwritten rather than kept.
     fn flush(&mut self) -> Result<(), StorageError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -235,9 +254,30 @@ impl FileStorage {
         self.log
             .write_at(self.written, &self.pending)
             .map_err(io_err("write", &self.log_path))?;
-        self.written += self.pending.len() as u64;
+        let end = self.written + self.pending.len() as u64;
+        if end > self.allocated {
+            let target = end.next_multiple_of(self.preallocate.max(1));
+            self.write_zeros(end, target)?;
+            self.allocated = target;
+        }
+        self.written = end;
         self.pending.clear();
         self.pending.shrink_to(WRITE_BUFFER_BYTES);
+        Ok(())
+    }
+
+    /// Writes zeros over `from..to` of the log file.
+    fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), StorageError> {
+        const CHUNK: u64 = 64 << 10;
+        let zeros = vec![0; CHUNK.min(to.saturating_sub(from)) as usize];
+        let mut at = from;
+        while at < to {
+            let n = CHUNK.min(to - at) as usize;
+            self.log
+                .write_at(at, &zeros[..n])
+                .map_err(io_err("write", &self.log_path))?;
+            at += n as u64;
+        }
         Ok(())
     }
 
@@ -371,10 +411,12 @@ impl Storage for FileStorage {
             self.written = cut;
         }
         // Even when the cut falls in the buffer, shorten the file: a failed flush may have left
-        // whole frames of the dropped records there, which a crash would bring back.
+        // whole frames of the dropped records there, which a crash would bring back. (The
+        // preallocated zeros go with them; the next flush extends the file again.)
         self.log
             .set_len(self.written)
             .map_err(io_err("truncate", &self.log_path))?;
+        self.allocated = self.written;
         self.log.sync_all().map_err(io_err("sync", &self.log_path))
     }
 
@@ -455,6 +497,7 @@ impl Storage for FileStorage {
         self.snapshot_on_disk = true;
         self.index = new_index;
         self.written = new_end;
+        self.allocated = new_end;
         self.pending.clear();
         // A failure here only leaves a file that opening deletes; still report it, as any
         // storage error, rather than hide a failing disk.
@@ -726,8 +769,10 @@ fn check_indexed_frame(frame: &[u8], lsn: Lsn) -> Result<LogRecord, String> {
 /// The log file as found on open.
 struct Scan {
     index: Vec<u64>,
-    /// Where the valid records end (the file is truncated there).
+    /// Where the valid records end.
     end: u64,
+    /// The file's length: zeros from `end` up to it (or `end`, when damage was cut off there).
+    allocated: u64,
     recovery: Recovery,
 }
 
@@ -767,6 +812,15 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
         let expected = snapshot_lsn + 1 + index.len() as u64;
         let remaining = len - pos;
         if remaining < FRAME_HEADER_LEN {
+            if only_zeros(&mut reader, path)? {
+                // The last few of the zeros the file was extended with.
+                return Ok(Scan {
+                    index,
+                    end: pos,
+                    allocated: len,
+                    recovery: Recovery::default(),
+                });
+            }
             damage = Some(format!(
                 "torn record at byte offset {pos} (LSN {expected}): {remaining} of \
                  {FRAME_HEADER_LEN} frame header bytes"
@@ -778,6 +832,23 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
             .read_exact(&mut frame_header)
             .map_err(io_err("read", path))?;
         let (length, crc) = split_frame_header(frame_header);
+        if length == 0 {
+            // No record encodes to nothing: the zeros the file was extended with, if nothing
+            // but zeros follows. Anything else there is a write torn by a crash.
+            if frame_header == [0; FRAME_HEADER_LEN as usize] && only_zeros(&mut reader, path)? {
+                return Ok(Scan {
+                    index,
+                    end: pos,
+                    allocated: len,
+                    recovery: Recovery::default(),
+                });
+            }
+            damage = Some(format!(
+                "torn record at byte offset {pos} (LSN {expected}): an empty frame before \
+                 bytes that are not the log's zeros"
+            ));
+            break;
+        }
         if length > MAX_RECORD_BYTES {
             damage = Some(format!(
                 "record at byte offset {pos} (LSN {expected}) claims {length} bytes, over the \
@@ -832,6 +903,7 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
         return Ok(Scan {
             index,
             end: len,
+            allocated: len,
             recovery: Recovery::default(),
         });
     };
@@ -842,12 +914,27 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
     Ok(Scan {
         index,
         end: pos,
+        allocated: pos,
         recovery: Recovery {
             dropped_records,
             dropped_bytes: len - pos,
             reason: Some(reason),
         },
     })
+}
+
+/// Whether everything `reader` has left is zeros.
+fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, StorageError> {
+    let mut buf = [0; 1 << 14];
+    loop {
+        let n = reader.read(&mut buf).map_err(io_err("read", path))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 fn split_frame_header(header: [u8; FRAME_HEADER_LEN as usize]) -> (u32, u32) {
@@ -859,23 +946,30 @@ fn split_frame_header(header: [u8; FRAME_HEADER_LEN as usize]) -> (u32, u32) {
 
 /// How many frames lie in `from..len`, walking their length fields as far as they stay plausible
 /// (at least one: the damaged one). Only an estimate for the report: the lengths are unverified.
+/// The zeros the file was extended with end the count.
 fn count_frames(file: &dyn FsFile, from: u64, len: u64) -> io::Result<u64> {
     let mut pos = from;
     let mut count = 0;
     while pos < len {
-        count += 1;
         if len - pos < FRAME_HEADER_LEN {
-            break;
+            return Ok(count.max(1));
         }
         let mut header = [0; FRAME_HEADER_LEN as usize];
         file.read_at(pos, &mut header)?;
         let (length, _) = split_frame_header(header);
-        if length > MAX_RECORD_BYTES || u64::from(length) > len - pos - FRAME_HEADER_LEN {
+        if length == 0 && count > 0 {
+            break;
+        }
+        count += 1;
+        if length == 0
+            || length > MAX_RECORD_BYTES
+            || u64::from(length) > len - pos - FRAME_HEADER_LEN
+        {
             break;
         }
         pos += FRAME_HEADER_LEN + u64::from(length);
     }
-    Ok(count)
+    Ok(count.max(1))
 }
 
 #[cfg(test)]
@@ -923,6 +1017,16 @@ mod tests {
 
     fn storage_with(dir: &Path, lsns: RangeInclusive<Lsn>) -> FileStorage {
         let mut s = open_clean(dir);
+        s.append(&recs(lsns)).unwrap();
+        s.sync().unwrap();
+        s
+    }
+
+    /// As [`storage_with`], on a log file that ends with its last record (never extended ahead
+    /// of it), as a file does after a crash that kept the records but lost the zeros after them.
+    fn storage_ending_with(dir: &Path, lsns: RangeInclusive<Lsn>) -> FileStorage {
+        let mut s = open_clean(dir);
+        s.set_preallocation(0);
         s.append(&recs(lsns)).unwrap();
         s.sync().unwrap();
         s
@@ -1058,7 +1162,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_truncated_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let s = storage_with(dir.path(), 1..=3);
+        let s = storage_ending_with(dir.path(), 1..=3);
         let path = s.log_path.clone();
         let third = s.index[2];
         let third_len = s.end() - third;
@@ -1107,7 +1211,7 @@ mod tests {
         ];
         for (case, garbage) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let s = storage_with(dir.path(), 1..=3);
+            let s = storage_ending_with(dir.path(), 1..=3);
             let path = s.log_path.clone();
             drop(s);
             let len = file_len(&path);
@@ -1120,6 +1224,69 @@ mod tests {
             assert_eq!(file_len(&path), len, "{case}");
             assert_eq!(all(&mut s), recs(1..=3), "{case}");
         }
+    }
+
+    #[test]
+    fn the_log_file_is_extended_with_zeros_ahead_of_its_records_and_they_are_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = storage_with(dir.path(), 1..=3);
+        let path = s.log_path.clone();
+        let end = s.end();
+        assert_eq!(file_len(&path), DEFAULT_PREALLOCATE_BYTES);
+        let bytes = fs::read(&path).unwrap();
+        assert!(bytes[end as usize..].iter().all(|&b| b == 0));
+        // Appends go into the zeros; the file grows by a whole step only past its length.
+        s.set_preallocation(4096);
+        s.append(&recs(4..=4)).unwrap();
+        s.sync().unwrap();
+        assert_eq!(file_len(&path), DEFAULT_PREALLOCATE_BYTES);
+        let big = LogRecord::new(5, 1, RecordBody::Txn(Txn::put("big", vec![7u8; 5 << 20])));
+        s.append(std::slice::from_ref(&big)).unwrap();
+        s.sync().unwrap();
+        let grown = file_len(&path);
+        assert!(
+            grown > DEFAULT_PREALLOCATE_BYTES && grown.is_multiple_of(4096),
+            "{grown}"
+        );
+        drop(s);
+        let mut s = open_clean(dir.path());
+        assert_eq!(all(&mut s), [recs(1..=4), vec![big]].concat());
+        assert_eq!(file_len(&path), grown, "opening keeps the zeros");
+        // Reopened, the log continues where its records end, not where the file does.
+        s.append(&recs(6..=6)).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let mut s = open_clean(dir.path());
+        assert_eq!(s.last_lsn(), 6);
+        assert_eq!(s.read(6, 1).unwrap(), recs(6..=6));
+    }
+
+    #[test]
+    fn a_record_torn_inside_the_zeros_is_truncated_and_the_zeros_after_it_count_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage_with(dir.path(), 1..=3);
+        let path = s.log_path.clone();
+        let (third, end) = (s.index[2], s.end());
+        drop(s);
+        // A crash kept the third frame's first bytes only: the rest are still the zeros.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(end - 5) as usize..end as usize].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        let (mut s, recovery) = open(dir.path());
+        assert_eq!(recovery.dropped_records, 1, "{recovery:?}");
+        assert!(recovery.reason.unwrap().contains("LSN 3"));
+        assert_eq!(all(&mut s), recs(1..=2));
+        assert_eq!(file_len(&path), third);
+        // Bytes that are not zeros after an empty frame are damage too.
+        drop(s);
+        let len = file_len(&path);
+        append_bytes(&path, &[0; 64]);
+        append_bytes(&path, &[9; 3]);
+        let (mut s, recovery) = open(dir.path());
+        assert_eq!(recovery.dropped_bytes, 67, "{recovery:?}");
+        assert!(recovery.reason.unwrap().contains("not the log's zeros"));
+        assert_eq!(all(&mut s), recs(1..=2));
+        assert_eq!(file_len(&path), len);
     }
 
     #[test]

@@ -271,6 +271,7 @@ impl Source for RemoteSite {
             addr: self.addr.clone(),
             handle,
             pos: 0,
+            window: FIRST_READ_BYTES,
             count: self.count.clone(),
         });
         Ok(Some(LogReader::from_reader(
@@ -285,33 +286,38 @@ impl Source for RemoteSite {
     }
 }
 
+/// The first read after opening or seeking asks for this much; each read answered in full
+/// doubles the next, up to the caller's buffer. A log file goes on with zeros after its last
+/// record (room for the next ones), so an incremental pull that asked for a whole buffer at
+/// once would move a buffer of zeros for a few new records.
+const FIRST_READ_BYTES: u64 = 256;
+
 /// An opened remote file as a reader: each read asks the site for up to the buffer's size at the
-/// current position. Closed on the site when dropped.
+/// current position (less at first, see [`FIRST_READ_BYTES`]). Closed on the site when dropped.
 struct RemoteFile {
     conn: Rc<RefCell<AdminConn>>,
     addr: String,
     handle: u64,
     pos: u64,
+    /// The most the next read asks for.
+    window: u64,
     count: Rc<Cell<u64>>,
 }
 
 impl Read for RemoteFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let chunk = read_chunk(
-            &self.conn,
-            &self.addr,
-            self.handle,
-            self.pos,
-            buf.len() as u64,
-        )
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        if chunk.len() > buf.len() {
+        let ask = (buf.len() as u64).min(self.window);
+        let chunk = read_chunk(&self.conn, &self.addr, self.handle, self.pos, ask)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if chunk.len() as u64 > ask {
             return Err(io::Error::other(format!(
-                "{} answered {} bytes where at most {} were asked",
+                "{} answered {} bytes where at most {ask} were asked",
                 self.addr,
                 chunk.len(),
-                buf.len()
             )));
+        }
+        if chunk.len() as u64 == ask {
+            self.window = self.window.saturating_mul(2);
         }
         let n = chunk.len();
         buf[..n].copy_from_slice(&chunk);
@@ -336,6 +342,7 @@ impl Seek for RemoteFile {
                 ))
             }
         };
+        self.window = FIRST_READ_BYTES;
         Ok(self.pos)
     }
 }

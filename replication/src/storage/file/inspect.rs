@@ -196,6 +196,12 @@ impl<R: Read + Seek> LogReader<R> {
             ));
         }
         let (length, crc) = split_frame_header(header);
+        if header == [0; FRAME_HEADER_LEN as usize] {
+            // The zeros the file is extended with ahead of its records: the end, for now (a
+            // later read of a file still being written finds the next frame here).
+            let _ = self.torn(offset, String::new());
+            return Ok(NextFrame::End);
+        }
         if length > MAX_RECORD_BYTES {
             return Err(corrupt(
                 "log record",
@@ -315,8 +321,17 @@ mod tests {
         let (records, end) = read_all(&mut reader);
         assert_eq!(records, (1..=5).map(rec).collect::<Vec<_>>());
         assert_eq!(end, NextFrame::End);
-        assert_eq!(reader.position(), (before.len() as u64, 6));
+        // It stops where the records end: the zeros after them are room for the next ones.
+        let (at, lsn) = reader.position();
+        assert_eq!(lsn, 6);
+        assert!(at < before.len() as u64 && before[at as usize..].iter().all(|&b| b == 0));
         assert_eq!(fs::read(&path).unwrap(), before, "reading never writes");
+        // A record written there later is read from there.
+        let (mut s, _) = FileStorage::open(dir.path()).unwrap();
+        s.append(&[rec(6)]).unwrap();
+        s.sync().unwrap();
+        let (records, end) = read_all(&mut reader);
+        assert_eq!((records, end), (vec![rec(6)], NextFrame::End));
     }
 
     #[test]
@@ -353,8 +368,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(storage_with(dir.path(), 3));
         let path = dir.path().join(log_file_name(0));
+        let mut reader = LogReader::open(&path, 1).unwrap();
+        read_all(&mut reader);
         let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
+        let last = reader.position().0 as usize - 1; // the last record's last byte
         bytes[last] ^= 0x55;
         fs::write(&path, bytes).unwrap();
         let mut reader = LogReader::open(&path, 1).unwrap();
