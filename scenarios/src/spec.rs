@@ -276,6 +276,7 @@ pub const INVARIANTS: &[&str] = &[
     "membership_converges",
     "no_client_accepted_a_write",
     "elections_are_sound",
+    "lenient_pair_waits_for_its_partner",
     "counters_match_events",
     "rollbacks_are_sound",
     "reads_are_sane",

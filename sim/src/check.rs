@@ -602,6 +602,57 @@ pub struct Electorate {
     pub kills: Vec<(u64, SiteAddr)>,
 }
 
+/// A two-site group without strictness may elect a lone site, but only while the other member
+/// is out of reach: a site wins alone (one vote) only if its node had no connection up to the
+/// other member at the time, as its connection events tell. A node that was killed has no
+/// connections left (its old ones reported no break), and a site that is not a member yet (a
+/// joiner, known once a site reports it added) is no partner to wait for.
+pub fn lenient_pair_waits_for_its_partner(
+    events: &[Observed],
+    electorate: &Electorate,
+) -> Option<Violation> {
+    let mut up: BTreeSet<(SiteAddr, SiteAddr)> = BTreeSet::new();
+    let mut members = electorate.founders.clone();
+    let mut kills = electorate.kills.iter().peekable();
+    for e in events {
+        while let Some((_, dead)) = kills.next_if(|(ms, _)| *ms <= e.ms) {
+            up.retain(|(site, _)| site != dead);
+        }
+        match &e.event {
+            NodeEvent::ConnectionEstablished { peer, .. } => {
+                up.insert((e.site.clone(), peer.clone()));
+            }
+            NodeEvent::ConnectionBroken { peer } => {
+                up.remove(&(e.site.clone(), peer.clone()));
+            }
+            NodeEvent::Site(Event::SiteAdded { site }) => {
+                members.insert(site.clone());
+            }
+            NodeEvent::Site(Event::SiteRemoved { site }) => {
+                members.remove(site);
+            }
+            NodeEvent::Site(Event::Elected { votes: 1, gen, .. }) => {
+                let partner = up
+                    .iter()
+                    .find(|(site, peer)| *site == e.site && members.contains(peer));
+                if let Some((_, peer)) = partner {
+                    return Some(Violation {
+                        invariant: "lenient_pair_waits_for_its_partner".into(),
+                        site: Some(e.site.clone()),
+                        at_ms: Some(e.ms),
+                        detail: format!(
+                            "elected itself alone in generation {gen} while connected to the \
+                             other member {peer}"
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// How far back a kill excuses a counted vote missing from the trace: longer than any
 /// election the swarm draws lasts (pre-vote, vote and the collection window).
 const VOTE_LOST_WITH_KILL_MS: u64 = 10_000;
@@ -1064,6 +1115,78 @@ mod tests {
             site: SiteAddr::new(site),
             event: NodeEvent::Site(event),
         }
+    }
+
+    #[test]
+    fn a_lenient_pair_site_winning_alone_while_connected_is_caught_and_a_cut_off_one_is_not() {
+        let connected = |ms, site: &str, peer: &str| Observed {
+            ms,
+            site: SiteAddr::new(site),
+            event: NodeEvent::ConnectionEstablished {
+                peer: SiteAddr::new(peer),
+                version: 2,
+            },
+        };
+        let broken = |ms, site: &str, peer: &str| Observed {
+            ms,
+            site: SiteAddr::new(site),
+            event: NodeEvent::ConnectionBroken {
+                peer: SiteAddr::new(peer),
+            },
+        };
+        let alone = |ms, site: &str| {
+            let me = SiteAddr::new(site);
+            let elected = Event::Elected {
+                gen: 2,
+                votes: 1,
+                needed: 1,
+                voters: vec![me],
+            };
+            site_event(ms, site, elected)
+        };
+        let pair = Electorate {
+            founders: [SiteAddr::new("a"), SiteAddr::new("b")].into(),
+            ..Default::default()
+        };
+        // Planted: connected, and yet alone.
+        let planted = [connected(10, "a", "b"), alone(500, "a")];
+        let v = lenient_pair_waits_for_its_partner(&planted, &pair).expect("caught");
+        assert!(
+            v.detail.contains("connected to the other member b"),
+            "{}",
+            v.detail
+        );
+        // The legal edges: the connection broke first; the site was killed (its connections
+        // went with it, unreported) and restarted; the other site never was a member.
+        let cut_off = [
+            connected(10, "a", "b"),
+            broken(400, "a", "b"),
+            alone(500, "a"),
+        ];
+        assert_eq!(lenient_pair_waits_for_its_partner(&cut_off, &pair), None);
+        let killed = Electorate {
+            kills: vec![(300, SiteAddr::new("a"))],
+            ..pair.clone()
+        };
+        assert_eq!(lenient_pair_waits_for_its_partner(&planted, &killed), None);
+        let creator_alone = Electorate {
+            founders: [SiteAddr::new("a")].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            lenient_pair_waits_for_its_partner(&planted, &creator_alone),
+            None
+        );
+        // ... until the creator reports the other added.
+        let added = site_event(
+            100,
+            "a",
+            Event::SiteAdded {
+                site: SiteAddr::new("b"),
+            },
+        );
+        let joined = [connected(10, "a", "b"), added, alone(500, "a")];
+        assert!(lenient_pair_waits_for_its_partner(&joined, &creator_alone).is_some());
     }
 
     fn voted(ms: u64, site: &str, candidate: &str, egen: Gen) -> Observed {

@@ -1299,10 +1299,20 @@ impl World {
                 .sites
                 .values()
                 .any(|s| !s.cfg.lock().expect("cfg lock").site.two_site_strict);
-        if !lenient_pair {
+        let electorate = self.electorate();
+        if lenient_pair {
+            // Rot of synced records can take a site's membership records with it: the other
+            // member is then no member to the site, whatever the events said before.
+            if self.durability_void.is_none() {
+                violations.extend(check::lenient_pair_waits_for_its_partner(
+                    &events,
+                    &electorate,
+                ));
+            }
+        } else {
             violations.extend(check::one_master_per_generation(&events));
         }
-        violations.extend(check::elections_are_sound(&events, &self.electorate()));
+        violations.extend(check::elections_are_sound(&events, &electorate));
         violations.extend(self.counters_match_events().await);
         violations.extend(check::rollbacks_are_sound(&events));
         let mut logs = BTreeMap::new();
