@@ -567,7 +567,8 @@ impl<S: Storage + Send + 'static> Node<S> {
                     }
                 }
                 Output::Event(event) => {
-                    tracing::info!(target: EVENT_LOG_TARGET, site = %self.cfg.site.addr, ?event, "event");
+                    let site = &self.cfg.site.addr;
+                    tracing::info!(target: EVENT_LOG_TARGET, %site, ?event, "event");
                     self.report(NodeEvent::Site(event));
                 }
             }

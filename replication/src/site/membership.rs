@@ -108,7 +108,8 @@ impl<S: Storage> Site<S> {
             if self.cfg.priority == 0 {
                 // The creator is the group's first master; a priority-0 site never is one.
                 return Err(ConfigError(format!(
-                    "{} is the group_creator but has priority 0: the first master must be able                      to be master (give it a priority above 0, or create the group elsewhere)",
+                    "{} is the group_creator but has priority 0: the first master must be able \
+                     to be master (give it a priority above 0, or create the group elsewhere)",
                     self.cfg.addr
                 ))
                 .into());
