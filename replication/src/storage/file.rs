@@ -9,7 +9,9 @@
 //! Files in the directory:
 //!
 //! - `log.<epoch>`: a header (8-byte magic, u32 LE format version) then one frame per record,
-//!   `[u32 LE payload length][u32 LE CRC32 of payload][payload = codec::encode(&LogRecord)]`.
+//!   `[u32 LE payload length][u32 LE CRC32 of payload][payload = codec::encode(&LogRecord)]`,
+//!   then zeros: the file is extended ahead of its records (see [`DEFAULT_PREALLOCATE_BYTES`]),
+//!   and no record encodes to an empty payload, so an all-zero frame header ends the log.
 //! - `snapshot`: a checksummed file holding the snapshot and the epoch of the log file that
 //!   continues it. Renaming a new one into place is the commit point of archiving and internal
 //!   initialisation: the log file it names is complete and synced before, so a crash leaves
