@@ -1727,6 +1727,10 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                         .expect("trace")
                         .world(ms, format!("{addr} {line}"));
                 };
+                let leave_to_the_operator = || {
+                    let mut desk = m.desk.lock().expect("desk lock");
+                    desk.failed.insert(addr.clone());
+                };
                 // Opening the disk, as the file storage opens its files: a torn or damaged tail
                 // is dropped here, at the moment the node reads it, and nowhere else.
                 match m.disk.open(&format!("site {addr}")) {
@@ -1736,11 +1740,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                     )),
                     Err(error) => {
                         note(format!("failed to open its storage: {error}"));
-                        m.desk
-                            .lock()
-                            .expect("desk lock")
-                            .failed
-                            .insert(addr.clone());
+                        leave_to_the_operator();
                         return;
                     }
                 }
@@ -1754,11 +1754,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                         }
                         Err(error) => {
                             note(format!("failed to start: {error}"));
-                            m.desk
-                                .lock()
-                                .expect("desk lock")
-                                .failed
-                                .insert(addr.clone());
+                            leave_to_the_operator();
                             return;
                         }
                     };
@@ -1766,11 +1762,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                 m.trace.lock().expect("trace").started(&addr);
                 while let Some(event) = events.recv().await {
                     if let NodeEvent::Site(replication::site::Event::StorageFailed { .. }) = event {
-                        m.desk
-                            .lock()
-                            .expect("desk lock")
-                            .failed
-                            .insert(addr.clone());
+                        leave_to_the_operator();
                     }
                     let mut desk = m.desk.lock().expect("desk lock");
                     let armed = desk.armed.iter().position(|(site, moment)| {

@@ -778,6 +778,18 @@ struct Scan {
     recovery: Recovery,
 }
 
+impl Scan {
+    /// Nothing to repair: records up to `end`, zeros from there to `len`.
+    fn clean(index: Vec<u64>, end: u64, len: u64) -> Scan {
+        Scan {
+            index,
+            end,
+            allocated: len,
+            recovery: Recovery::default(),
+        }
+    }
+}
+
 /// Reads the whole log, indexing every intact record and truncating from the first torn or
 /// damaged one.
 fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, StorageError> {
@@ -816,12 +828,7 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
         if remaining < FRAME_HEADER_LEN {
             if only_zeros(&mut reader, path)? {
                 // The last few of the zeros the file was extended with.
-                return Ok(Scan {
-                    index,
-                    end: pos,
-                    allocated: len,
-                    recovery: Recovery::default(),
-                });
+                return Ok(Scan::clean(index, pos, len));
             }
             damage = Some(format!(
                 "torn record at byte offset {pos} (LSN {expected}): {remaining} of \
@@ -838,12 +845,7 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
             // No record encodes to nothing: the zeros the file was extended with, if nothing
             // but zeros follows. Anything else there is a write torn by a crash.
             if frame_header == [0; FRAME_HEADER_LEN as usize] && only_zeros(&mut reader, path)? {
-                return Ok(Scan {
-                    index,
-                    end: pos,
-                    allocated: len,
-                    recovery: Recovery::default(),
-                });
+                return Ok(Scan::clean(index, pos, len));
             }
             damage = Some(format!(
                 "torn record at byte offset {pos} (LSN {expected}): an empty frame before \
@@ -902,12 +904,7 @@ fn scan_log(file: &dyn FsFile, path: &Path, snapshot_lsn: Lsn) -> Result<Scan, S
     drop(reader);
 
     let Some(reason) = damage else {
-        return Ok(Scan {
-            index,
-            end: len,
-            allocated: len,
-            recovery: Recovery::default(),
-        });
+        return Ok(Scan::clean(index, len, len));
     };
     let dropped_records = count_frames(file, pos, len).map_err(io_err("read", path))?;
     // Not synced: a crash that undoes the cut brings back the same damage, which the next open
