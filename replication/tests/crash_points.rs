@@ -28,6 +28,9 @@ use std::path::Path;
 const DIR: &str = "/data";
 /// Small sectors, so that writes of a few small records can tear in several places.
 const SECTOR: u64 = 16;
+/// How far the log file is extended with zeros ahead of its records: a few sectors, so that the
+/// script crosses many extensions (each a crash point) and every crashed disk stays small.
+const PREALLOCATE: u64 = 4 * SECTOR;
 /// Plans checked per crash point when there are more (sampled, with the two extremes always in).
 const MAX_PLANS: u128 = 256;
 
@@ -181,7 +184,10 @@ fn run_until(k: Option<u64>) -> Cut {
     let mut model = MemStorage::new();
     let empty = bounds(&model);
     let mut storage = match FileStorage::open_on(fs.shared(), DIR, "the script") {
-        Ok((storage, _)) => storage,
+        Ok((mut storage, _)) => {
+            storage.set_preallocation(PREALLOCATE);
+            storage
+        }
         Err(_) => {
             return Cut {
                 fs,
@@ -279,6 +285,7 @@ fn check_crash(cut: &Cut, plan: &CrashPlan) -> Result<(), String> {
     drop(storage);
     let (mut again, second) =
         FileStorage::open_on(fs.shared(), DIR, "reopen again").map_err(|e| e.to_string())?;
+    again.set_preallocation(PREALLOCATE);
     if second != Recovery::default() || image(&mut again) != found {
         return Err(format!(
             "opening again repaired more ({second:?}) or found another state"
