@@ -6,6 +6,7 @@
 //! (madsim delivers simulated TCP data only on flush).
 
 use super::chaos::LinkChaos;
+use super::outbox::Outbox;
 use super::NetEvent;
 use crate::types::SiteAddr;
 use crate::wire::handshake::{Handshake, HandshakeConfig, HandshakeStep};
@@ -29,13 +30,15 @@ pub(super) struct ConnConfig {
     reconnect_max: Duration,
     idle_timeout: Duration,
     chaos: Option<Arc<LinkChaos>>,
+    /// The node's count of bytes written to peers.
+    bytes_sent: Arc<AtomicU64>,
     // The simulator never encrypts, so it never reads this.
     #[cfg_attr(madsim, allow(dead_code))]
     tls: super::tls::TlsHandle,
 }
 
 impl ConnConfig {
-    pub fn from_node(cfg: &super::NodeConfig) -> ConnConfig {
+    pub fn from_node(cfg: &super::NodeConfig, bytes_sent: &Arc<AtomicU64>) -> ConnConfig {
         let versions = if cfg.site.protocol_version >= 2 {
             1..=cfg.site.protocol_version
         } else {
@@ -54,6 +57,7 @@ impl ConnConfig {
             reconnect_max: Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms)),
             idle_timeout: Duration::from_millis(cfg.idle_timeout_ms.max(3)),
             chaos: cfg.chaos.0.clone(),
+            bytes_sent: bytes_sent.clone(),
             tls: cfg.tls.clone(),
         }
     }
@@ -240,83 +244,35 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 's
         let _ = net.send(NetEvent::Refused { remote, error }).await;
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(super::PEER_QUEUE);
-    let established = NetEvent::Established {
-        id,
-        peer: peer.clone(),
-        version,
-        out: out_tx,
-    };
-    if net.send(established).await.is_err() {
-        return;
-    }
-    let limit = cfg.frame_limit;
-    let writer_net = net.clone();
     let keepalive = cfg.idle_timeout / 3;
-    let chaos = cfg.chaos.clone();
     // The connection's own stream for the chaos's draws, from its seeded nonce.
-    let mut rng = ChaCha8Rng::from_seed({
+    let rng = ChaCha8Rng::from_seed({
         let mut seed = [0u8; 32];
         seed[..16].copy_from_slice(&nonce);
         seed
     });
     let watch = Arc::new(Watchdog::new());
+    let outbox = Arc::new(Outbox::new(
+        Box::new(writer),
+        version,
+        cfg.frame_limit,
+        super::PEER_QUEUE,
+        cfg.chaos.clone(),
+        rng,
+        watch.clone(),
+        cfg.bytes_sent.clone(),
+    ));
+    let established = NetEvent::Established {
+        id,
+        peer: peer.clone(),
+        version,
+        out: super::PeerLink(outbox.clone()),
+    };
+    if net.send(established).await.is_err() {
+        return;
+    }
     let watchdog = tokio::spawn(watch.clone().run(keepalive, cfg.idle_timeout));
-    let writer_watch = watch.clone();
-    let write_task = tokio::spawn(async move {
-        loop {
-            // A keep-alive after a third of the idle timeout in silence tells the peer we live.
-            let msg = tokio::select! {
-                biased;
-                msg = out_rx.recv() => match msg {
-                    Some(msg) => msg,
-                    // The node dropped this connection (it keeps another to the peer): close
-                    // it, so the peer does not wait out the idle timeout on it.
-                    None => {
-                        let _ = writer.shutdown().await;
-                        return;
-                    }
-                },
-                () = writer_watch.keepalive_due.notified() => Message::KeepAlive,
-            };
-            writer_watch.sent();
-            let plan = match &chaos {
-                Some(chaos) => chaos.plan(|| rng.next_u64()),
-                None => Default::default(),
-            };
-            // Reordering swaps this frame with the next one already queued: it never holds a
-            // frame back waiting for one (that would be a delay, which the network already
-            // models), so a lone vote request still goes out at once.
-            let next = if plan.hold {
-                out_rx.try_recv().ok()
-            } else {
-                None
-            };
-            let copies = if plan.duplicate { 2 } else { 1 };
-            let frames = next.iter().chain(std::iter::repeat_n(&msg, copies));
-            for frame in frames {
-                let bytes = match encode_frame_checked(version, frame, limit) {
-                    Ok(bytes) => bytes,
-                    Err(error) => {
-                        tracing::warn!(%error, "message not sent");
-                        continue;
-                    }
-                };
-                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
-                    return;
-                }
-                let sent = NetEvent::Sent {
-                    bytes: bytes.len() as u64,
-                };
-                let _ = writer_net.try_send(sent);
-            }
-            if next.is_some() {
-                if let Some(chaos) = &chaos {
-                    chaos.count_reordered();
-                }
-            }
-        }
-    });
+    let write_task = tokio::spawn(outbox.run_writer());
     read_messages(&mut reader, &mut decoder, &peer, id, &net, &watch).await;
     write_task.abort();
     watchdog.abort();
@@ -372,56 +328,60 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Times a connection's silences with one timer per connection rather than one per message (a
 /// timeout around every read and every wait to send costs a timer each, and on madsim every
-/// such timer stays queued until its deadline): every third of the idle timeout it checks when
-/// the connection last received and sent, and tells the reader to close a connection silent
-/// past the idle timeout and the writer to send a keep-alive after a third of it in silence.
-struct Watchdog {
-    start: tokio::time::Instant,
-    /// Milliseconds from `start` of the last read and the last write.
-    last_read: AtomicU64,
-    last_sent: AtomicU64,
+/// such timer stays queued until its deadline): every third of the idle timeout it looks whether
+/// the connection received and sent anything since it last looked, and tells the reader to
+/// close a connection that received nothing in as many looks as make the idle timeout, and the
+/// writer to send a keep-alive when nothing was sent since the last look. Reads and sends are
+/// counted, not timed: reading the clock for every message cost more than the counting.
+pub(super) struct Watchdog {
+    reads: AtomicU64,
+    sends: AtomicU64,
     idle: tokio::sync::Notify,
-    keepalive_due: tokio::sync::Notify,
+    pub(super) keepalive_due: tokio::sync::Notify,
 }
 
 impl Watchdog {
-    fn new() -> Watchdog {
+    pub(super) fn new() -> Watchdog {
         Watchdog {
-            start: tokio::time::Instant::now(),
-            last_read: AtomicU64::new(0),
-            last_sent: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            sends: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             keepalive_due: tokio::sync::Notify::new(),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
     fn read(&self) {
-        self.last_read.store(self.now_ms(), Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn sent(&self) {
-        self.last_sent.store(self.now_ms(), Ordering::Relaxed);
+    pub(super) fn sent(&self) {
+        self.sends.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn run(self: Arc<Self>, keepalive: Duration, idle_timeout: Duration) {
-        let (keepalive_ms, idle_ms) = (
-            keepalive.as_millis() as u64,
-            idle_timeout.as_millis() as u64,
-        );
+    /// Looks every `keepalive`; a connection that received nothing for `idle_timeout` (as many
+    /// whole looks as fit in it, at least one) is idle.
+    pub(super) async fn run(self: Arc<Self>, keepalive: Duration, idle_timeout: Duration) {
+        let idle_looks = (idle_timeout.as_millis() / keepalive.as_millis().max(1)).max(1);
+        let (mut reads, mut sends) = (0, 0);
+        let mut quiet_looks = 0;
         loop {
             tokio::time::sleep(keepalive).await;
-            let now = self.now_ms();
-            if now.saturating_sub(self.last_read.load(Ordering::Relaxed)) >= idle_ms {
+            let now_reads = self.reads.load(Ordering::Relaxed);
+            quiet_looks = if now_reads == reads {
+                quiet_looks + 1
+            } else {
+                0
+            };
+            reads = now_reads;
+            if quiet_looks >= idle_looks {
                 self.idle.notify_one();
                 return;
             }
-            if now.saturating_sub(self.last_sent.load(Ordering::Relaxed)) + 1 >= keepalive_ms {
+            let now_sends = self.sends.load(Ordering::Relaxed);
+            if now_sends == sends {
                 self.keepalive_due.notify_one();
             }
+            sends = now_sends;
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod chaos;
 mod conn;
+mod outbox;
 pub mod tls;
 
 pub use chaos::{ChaosHandle, LinkChaos};
@@ -210,15 +211,12 @@ enum NetEvent {
         id: u64,
         peer: SiteAddr,
         version: u8,
-        out: mpsc::Sender<Message>,
+        out: PeerLink,
     },
     Received {
         id: u64,
         peer: SiteAddr,
         msg: Message,
-        bytes: u64,
-    },
-    Sent {
         bytes: u64,
     },
     Closed {
@@ -341,9 +339,19 @@ impl NodeHandle {
     }
 }
 
+/// The node's hold on a connection's sending side; dropping it closes the connection (the node
+/// keeps another to the peer, or none), so the peer does not wait out the idle timeout on it.
+struct PeerLink(Arc<outbox::Outbox>);
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 struct Peer {
     id: u64,
-    out: mpsc::Sender<Message>,
+    out: PeerLink,
 }
 
 impl Peer {
@@ -370,6 +378,9 @@ struct Node<S: Storage> {
     net_tx: mpsc::Sender<NetEvent>,
     events: mpsc::Sender<NodeEvent>,
     stats: NodeStats,
+    /// Bytes the connections wrote, counted by them: a message to the node for each frame sent
+    /// would wake the node once more per message for a counter.
+    bytes_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why a node could not start.
@@ -470,7 +481,8 @@ pub async fn start<S: Storage + Send + 'static>(
         addr: cfg.site.addr.clone(),
         commands: commands_tx,
     };
-    let accept_cfg = conn::ConnConfig::from_node(&cfg);
+    let bytes_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let accept_cfg = conn::ConnConfig::from_node(&cfg, &bytes_sent);
     let accept_net = net_tx.clone();
     let accept_seed = rng.next_u64();
     tokio::spawn(conn::accept_loop(
@@ -494,6 +506,7 @@ pub async fn start<S: Storage + Send + 'static>(
         net_tx,
         events: events_tx,
         stats: NodeStats::default(),
+        bytes_sent,
     };
     tokio::spawn(node.run(commands_rx, net_rx));
     Ok((handle, events_rx))
@@ -516,9 +529,9 @@ impl<S: Storage + Send + 'static> Node<S> {
         let mut alarm = Alarm::new();
         loop {
             if self.site.needs_sync() {
-                // A master shipped records without syncing them: let the connection tasks put
-                // them on the wire, and sync while they travel and the clients sync theirs.
-                tokio::task::yield_now().await;
+                // A master shipped records without syncing them: they are on the wire already
+                // (written straight to each connection, or queued for its writer, which runs
+                // while this syncs), so the sync overlaps their travel and the clients' syncs.
                 self.sync_deferred();
             }
             alarm.set(self.site.next_deadline(), self.clock.now());
@@ -588,7 +601,7 @@ impl<S: Storage + Send + 'static> Node<S> {
     fn send(&mut self, to: SiteAddr, msg: Message) {
         match self.peers.get(&to) {
             Some(peer) => {
-                if peer.out.try_send(msg).is_err() {
+                if peer.out.0.send(msg).is_err() {
                     self.stats.messages_dropped += 1;
                 }
             }
@@ -614,7 +627,7 @@ impl<S: Storage + Send + 'static> Node<S> {
             return;
         }
         self.next_conn += 1;
-        let cfg = conn::ConnConfig::from_node(&self.cfg);
+        let cfg = conn::ConnConfig::from_node(&self.cfg, &self.bytes_sent);
         let seed = self.rng.next_u64();
         tokio::spawn(conn::dial_loop(
             peer,
@@ -709,6 +722,7 @@ impl<S: Storage + Send + 'static> Node<S> {
         let mut stats = self.stats.clone();
         stats.site = self.site.stats();
         stats.connected_peers = self.peers.len();
+        stats.bytes_sent = self.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
         stats
     }
 
@@ -775,7 +789,6 @@ impl<S: Storage + Send + 'static> Node<S> {
                 }
                 self.step(Input::Message { from: peer, msg });
             }
-            NetEvent::Sent { bytes } => self.stats.bytes_sent += bytes,
             NetEvent::Closed { id, peer } => {
                 if self.peers.get(&peer).is_some_and(|p| p.id == id) {
                     self.peers.remove(&peer);

@@ -5,7 +5,7 @@
 //! A commit is durable on the master (synced) before any client hears of it, and is reported
 //! `Committed` only once its ack policy is met; after `ack_ms` without that, `PermFailed`.
 
-use super::acks::{AckCount, Tally};
+use super::acks::{AckCount, AckPolicy, Tally};
 use super::{Event, Reply, RequestError, RequestId, Role, Site};
 use crate::log::{LogRecord, Member, MemberState, RecordBody, Snapshot, Txn};
 use crate::storage::{Storage, StorageError};
@@ -245,29 +245,23 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    /// How the policy stands for the commit at `lsn`.
-    pub(super) fn ack_count(&self, lsn: Lsn) -> AckCount {
+    /// How the group stands for the ack policy, read once for every commit it then judges.
+    fn ack_standing(&self) -> AckStanding {
         let Role::Master(m) = &self.role else {
-            return AckCount { have: 0, needed: 0 };
+            return AckStanding::default();
         };
-        let mut t = Tally {
-            group_size: self.group_size(),
-            ..Tally::default()
-        };
-        for addr in self.others() {
-            let acked = m.acked.get(&addr).is_some_and(|&a| a >= lsn);
-            t.others += 1;
-            t.acked += usize::from(acked);
-            if self.is_electable(&addr) {
-                t.peers += 1;
-                t.peers_acked += usize::from(acked);
-            }
-            if self.peers.get(&addr).is_some_and(|p| p.connected) {
-                t.connected += 1;
-                t.connected_acked += usize::from(acked);
-            }
+        let group = self.group();
+        let others = group.iter().filter(|addr| **addr != self.cfg.addr);
+        AckStanding {
+            group_size: group.len(),
+            others: others
+                .map(|addr| OtherSite {
+                    acked: m.acked.get(addr).copied(),
+                    electable: self.is_electable(addr),
+                    connected: self.peers.get(addr).is_some_and(|p| p.connected),
+                })
+                .collect(),
         }
-        self.cfg.ack_policy.count(&t)
     }
 
     /// Answers every pending commit whose policy is met or whose time is up.
@@ -277,8 +271,9 @@ impl<S: Storage> Site<S> {
             return Ok(());
         };
         let lsns: Vec<Lsn> = m.pending.keys().copied().collect();
+        let mut standing = self.ack_standing();
         for lsn in lsns {
-            let count = self.ack_count(lsn);
+            let count = standing.count(lsn, &self.cfg.ack_policy);
             // A membership change finished earlier in this loop may have ended our mastership.
             let Some(m) = self.master_mut() else {
                 return Ok(());
@@ -290,7 +285,12 @@ impl<S: Storage> Site<S> {
             // copies alone.
             if count.is_met() && lsn <= synced_through {
                 let p = m.pending.remove(&lsn).expect("pending");
+                // A finished membership change moves the group the next commits are judged by.
+                let changes_group = !matches!(p.waiter, Waiter::Request(_));
                 self.commit_done(lsn, p.waiter)?;
+                if changes_group {
+                    standing = self.ack_standing();
+                }
             } else if now >= deadline {
                 let p = m.pending.remove(&lsn).expect("pending");
                 self.stats.perm_failed += 1;
@@ -537,5 +537,43 @@ impl<S: Storage> Site<S> {
         let first_lsn = self.storage.first_lsn();
         self.reply(id, Ok(Reply::Archived { first_lsn }));
         Ok(())
+    }
+}
+
+/// How the group stands for the ack policy: its size and, for each other site counted in it, how
+/// far it acknowledged, whether it is electable and whether it is connected.
+#[derive(Default)]
+struct AckStanding {
+    group_size: usize,
+    others: Vec<OtherSite>,
+}
+
+struct OtherSite {
+    acked: Option<Lsn>,
+    electable: bool,
+    connected: bool,
+}
+
+impl AckStanding {
+    /// How `policy` stands for the commit at `lsn`.
+    fn count(&self, lsn: Lsn, policy: &AckPolicy) -> AckCount {
+        let mut t = Tally {
+            group_size: self.group_size,
+            ..Tally::default()
+        };
+        for site in &self.others {
+            let acked = site.acked.is_some_and(|a| a >= lsn);
+            t.others += 1;
+            t.acked += usize::from(acked);
+            if site.electable {
+                t.peers += 1;
+                t.peers_acked += usize::from(acked);
+            }
+            if site.connected {
+                t.connected += 1;
+                t.connected_acked += usize::from(acked);
+            }
+        }
+        policy.count(&t)
     }
 }
