@@ -100,6 +100,13 @@ impl Visit for Fnv<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let _ = write!(self, " {}={value:?}", field.name());
     }
+
+    /// A text field as it is, with no formatting machinery: the deliveries' fields are text.
+    fn record_str(&mut self, field: &Field, value: &str) {
+        for part in [" ", field.name(), "=", value] {
+            let _ = self.write_str(part);
+        }
+    }
 }
 
 /// Collects an event's fields as `message k=v k=v`.

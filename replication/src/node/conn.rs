@@ -6,6 +6,7 @@
 //! (madsim delivers simulated TCP data only on flush).
 
 use super::chaos::LinkChaos;
+use super::inbox::Inbox;
 use super::outbox::Outbox;
 use super::NetEvent;
 use crate::types::SiteAddr;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What a connection needs from the node's configuration.
 #[derive(Clone, Debug)]
@@ -262,18 +263,35 @@ async fn run<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 's
         watch.clone(),
         cfg.bytes_sent.clone(),
     ));
+    let (ended_tx, ended) = oneshot::channel();
+    let inbox = Inbox::new(
+        peer.clone(),
+        Box::new(reader),
+        decoder,
+        watch.clone(),
+        ended_tx,
+    );
     let established = NetEvent::Established {
         id,
         peer: peer.clone(),
         version,
         out: super::PeerLink(outbox.clone()),
+        inbox,
     };
     if net.send(established).await.is_err() {
         return;
     }
     let watchdog = tokio::spawn(watch.clone().run(keepalive, cfg.idle_timeout));
     let write_task = tokio::spawn(outbox.run_writer());
-    read_messages(&mut reader, &mut decoder, &peer, id, &net, &watch).await;
+    // The node reads the connection; this task closes it once that ends (the peer hung up, or
+    // sent something malformed, or the node dropped it) or it falls silent.
+    tokio::select! {
+        biased;
+        _ = ended => {}
+        () = watch.idle.notified() => {
+            tracing::info!(%peer, "connection silent past the idle timeout: closing it");
+        }
+    }
     write_task.abort();
     watchdog.abort();
     let _ = net.send(NetEvent::Closed { id, peer }).await;
@@ -336,7 +354,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 pub(super) struct Watchdog {
     reads: AtomicU64,
     sends: AtomicU64,
-    idle: tokio::sync::Notify,
+    pub(super) idle: tokio::sync::Notify,
     pub(super) keepalive_due: tokio::sync::Notify,
 }
 
@@ -350,7 +368,7 @@ impl Watchdog {
         }
     }
 
-    fn read(&self) {
+    pub(super) fn read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -386,88 +404,8 @@ impl Watchdog {
     }
 }
 
-/// Reads framed messages until the peer closes or sends something malformed, or stays silent
-/// past the idle timeout (the watchdog says so).
-async fn read_messages<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    decoder: &mut FrameDecoder,
-    peer: &SiteAddr,
-    id: u64,
-    net: &mpsc::Sender<NetEvent>,
-    watch: &Watchdog,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    // Bytes read since the last message was handed over; reported with the next one.
-    let mut unreported = 0u64;
-    loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(Frame { message, .. })) => {
-                    if message == Message::KeepAlive {
-                        continue;
-                    }
-                    if matches!(message, Message::Hello { .. } | Message::Proof { .. }) {
-                        let error = "handshake message after the handshake".to_string();
-                        report_malformed(net, peer, error).await;
-                        return;
-                    }
-                    let received = NetEvent::Received {
-                        id,
-                        peer: peer.clone(),
-                        msg: message,
-                        bytes: std::mem::take(&mut unreported),
-                    };
-                    if net.send(received).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    report_malformed(net, peer, error.to_string()).await;
-                    return;
-                }
-            }
-        }
-        let read = tokio::select! {
-            biased;
-            read = reader.read(&mut buf) => read,
-            () = watch.idle.notified() => {
-                tracing::info!(%peer, "connection silent past the idle timeout: closing it");
-                return;
-            }
-        };
-        watch.read();
-        match read {
-            Ok(0) => {
-                // A peer that hangs up inside a frame sent a frame that will never be whole:
-                // count it with the malformed ones rather than let it vanish.
-                let partial = decoder.buffered();
-                if partial > 0 {
-                    let error = format!(
-                        "connection closed in the middle of a frame ({partial} bytes of it \
-                         received)"
-                    );
-                    report_malformed(net, peer, error).await;
-                }
-                return;
-            }
-            Err(_) => return,
-            Ok(n) => {
-                decoder.push(&buf[..n]);
-                unreported += n as u64;
-            }
-        }
-    }
-}
-
 /// Tells the node a dial failed (it retries after a backoff).
 async fn report_dial_failure(net: &mpsc::Sender<NetEvent>, peer: &SiteAddr, error: String) {
     let peer = peer.clone();
     let _ = net.send(NetEvent::DialFailed { peer, error }).await;
-}
-
-/// Tells the node a peer sent something malformed (it is counted; the connection then closes).
-async fn report_malformed(net: &mpsc::Sender<NetEvent>, peer: &SiteAddr, error: String) {
-    let peer = peer.clone();
-    let _ = net.send(NetEvent::Malformed { peer, error }).await;
 }

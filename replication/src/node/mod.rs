@@ -10,6 +10,7 @@
 
 mod chaos;
 mod conn;
+mod inbox;
 mod outbox;
 pub mod tls;
 
@@ -212,12 +213,7 @@ enum NetEvent {
         peer: SiteAddr,
         version: u8,
         out: PeerLink,
-    },
-    Received {
-        id: u64,
-        peer: SiteAddr,
-        msg: Message,
-        bytes: u64,
+        inbox: inbox::Inbox,
     },
     Closed {
         id: u64,
@@ -225,10 +221,6 @@ enum NetEvent {
     },
     Refused {
         remote: String,
-        error: String,
-    },
-    Malformed {
-        peer: SiteAddr,
         error: String,
     },
     DialFailed {
@@ -367,6 +359,8 @@ struct Node<S: Storage> {
     clock: Arc<dyn Clock>,
     rng: ChaCha8Rng,
     peers: BTreeMap<SiteAddr, Peer>,
+    /// Every established connection's receiving side, read by this task.
+    inboxes: inbox::Inboxes,
     dialing: std::collections::BTreeSet<SiteAddr>,
     /// What the core said to peers not connected yet, sent once they are (see `send`).
     held: BTreeMap<SiteAddr, std::collections::VecDeque<Message>>,
@@ -497,6 +491,7 @@ pub async fn start<S: Storage + Send + 'static>(
         clock,
         rng,
         peers: BTreeMap::new(),
+        inboxes: inbox::Inboxes::default(),
         dialing: Default::default(),
         held: BTreeMap::new(),
         peer_admins: BTreeMap::new(),
@@ -548,6 +543,11 @@ impl<S: Storage + Send + 'static> Node<S> {
                     None => break, // every handle dropped: the node stops
                 },
                 Some(event) = net.recv() => self.on_net(event),
+                inbound = std::future::poll_fn(|cx| self.inboxes.poll_inbound(cx)) => {
+                    for inbound in inbound {
+                        self.on_inbound(inbound);
+                    }
+                }
                 () = &mut alarm => self.step(Input::Tick),
             }
         }
@@ -733,7 +733,10 @@ impl<S: Storage + Send + 'static> Node<S> {
                 peer,
                 version,
                 out,
+                inbox,
             } => {
+                // Whichever connection the node keeps, what arrives on either is the peer's.
+                self.inboxes.insert(id, inbox);
                 let new = Peer { id, out };
                 // Both ends may dial at once: the two keep the connection the site with the
                 // lower address dialled, so neither ends up sending on one the other dropped.
@@ -771,25 +774,8 @@ impl<S: Storage + Send + 'static> Node<S> {
                     });
                 }
             }
-            NetEvent::Received {
-                id,
-                peer,
-                msg,
-                bytes,
-            } => {
-                self.stats.bytes_received += bytes;
-                // Messages from a connection that was replaced are still the peer's words.
-                let _ = id;
-                // Every delivery, for traces that want them (the simulator folds them into its
-                // trace hash); off unless a subscriber asks for TRACE.
-                tracing::trace!(site = %self.cfg.site.addr, from = %peer, msg = msg.kind(), "deliver");
-                if let Message::AdminAddr { admin } = msg {
-                    self.peer_admins.insert(peer, admin);
-                    return;
-                }
-                self.step(Input::Message { from: peer, msg });
-            }
             NetEvent::Closed { id, peer } => {
+                self.inboxes.remove(id);
                 if self.peers.get(&peer).is_some_and(|p| p.id == id) {
                     self.peers.remove(&peer);
                     tracing::info!(site = %self.cfg.site.addr, %peer, "connection broken");
@@ -802,16 +788,38 @@ impl<S: Storage + Send + 'static> Node<S> {
                 tracing::warn!(site = %self.cfg.site.addr, %remote, %error, "handshake refused");
                 self.report(NodeEvent::HandshakeRefused { remote, error });
             }
-            NetEvent::Malformed { peer, error } => {
-                self.stats.malformed_frames += 1;
-                tracing::warn!(site = %self.cfg.site.addr, %peer, %error, "malformed frame");
-                self.report(NodeEvent::MalformedFrame { peer, error });
-            }
             NetEvent::DialFailed { peer, error } => {
                 self.report(NodeEvent::ConnectTryFailed { peer, error });
             }
             NetEvent::DialEnded { peer } => {
                 self.dialing.remove(&peer);
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: inbox::Inbound) {
+        match inbound {
+            inbox::Inbound::Message { peer, msg, bytes } => {
+                self.stats.bytes_received += bytes;
+                // Every delivery, for traces that want them (the simulator folds them into its
+                // trace hash); off unless a subscriber asks for TRACE. Messages from a
+                // connection that was replaced are still the peer's words.
+                tracing::trace!(
+                    site = self.cfg.site.addr.as_str(),
+                    from = peer.as_str(),
+                    msg = msg.kind(),
+                    "deliver"
+                );
+                if let Message::AdminAddr { admin } = msg {
+                    self.peer_admins.insert(peer, admin);
+                    return;
+                }
+                self.step(Input::Message { from: peer, msg });
+            }
+            inbox::Inbound::Malformed { peer, error } => {
+                self.stats.malformed_frames += 1;
+                tracing::warn!(site = %self.cfg.site.addr, %peer, %error, "malformed frame");
+                self.report(NodeEvent::MalformedFrame { peer, error });
             }
         }
     }

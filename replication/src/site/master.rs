@@ -250,18 +250,30 @@ impl<S: Storage> Site<S> {
         let Role::Master(m) = &self.role else {
             return AckStanding::default();
         };
-        let group = self.group();
-        let others = group.iter().filter(|addr| **addr != self.cfg.addr);
-        AckStanding {
-            group_size: group.len(),
-            others: others
-                .map(|addr| OtherSite {
+        // The group as `group()` counts it, read in place: this runs on every ack.
+        let group: Box<dyn Iterator<Item = &SiteAddr>> = if self.has_membership() {
+            let members = self.db.members().iter();
+            Box::new(
+                members
+                    .filter(|(_, m)| m.state == MemberState::Present)
+                    .map(|(a, _)| a),
+            )
+        } else {
+            Box::new(self.cfg.sites.iter())
+        };
+        let mut standing = AckStanding::default();
+        for addr in group {
+            standing.group_size += 1;
+            if *addr != self.cfg.addr {
+                standing.others.push(OtherSite {
                     acked: m.acked.get(addr).copied(),
                     electable: self.is_electable(addr),
                     connected: self.peers.get(addr).is_some_and(|p| p.connected),
-                })
-                .collect(),
+                });
+            }
         }
+        debug_assert_eq!(standing.group_size, self.group_size());
+        standing
     }
 
     /// Answers every pending commit whose policy is met or whose time is up.
@@ -270,6 +282,9 @@ impl<S: Storage> Site<S> {
         let Role::Master(m) = &self.role else {
             return Ok(());
         };
+        if m.pending.is_empty() {
+            return Ok(());
+        }
         let lsns: Vec<Lsn> = m.pending.keys().copied().collect();
         let mut standing = self.ack_standing();
         for lsn in lsns {
