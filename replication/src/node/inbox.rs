@@ -8,13 +8,13 @@
 //! silent and to report it closed.
 
 use super::conn::Watchdog;
+use super::gate::{Gate, NodeWaker};
 use crate::types::SiteAddr;
 use crate::wire::{Frame, FrameDecoder, Message};
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 
@@ -24,7 +24,7 @@ pub(super) type Stream = Box<dyn AsyncRead + Send + Unpin>;
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// One connection's receiving side.
+/// One connection's receiving side, as its task hands it to the node.
 pub(super) struct Inbox {
     peer: SiteAddr,
     stream: Stream,
@@ -33,33 +33,8 @@ pub(super) struct Inbox {
     /// Bytes read since the last message was handed over; counted with the next one.
     unreported: u64,
     watch: Arc<Watchdog>,
-    /// Whether the stream woke this inbox since it was last read; each inbox has its own
-    /// waker so that the node reads only the connections that have something (polling every
-    /// connection's stream on every turn of the node's loop cost more than the hop it saved).
-    readiness: Arc<Readiness>,
-    waker: Option<Waker>,
     /// Dropped with the inbox: tells the connection's task that reading ended.
     _ended: oneshot::Sender<()>,
-}
-
-/// An inbox's waker: marks it ready and wakes the node.
-struct Readiness {
-    ready: AtomicBool,
-    node: Arc<Mutex<Option<Waker>>>,
-}
-
-impl Wake for Readiness {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Release);
-        let node = self.node.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(node) = node.as_ref() {
-            node.wake_by_ref();
-        }
-    }
 }
 
 impl Inbox {
@@ -79,13 +54,6 @@ impl Inbox {
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             unreported: 0,
             watch,
-            // Ready at first: the decoder may hold frames that came with the handshake, and the
-            // first read registers the inbox's waker.
-            readiness: Arc::new(Readiness {
-                ready: AtomicBool::new(true),
-                node: Arc::default(),
-            }),
-            waker: None,
             _ended: ended,
         }
     }
@@ -105,22 +73,27 @@ pub(super) enum Inbound {
 }
 
 /// Every established connection's receiving side, by connection id.
-#[derive(Default)]
 pub(super) struct Inboxes {
-    open: BTreeMap<u64, Inbox>,
-    /// The node task's waker, which every inbox's waker wakes.
-    node: Arc<Mutex<Option<Waker>>>,
+    /// Each with its own gate, so that the node reads only the connections that have something
+    /// (reading every connection's stream on every turn of the node's loop cost more than the
+    /// hop it saved).
+    open: BTreeMap<u64, (Gate, Inbox)>,
+    /// The node task's waker, which every inbox's gate wakes.
+    node: NodeWaker,
 }
 
 impl Inboxes {
-    pub(super) fn insert(&mut self, id: u64, mut inbox: Inbox) {
-        let readiness = Arc::new(Readiness {
-            ready: AtomicBool::new(true),
-            node: self.node.clone(),
-        });
-        inbox.waker = Some(Waker::from(readiness.clone()));
-        inbox.readiness = readiness;
-        let replaced = self.open.insert(id, inbox);
+    pub(super) fn new(node: NodeWaker) -> Inboxes {
+        Inboxes {
+            open: BTreeMap::new(),
+            node,
+        }
+    }
+
+    /// Reads the connection `id` from now on: at once (its decoder may hold frames that came
+    /// with the handshake), then whenever it wakes the node.
+    pub(super) fn insert(&mut self, id: u64, inbox: Inbox) {
+        let replaced = self.open.insert(id, (Gate::new(&self.node), inbox));
         debug_assert!(replaced.is_none(), "connection ids are never reused");
     }
 
@@ -132,26 +105,16 @@ impl Inboxes {
     /// Reads what has arrived on each connection that was woken, in connection order, at most
     /// one chunk from each: ready with every message decoded (and every connection that ended
     /// in a malformed frame) once there is any. A connection whose peer hung up or failed is
-    /// closed here; its task then reports it closed to the node.
-    pub(super) fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Inbound>> {
-        {
-            let mut node = self.node.lock().unwrap_or_else(|p| p.into_inner());
-            if !node.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *node = Some(cx.waker().clone());
-            }
-        }
+    /// closed here; its task then reports it closed to the node. (The node registers its own
+    /// waker with the [`NodeWaker`] before it polls.)
+    pub(super) fn poll_inbound(&mut self) -> Poll<Vec<Inbound>> {
         let mut inbound = Vec::new();
         let mut ended = Vec::new();
-        for (&id, inbox) in &mut self.open {
-            if !inbox.readiness.ready.swap(false, Ordering::AcqRel) {
-                continue;
-            }
-            let waker = inbox
-                .waker
-                .clone()
-                .expect("set when the inbox was inserted");
-            if !inbox.read(&mut Context::from_waker(&waker), &mut inbound) {
-                ended.push(id);
+        for (&id, (gate, inbox)) in &mut self.open {
+            if let Poll::Ready(open) = gate.poll(|cx| inbox.read(cx, &mut inbound)) {
+                if !open {
+                    ended.push(id);
+                }
             }
         }
         for id in ended {
@@ -166,23 +129,23 @@ impl Inboxes {
 }
 
 impl Inbox {
-    /// Decodes what the connection has buffered, then reads once more if nothing was whole;
-    /// `false` once the connection is over.
-    fn read(&mut self, cx: &mut Context<'_>, inbound: &mut Vec<Inbound>) -> bool {
+    /// Decodes what the connection has buffered, then reads once more if nothing was whole:
+    /// pending when the stream has nothing now, ready with `true` when messages were handed
+    /// over (there may be more), with `false` once the connection is over.
+    fn read(&mut self, cx: &mut Context<'_>, inbound: &mut Vec<Inbound>) -> Poll<bool> {
         loop {
             let before = inbound.len();
             if !self.decode(inbound) {
-                return false;
+                return Poll::Ready(false);
             }
             if inbound.len() > before {
                 // Back soon: the node handles these, then reads this connection again.
-                self.readiness.ready.store(true, Ordering::Release);
-                return true;
+                return Poll::Ready(true);
             }
             let mut buf = ReadBuf::new(&mut self.buf);
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Pending => return true,
-                Poll::Ready(Err(_)) => return false,
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Ready(Ok(())) => {
                     self.watch.read();
                     let n = buf.filled().len();
@@ -199,7 +162,7 @@ impl Inbox {
                                 ),
                             });
                         }
-                        return false;
+                        return Poll::Ready(false);
                     }
                     self.decoder.push(buf.filled());
                     self.unreported += n as u64;
@@ -246,6 +209,8 @@ impl Inbox {
 mod tests {
     use super::*;
     use crate::wire::{encode_frame, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION};
+    use std::sync::Mutex;
+    use std::task::Waker;
 
     /// A stream that hands out what it is given, counts its polls, and keeps the last waker.
     #[derive(Clone, Default)]
@@ -312,7 +277,7 @@ mod tests {
 
     /// Inboxes for `feeds`, peers `p0`, `p1`, ..., with the receivers that see them end.
     fn inboxes(feeds: &[Feed]) -> (Inboxes, Vec<oneshot::Receiver<()>>) {
-        let mut inboxes = Inboxes::default();
+        let mut inboxes = Inboxes::new(NodeWaker::default());
         let mut ended = Vec::new();
         for (i, feed) in feeds.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
@@ -329,8 +294,7 @@ mod tests {
     }
 
     fn poll(inboxes: &mut Inboxes) -> Vec<String> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match inboxes.poll_inbound(&mut cx) {
+        match inboxes.poll_inbound() {
             Poll::Pending => Vec::new(),
             Poll::Ready(inbound) => inbound
                 .into_iter()

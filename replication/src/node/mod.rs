@@ -10,6 +10,7 @@
 
 mod chaos;
 mod conn;
+mod gate;
 mod inbox;
 mod outbox;
 pub mod tls;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -232,6 +234,14 @@ enum NetEvent {
     },
 }
 
+/// What woke the node's loop.
+enum Woken {
+    Command(Option<Command>),
+    Net(NetEvent),
+    Inbound(Vec<inbox::Inbound>),
+    Alarm,
+}
+
 /// Bounds of the node's queues: a slow reader loses events (counted), never memory.
 /// The `tracing` target of the log lines that repeat what the node also reports on its event
 /// channel (events, new connections): a daemon logs them, a driver that records the events
@@ -361,6 +371,8 @@ struct Node<S: Storage> {
     peers: BTreeMap<SiteAddr, Peer>,
     /// Every established connection's receiving side, read by this task.
     inboxes: inbox::Inboxes,
+    /// This task's waker, which each of its sources' gates passes a wake on to.
+    waker: gate::NodeWaker,
     dialing: std::collections::BTreeSet<SiteAddr>,
     /// What the core said to peers not connected yet, sent once they are (see `send`).
     held: BTreeMap<SiteAddr, std::collections::VecDeque<Message>>,
@@ -485,13 +497,15 @@ pub async fn start<S: Storage + Send + 'static>(
         accept_net,
         accept_seed,
     ));
+    let waker = gate::NodeWaker::default();
     let node = Node {
         cfg,
         site,
         clock,
         rng,
         peers: BTreeMap::new(),
-        inboxes: inbox::Inboxes::default(),
+        inboxes: inbox::Inboxes::new(waker.clone()),
+        waker,
         dialing: Default::default(),
         held: BTreeMap::new(),
         peer_admins: BTreeMap::new(),
@@ -522,6 +536,8 @@ impl<S: Storage + Send + 'static> Node<S> {
             self.dial(peer);
         }
         let mut alarm = Alarm::new();
+        let (commands_gate, net_gate) =
+            (gate::Gate::new(&self.waker), gate::Gate::new(&self.waker));
         loop {
             if self.site.needs_sync() {
                 // A master shipped records without syncing them: they are on the wire already
@@ -530,25 +546,37 @@ impl<S: Storage + Send + 'static> Node<S> {
                 self.sync_deferred();
             }
             alarm.set(self.site.next_deadline(), self.clock.now());
-            tokio::select! {
-                // Fixed order: tokio's default picks a branch at random, which would make a
-                // simulated run depend on more than its seed.
-                biased;
-                command = commands.recv() => match command {
-                    Some(command) => {
-                        if self.on_commands(command, &mut commands).is_break() {
-                            break;
-                        }
+            // In a fixed order (a random one would make a simulated run depend on more than its
+            // seed), each source polled only if it woke the node (see `gate`).
+            let woken = std::future::poll_fn(|cx| {
+                self.waker.register(cx);
+                if let Poll::Ready(command) = commands_gate.poll(|cx| commands.poll_recv(cx)) {
+                    return Poll::Ready(Woken::Command(command));
+                }
+                // The node holds a sender of its own: this channel never ends.
+                if let Poll::Ready(Some(event)) = net_gate.poll(|cx| net.poll_recv(cx)) {
+                    return Poll::Ready(Woken::Net(event));
+                }
+                if let Poll::Ready(inbound) = self.inboxes.poll_inbound() {
+                    return Poll::Ready(Woken::Inbound(inbound));
+                }
+                std::future::Future::poll(std::pin::Pin::new(&mut alarm), cx).map(|()| Woken::Alarm)
+            })
+            .await;
+            match woken {
+                Woken::Command(Some(command)) => {
+                    if self.on_commands(command, &mut commands).is_break() {
+                        break;
                     }
-                    None => break, // every handle dropped: the node stops
-                },
-                Some(event) = net.recv() => self.on_net(event),
-                inbound = std::future::poll_fn(|cx| self.inboxes.poll_inbound(cx)) => {
+                }
+                Woken::Command(None) => break, // every handle dropped: the node stops
+                Woken::Net(event) => self.on_net(event),
+                Woken::Inbound(inbound) => {
                     for inbound in inbound {
                         self.on_inbound(inbound);
                     }
                 }
-                () = &mut alarm => self.step(Input::Tick),
+                Woken::Alarm => self.step(Input::Tick),
             }
         }
         tracing::info!(site = %self.cfg.site.addr, "node stopped");
