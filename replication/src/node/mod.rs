@@ -541,8 +541,11 @@ impl<S: Storage + Send + 'static> Node<S> {
         loop {
             if self.site.needs_sync() {
                 // A master shipped records without syncing them: they are on the wire already
-                // (written straight to each connection, or queued for its writer, which runs
-                // while this syncs), so the sync overlaps their travel and the clients' syncs.
+                // (written straight to each connection, or queued for its writer), so the sync
+                // overlaps their travel and the clients' syncs. Yield first, so the writers
+                // whose commits were just answered queue their next ones: the next batch is
+                // bigger, and one sync then covers more commits.
+                tokio::task::yield_now().await;
                 self.sync_deferred();
             }
             alarm.set(self.site.next_deadline(), self.clock.now());
