@@ -185,6 +185,89 @@ pub fn measure_joins(seed: u64) -> [Join; 2] {
     })
 }
 
+/// One failover of a group with priorities: who won, and who should have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    /// The seed.
+    pub seed: u64,
+    /// The first site to become master after the crash, and when (simulated milliseconds
+    /// after it); none if none did within the run's limit.
+    pub winner: Option<(SiteAddr, u64)>,
+    /// The best-placed survivor: every log is the same, so the highest priority, then the
+    /// lower address.
+    pub expected: SiteAddr,
+    /// Elections that ended without a master on the way.
+    pub failed_elections: u64,
+}
+
+/// The priorities of the ranked group's sites, creator first: two survivors tie at the top.
+pub const RANKED_PRIORITIES: [u32; 5] = [100, 50, 80, 80, 10];
+
+/// Measures one failover of a five-site group whose members joined with different priorities
+/// ([`RANKED_PRIORITIES`]; a membership database, so every site knows every priority): the
+/// creator, master from the start, crashes once the group is whole and quiet. As in Berkeley DB
+/// the best-placed survivor should win (here the first of the two at 80), and in one round: it
+/// stands first, and the others grant it and listen.
+pub fn measure_ranked(seed: u64) -> Ranked {
+    use sim::replication::site::Config;
+    use sim::world::{site_addr, GROUP_SECRET};
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let mut world = World::new();
+        let addrs: Vec<SiteAddr> = (1..=RANKED_PRIORITIES.len()).map(site_addr).collect();
+        for (i, (addr, &priority)) in addrs.iter().zip(&RANKED_PRIORITIES).enumerate() {
+            let mut cfg = if i == 0 {
+                Config::group_creator(addr.clone())
+            } else {
+                Config::joining(addr.clone(), addrs[0].clone())
+            };
+            cfg.priority = priority;
+            world.add_site(
+                i,
+                cfg,
+                GROUP_SECRET,
+                seed.wrapping_mul(31).wrapping_add(i as u64),
+            );
+            // One joiner at a time, each through the master.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let load = world.start_load(20);
+        tokio::time::sleep(Duration::from_millis(
+            FAULT_AT_MS.saturating_sub(world.now_ms()),
+        ))
+        .await;
+        load.stop().await;
+        // Quiet: every survivor holds the same log when the master goes.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let old = addrs[0].clone();
+        let fault_ms = world.now_ms();
+        world.crash(&old);
+        let mut found = None;
+        while found.is_none() && world.now_ms() < fault_ms + LIMIT_MS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            found = world
+                .events()
+                .iter()
+                .filter(|e| e.ms >= fault_ms && e.site != old)
+                .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
+                .map(|e| (e.site.clone(), e.ms - fault_ms));
+        }
+        let end = found.as_ref().map_or(u64::MAX, |(_, ms)| fault_ms + ms);
+        let failed_elections = world
+            .events()
+            .iter()
+            .filter(|e| e.ms >= fault_ms && e.ms <= end)
+            .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
+            .count() as u64;
+        Ranked {
+            seed,
+            winner: found,
+            expected: addrs[2].clone(),
+            failed_elections,
+        }
+    })
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     if sorted.is_empty() {
