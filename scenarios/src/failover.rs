@@ -200,22 +200,24 @@ pub struct Ranked {
     pub failed_elections: u64,
 }
 
-/// The priorities of the ranked group's sites, creator first: two survivors tie at the top.
-pub const RANKED_PRIORITIES: [u32; 5] = [100, 50, 80, 80, 10];
+/// Priorities for [`measure_ranked`], creator first: two survivors tie at the top (the lower
+/// address should win); and the best survivor has the highest address, below sites of lower
+/// priority (ranking by address would put it last).
+pub const RANKED_PRIORITIES: [[u32; 5]; 2] = [[100, 50, 80, 80, 10], [100, 10, 20, 30, 80]];
 
-/// Measures one failover of a five-site group whose members joined with different priorities
-/// ([`RANKED_PRIORITIES`]; a membership database, so every site knows every priority): the
-/// creator, master from the start, crashes once the group is whole and quiet. As in Berkeley DB
-/// the best-placed survivor should win (here the first of the two at 80), and in one round: it
-/// stands first, and the others grant it and listen.
-pub fn measure_ranked(seed: u64) -> Ranked {
+/// Measures one failover of a group whose members joined with `priorities` (creator first; a
+/// membership database, so every site knows every priority): the creator, master from the
+/// start, crashes once the group is whole and quiet. As in Berkeley DB the best-placed survivor
+/// should win (every log is the same, so the highest priority, then the lower address), and in
+/// one round: it stands first, and the others grant it and listen.
+pub fn measure_ranked(priorities: &[u32], seed: u64) -> Ranked {
     use sim::replication::site::Config;
     use sim::world::{site_addr, GROUP_SECRET};
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
         let mut world = World::new();
-        let addrs: Vec<SiteAddr> = (1..=RANKED_PRIORITIES.len()).map(site_addr).collect();
-        for (i, (addr, &priority)) in addrs.iter().zip(&RANKED_PRIORITIES).enumerate() {
+        let addrs: Vec<SiteAddr> = (1..=priorities.len()).map(site_addr).collect();
+        for (i, (addr, &priority)) in addrs.iter().zip(priorities).enumerate() {
             let mut cfg = if i == 0 {
                 Config::group_creator(addr.clone())
             } else {
@@ -259,10 +261,14 @@ pub fn measure_ranked(seed: u64) -> Ranked {
             .filter(|e| e.ms >= fault_ms && e.ms <= end)
             .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
             .count() as u64;
+        // Highest priority, then the lowest address (the first index among equals).
+        let best = (1..priorities.len())
+            .max_by_key(|&i| (priorities[i], std::cmp::Reverse(i)))
+            .expect("survivors");
         Ranked {
             seed,
             winner: found,
-            expected: addrs[2].clone(),
+            expected: addrs[best].clone(),
             failed_elections,
         }
     })
