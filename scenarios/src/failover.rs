@@ -200,24 +200,45 @@ pub struct Ranked {
     pub failed_elections: u64,
 }
 
-/// Priorities for [`measure_ranked`], creator first: two survivors tie at the top (the lower
-/// address should win); and the best survivor has the highest address, below sites of lower
-/// priority (ranking by address would put it last).
+/// Priorities for [`measure_ranked`] in a group with a membership database, creator first: two
+/// survivors tie at the top (the lower address should win); and the best survivor has the
+/// highest address, below sites of lower priority (ranking by address would put it last).
 pub const RANKED_PRIORITIES: [[u32; 5]; 2] = [[100, 50, 80, 80, 10], [100, 10, 20, 30, 80]];
 
-/// Measures one failover of a group whose members joined with `priorities` (creator first; a
-/// membership database, so every site knows every priority): the creator, master from the
-/// start, crashes once the group is whole and quiet. As in Berkeley DB the best-placed survivor
-/// should win (every log is the same, so the highest priority, then the lower address), and in
-/// one round: it stands first, and the others grant it and listen.
-pub fn measure_ranked(priorities: &[u32], seed: u64) -> Ranked {
+/// How the ranked group is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Formed {
+    /// A creator, then each member joining through it: every site knows every priority.
+    Joined,
+    /// A static list of sites speaking the legacy protocol (no membership database): nobody
+    /// knows the others' priorities before an election, so a lost master's survivors rank
+    /// themselves by address (give them all the same priority).
+    Legacy,
+}
+
+/// Measures one failover of a group whose sites have `priorities`: the master (in a joined
+/// group the creator) crashes once the group is whole and quiet. As in Berkeley DB the
+/// best-placed survivor should win (every log is the same, so the highest priority, then the
+/// lower address), and in one round: it stands first, and the others grant it and listen.
+pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
     use sim::replication::site::Config;
     use sim::world::{site_addr, GROUP_SECRET};
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
-        let mut world = World::new();
         let addrs: Vec<SiteAddr> = (1..=priorities.len()).map(site_addr).collect();
-        for (i, (addr, &priority)) in addrs.iter().zip(priorities).enumerate() {
+        let mut world = match formed {
+            Formed::Legacy => World::start(priorities.len(), seed, |i, cfg| {
+                cfg.priority = priorities[i];
+                cfg.protocol_version = 1;
+            }),
+            Formed::Joined => World::new(),
+        };
+        let joiners = if formed == Formed::Joined {
+            priorities.len()
+        } else {
+            0
+        };
+        for (i, (addr, &priority)) in addrs.iter().zip(priorities).take(joiners).enumerate() {
             let mut cfg = if i == 0 {
                 Config::group_creator(addr.clone())
             } else {
@@ -241,7 +262,14 @@ pub fn measure_ranked(priorities: &[u32], seed: u64) -> Ranked {
         load.stop().await;
         // Quiet: every survivor holds the same log when the master goes.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let old = addrs[0].clone();
+        let Some(old) = world.master().await else {
+            return Ranked {
+                seed,
+                winner: None,
+                expected: addrs[0].clone(),
+                failed_elections: 0,
+            };
+        };
         let fault_ms = world.now_ms();
         world.crash(&old);
         let mut found = None;
@@ -262,7 +290,8 @@ pub fn measure_ranked(priorities: &[u32], seed: u64) -> Ranked {
             .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
             .count() as u64;
         // Highest priority, then the lowest address (the first index among equals).
-        let best = (1..priorities.len())
+        let best = (0..priorities.len())
+            .filter(|&i| addrs[i] != old)
             .max_by_key(|&i| (priorities[i], std::cmp::Reverse(i)))
             .expect("survivors");
         Ranked {

@@ -71,17 +71,27 @@ fn a_site_joins_within_half_a_second_reporting_only_the_clean_sequence() {
 
 #[test]
 fn the_best_placed_survivor_wins_a_failover_in_one_round() {
-    use scenarios::failover::{measure_ranked, RANKED_PRIORITIES};
-    for priorities in RANKED_PRIORITIES {
+    use scenarios::failover::{measure_ranked, Formed, RANKED_PRIORITIES};
+    let groups = RANKED_PRIORITIES
+        .iter()
+        .map(|p| (*p, Formed::Joined))
+        .chain([([1; 5], Formed::Legacy)]);
+    for (priorities, formed) in groups {
         for seed in 1..=SEEDS {
-            let r = measure_ranked(&priorities, seed);
+            let r = measure_ranked(&priorities, formed, seed);
             let (winner, ms) = r
                 .winner
                 .clone()
-                .unwrap_or_else(|| panic!("{priorities:?}, seed {seed}: no new master"));
-            assert_eq!(winner, r.expected, "{priorities:?}, seed {seed}: {r:?}");
-            assert_eq!(r.failed_elections, 0, "{priorities:?}, seed {seed}: {r:?}");
-            assert!(ms <= 200, "{priorities:?}, seed {seed}: {ms} ms");
+                .unwrap_or_else(|| panic!("{priorities:?} {formed:?}, seed {seed}: no new master"));
+            assert_eq!(
+                winner, r.expected,
+                "{priorities:?} {formed:?}, seed {seed}: {r:?}"
+            );
+            assert_eq!(
+                r.failed_elections, 0,
+                "{priorities:?} {formed:?}, seed {seed}: {r:?}"
+            );
+            assert!(ms <= 200, "{priorities:?} {formed:?}, seed {seed}: {ms} ms");
         }
     }
 }
