@@ -303,6 +303,67 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
     })
 }
 
+/// Measures one failover where priority and log disagree: a joined group A (priority 100, the
+/// creator and master), B (90) and C (10). Under a steady load, A's messages to B are held up
+/// (a one-way clog, shorter than the heartbeat timeout) while C keeps acknowledging, then A
+/// crashes: C holds records B never got. As in Berkeley DB the more advanced log wins over the
+/// higher priority: C must become master (B, less advanced, grants it once it stands; C refuses
+/// B).
+pub fn measure_advanced(seed: u64) -> Ranked {
+    use sim::replication::site::Config;
+    use sim::world::{site_addr, GROUP_SECRET};
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let mut world = World::new();
+        let addrs: Vec<SiteAddr> = (1..=3).map(site_addr).collect();
+        for (i, (addr, priority)) in addrs.iter().zip([100, 90, 10]).enumerate() {
+            let mut cfg = if i == 0 {
+                Config::group_creator(addr.clone())
+            } else {
+                Config::joining(addr.clone(), addrs[0].clone())
+            };
+            cfg.priority = priority;
+            let site_seed = seed.wrapping_mul(31).wrapping_add(i as u64);
+            world.add_site(i, cfg, GROUP_SECRET, site_seed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let load = world.start_load(20);
+        tokio::time::sleep(Duration::from_millis(
+            FAULT_AT_MS.saturating_sub(world.now_ms()),
+        ))
+        .await;
+        let (a, b, c) = (&addrs[0], &addrs[1], &addrs[2]);
+        world.clog(a, b);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fault_ms = world.now_ms();
+        world.crash(a);
+        load.stop().await;
+        let mut found = None;
+        while found.is_none() && world.now_ms() < fault_ms + LIMIT_MS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            found = world
+                .events()
+                .iter()
+                .filter(|e| e.ms >= fault_ms && e.site != *a)
+                .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
+                .map(|e| (e.site.clone(), e.ms - fault_ms));
+        }
+        let end = found.as_ref().map_or(u64::MAX, |(_, ms)| fault_ms + ms);
+        let failed_elections = world
+            .events()
+            .iter()
+            .filter(|e| e.ms >= fault_ms && e.ms <= end)
+            .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
+            .count() as u64;
+        Ranked {
+            seed,
+            winner: found,
+            expected: c.clone(),
+            failed_elections,
+        }
+    })
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     if sorted.is_empty() {

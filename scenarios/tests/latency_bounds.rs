@@ -1,7 +1,8 @@
 //! What the engine promises about time, held on every build: a crashed master is replaced within
 //! 200 ms and a silent one within 2 s (issue 13's bounds, at p99), split votes stay rare, the
-//! best-placed survivor of a group with priorities is the one that wins, in one round, and a
-//! site joins within half a second reporting only the clean sequence. Simulated time does not
+//! best-placed survivor of a group with priorities is the one that wins, in one round, a more
+//! advanced log wins over a higher priority, and a site joins within half a second reporting
+//! only the clean sequence. Simulated time does not
 //! jitter with the machine, so these bounds are exact for a given build, not flaky; a change that
 //! slows an election or a join by a timeout shows here even when every safety check still holds.
 //!
@@ -93,5 +94,17 @@ fn the_best_placed_survivor_wins_a_failover_in_one_round() {
             );
             assert!(ms <= 200, "{priorities:?} {formed:?}, seed {seed}: {ms} ms");
         }
+    }
+}
+
+#[test]
+fn the_more_advanced_log_wins_over_a_higher_priority() {
+    for seed in 1..=SEEDS {
+        let r = scenarios::failover::measure_advanced(seed);
+        let (winner, _) = r
+            .winner
+            .clone()
+            .unwrap_or_else(|| panic!("seed {seed}: no new master: {r:?}"));
+        assert_eq!(winner, r.expected, "seed {seed}: {r:?}");
     }
 }
