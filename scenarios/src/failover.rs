@@ -79,18 +79,9 @@ pub fn measure(sites: usize, loss: Loss, seed: u64) -> Failover {
             Loss::Crash => world.crash(&old),
             Loss::Pause => world.pause(&old),
         }
-        let mut found = None;
-        while found.is_none() && world.now_ms() < fault_ms + LIMIT_MS {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            found = new_master_since(&world.events(), &old, fault_ms);
-        }
+        let (found, failed_elections) = await_new_master(&world, &old, fault_ms).await;
+        let found = found.map(|(_, at)| at);
         load.stop().await;
-        let failed_elections = world
-            .events()
-            .iter()
-            .filter(|e| e.ms >= fault_ms && found.is_none_or(|at| e.ms <= at))
-            .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
-            .count() as u64;
         let end = found.unwrap_or(u64::MAX);
         let trace = world
             .trace()
@@ -109,13 +100,53 @@ pub fn measure(sites: usize, loss: Loss, seed: u64) -> Failover {
     })
 }
 
-/// When a site other than `old` first became master at or after `since`.
-fn new_master_since(events: &[sim::check::Observed], old: &SiteAddr, since: u64) -> Option<u64> {
-    events
+/// Waits, up to the run's limit, for a site other than `old` to become master at or after
+/// `since`: which site and when (simulated milliseconds from the start), and how many elections
+/// failed on the way.
+async fn await_new_master(
+    world: &World,
+    old: &SiteAddr,
+    since: u64,
+) -> (Option<(SiteAddr, u64)>, u64) {
+    let mut found = None;
+    while found.is_none() && world.now_ms() < since + LIMIT_MS {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        found = world
+            .events()
+            .iter()
+            .filter(|e| e.ms >= since && e.site != *old)
+            .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
+            .map(|e| (e.site.clone(), e.ms));
+    }
+    let end = found.as_ref().map_or(u64::MAX, |(_, at)| *at);
+    let failed = world
+        .events()
         .iter()
-        .filter(|e| e.ms >= since && e.site != *old)
-        .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
-        .map(|e| e.ms)
+        .filter(|e| e.ms >= since && e.ms <= end)
+        .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
+        .count() as u64;
+    (found, failed)
+}
+
+/// A group made as an operator makes one: the first site creates it, the others join through
+/// it one at a time, each with its priority (`priorities`, creator first).
+async fn joined_group(priorities: &[u32], seed: u64) -> (World, Vec<SiteAddr>) {
+    use sim::replication::site::Config;
+    use sim::world::{site_addr, GROUP_SECRET};
+    let mut world = World::new();
+    let addrs: Vec<SiteAddr> = (1..=priorities.len()).map(site_addr).collect();
+    for (i, (addr, &priority)) in addrs.iter().zip(priorities).enumerate() {
+        let mut cfg = if i == 0 {
+            Config::group_creator(addr.clone())
+        } else {
+            Config::joining(addr.clone(), addrs[0].clone())
+        };
+        cfg.priority = priority;
+        let site_seed = seed.wrapping_mul(31).wrapping_add(i as u64);
+        world.add_site(i, cfg, GROUP_SECRET, site_seed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    (world, addrs)
 }
 
 /// One site's join.
@@ -221,39 +252,19 @@ pub enum Formed {
 /// best-placed survivor should win (every log is the same, so the highest priority, then the
 /// lower address), and in one round: it stands first, and the others grant it and listen.
 pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
-    use sim::replication::site::Config;
-    use sim::world::{site_addr, GROUP_SECRET};
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
-        let addrs: Vec<SiteAddr> = (1..=priorities.len()).map(site_addr).collect();
-        let mut world = match formed {
-            Formed::Legacy => World::start(priorities.len(), seed, |i, cfg| {
-                cfg.priority = priorities[i];
-                cfg.protocol_version = 1;
-            }),
-            Formed::Joined => World::new(),
+        let (mut world, addrs) = match formed {
+            Formed::Joined => joined_group(priorities, seed).await,
+            Formed::Legacy => {
+                let world = World::start(priorities.len(), seed, |i, cfg| {
+                    cfg.priority = priorities[i];
+                    cfg.protocol_version = 1;
+                });
+                let addrs = world.addrs();
+                (world, addrs)
+            }
         };
-        let joiners = if formed == Formed::Joined {
-            priorities.len()
-        } else {
-            0
-        };
-        for (i, (addr, &priority)) in addrs.iter().zip(priorities).take(joiners).enumerate() {
-            let mut cfg = if i == 0 {
-                Config::group_creator(addr.clone())
-            } else {
-                Config::joining(addr.clone(), addrs[0].clone())
-            };
-            cfg.priority = priority;
-            world.add_site(
-                i,
-                cfg,
-                GROUP_SECRET,
-                seed.wrapping_mul(31).wrapping_add(i as u64),
-            );
-            // One joiner at a time, each through the master.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
         let load = world.start_load(20);
         tokio::time::sleep(Duration::from_millis(
             FAULT_AT_MS.saturating_sub(world.now_ms()),
@@ -272,23 +283,7 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
         };
         let fault_ms = world.now_ms();
         world.crash(&old);
-        let mut found = None;
-        while found.is_none() && world.now_ms() < fault_ms + LIMIT_MS {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            found = world
-                .events()
-                .iter()
-                .filter(|e| e.ms >= fault_ms && e.site != old)
-                .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
-                .map(|e| (e.site.clone(), e.ms - fault_ms));
-        }
-        let end = found.as_ref().map_or(u64::MAX, |(_, ms)| fault_ms + ms);
-        let failed_elections = world
-            .events()
-            .iter()
-            .filter(|e| e.ms >= fault_ms && e.ms <= end)
-            .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
-            .count() as u64;
+        let (found, failed_elections) = await_new_master(&world, &old, fault_ms).await;
         // Highest priority, then the lowest address (the first index among equals).
         let best = (0..priorities.len())
             .filter(|&i| addrs[i] != old)
@@ -296,7 +291,7 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
             .expect("survivors");
         Ranked {
             seed,
-            winner: found,
+            winner: found.map(|(site, at)| (site, at - fault_ms)),
             expected: addrs[best].clone(),
             failed_elections,
         }
@@ -310,23 +305,9 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
 /// higher priority: C must become master (B, less advanced, grants it once it stands; C refuses
 /// B).
 pub fn measure_advanced(seed: u64) -> Ranked {
-    use sim::replication::site::Config;
-    use sim::world::{site_addr, GROUP_SECRET};
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
-        let mut world = World::new();
-        let addrs: Vec<SiteAddr> = (1..=3).map(site_addr).collect();
-        for (i, (addr, priority)) in addrs.iter().zip([100, 90, 10]).enumerate() {
-            let mut cfg = if i == 0 {
-                Config::group_creator(addr.clone())
-            } else {
-                Config::joining(addr.clone(), addrs[0].clone())
-            };
-            cfg.priority = priority;
-            let site_seed = seed.wrapping_mul(31).wrapping_add(i as u64);
-            world.add_site(i, cfg, GROUP_SECRET, site_seed);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        let (mut world, addrs) = joined_group(&[100, 90, 10], seed).await;
         let load = world.start_load(20);
         tokio::time::sleep(Duration::from_millis(
             FAULT_AT_MS.saturating_sub(world.now_ms()),
@@ -338,26 +319,10 @@ pub fn measure_advanced(seed: u64) -> Ranked {
         let fault_ms = world.now_ms();
         world.crash(a);
         load.stop().await;
-        let mut found = None;
-        while found.is_none() && world.now_ms() < fault_ms + LIMIT_MS {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            found = world
-                .events()
-                .iter()
-                .filter(|e| e.ms >= fault_ms && e.site != *a)
-                .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
-                .map(|e| (e.site.clone(), e.ms - fault_ms));
-        }
-        let end = found.as_ref().map_or(u64::MAX, |(_, ms)| fault_ms + ms);
-        let failed_elections = world
-            .events()
-            .iter()
-            .filter(|e| e.ms >= fault_ms && e.ms <= end)
-            .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
-            .count() as u64;
+        let (found, failed_elections) = await_new_master(&world, a, fault_ms).await;
         Ranked {
             seed,
-            winner: found,
+            winner: found.map(|(site, at)| (site, at - fault_ms)),
             expected: c.clone(),
             failed_elections,
         }
