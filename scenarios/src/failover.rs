@@ -108,16 +108,13 @@ async fn await_new_master(
     old: &SiteAddr,
     since: u64,
 ) -> (Option<(SiteAddr, u64)>, u64) {
-    let mut found = None;
-    while found.is_none() && world.now_ms() < since + LIMIT_MS {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        found = world
-            .events()
-            .iter()
-            .filter(|e| e.ms >= since && e.site != *old)
-            .find(|e| matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. })))
-            .map(|e| (e.site.clone(), e.ms));
-    }
+    let found = first_event(world, since, |e| {
+        e.ms >= since
+            && e.site != *old
+            && matches!(e.event, NodeEvent::Site(Event::BecameMaster { .. }))
+    })
+    .await
+    .map(|e| (e.site, e.ms));
     let end = found.as_ref().map_or(u64::MAX, |(_, at)| *at);
     let failed = world
         .events()
@@ -126,6 +123,22 @@ async fn await_new_master(
         .filter(|e| matches!(e.event, NodeEvent::Site(Event::ElectionFailed { .. })))
         .count() as u64;
     (found, failed)
+}
+
+/// The first event `wanted` picks, looked for every simulated millisecond from `since` up to
+/// the run's limit.
+async fn first_event(
+    world: &World,
+    since: u64,
+    wanted: impl Fn(&sim::check::Observed) -> bool,
+) -> Option<sim::check::Observed> {
+    while world.now_ms() < since + LIMIT_MS {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if let Some(e) = world.events().into_iter().find(|e| wanted(e)) {
+            return Some(e);
+        }
+    }
+    None
 }
 
 /// A group made as an operator makes one: the first site creates it, the others join through
@@ -183,16 +196,11 @@ pub fn measure_joins(seed: u64) -> [Join; 2] {
             let started = world.now_ms();
             let cfg = Config::joining(site.clone(), helper);
             world.add_site(index, cfg, GROUP_SECRET, seed.wrapping_add(index as u64));
-            let mut done = None;
-            while done.is_none() && world.now_ms() < started + LIMIT_MS {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                done = world
-                    .events()
-                    .iter()
-                    .filter(|e| e.site == site)
-                    .find(|e| matches!(e.event, NodeEvent::Site(Event::StartupDone { .. })))
-                    .map(|e| e.ms);
-            }
+            let done = first_event(&world, started, |e| {
+                e.site == site && matches!(e.event, NodeEvent::Site(Event::StartupDone { .. }))
+            })
+            .await
+            .map(|e| e.ms);
             let clean = ["BecameClient", "NewMaster", "StartupDone"];
             let mut noise: Vec<String> = world
                 .events()
