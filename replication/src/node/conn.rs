@@ -379,27 +379,67 @@ impl Watchdog {
     /// Looks every `keepalive`; a connection that received nothing for `idle_timeout` (as many
     /// whole looks as fit in it, at least one) is idle.
     pub(super) async fn run(self: Arc<Self>, keepalive: Duration, idle_timeout: Duration) {
-        let idle_looks = (idle_timeout.as_millis() / keepalive.as_millis().max(1)).max(1);
-        let (mut reads, mut sends) = (0, 0);
-        let mut quiet_looks = 0;
+        let mut looks = Looks::new(keepalive, idle_timeout);
         loop {
             tokio::time::sleep(keepalive).await;
-            let now_reads = self.reads.load(Ordering::Relaxed);
-            quiet_looks = if now_reads == reads {
-                quiet_looks + 1
-            } else {
-                0
-            };
-            reads = now_reads;
-            if quiet_looks >= idle_looks {
-                self.idle.notify_one();
-                return;
+            let reads = self.reads.load(Ordering::Relaxed);
+            match looks.look(reads, self.sends.load(Ordering::Relaxed)) {
+                Verdict::Idle => {
+                    self.idle.notify_one();
+                    return;
+                }
+                Verdict::KeepAlive => self.keepalive_due.notify_one(),
+                Verdict::Fine => {}
             }
-            let now_sends = self.sends.load(Ordering::Relaxed);
-            if now_sends == sends {
-                self.keepalive_due.notify_one();
-            }
-            sends = now_sends;
+        }
+    }
+}
+
+/// What the watchdog makes of one look.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing received for the idle timeout: close the connection.
+    Idle,
+    /// Nothing sent since the last look: send a keep-alive.
+    KeepAlive,
+    Fine,
+}
+
+/// The watchdog's counts at its last look.
+struct Looks {
+    idle_looks: u128,
+    quiet_looks: u128,
+    reads: u64,
+    sends: u64,
+}
+
+impl Looks {
+    fn new(keepalive: Duration, idle_timeout: Duration) -> Looks {
+        Looks {
+            idle_looks: (idle_timeout.as_millis() / keepalive.as_millis().max(1)).max(1),
+            quiet_looks: 0,
+            reads: 0,
+            sends: 0,
+        }
+    }
+
+    /// Judges a look that found `reads` and `sends` counted so far.
+    fn look(&mut self, reads: u64, sends: u64) -> Verdict {
+        self.quiet_looks = if reads == self.reads {
+            self.quiet_looks + 1
+        } else {
+            0
+        };
+        self.reads = reads;
+        if self.quiet_looks >= self.idle_looks {
+            return Verdict::Idle;
+        }
+        let quiet_out = sends == self.sends;
+        self.sends = sends;
+        if quiet_out {
+            Verdict::KeepAlive
+        } else {
+            Verdict::Fine
         }
     }
 }
@@ -408,4 +448,37 @@ impl Watchdog {
 async fn report_dial_failure(net: &mpsc::Sender<NetEvent>, peer: &SiteAddr, error: String) {
     let peer = peer.clone();
     let _ = net.send(NetEvent::DialFailed { peer, error }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_idle_after_a_whole_timeout_of_looks_with_nothing_read() {
+        // Looks every second, idle after three.
+        let mut looks = Looks::new(Duration::from_secs(1), Duration::from_secs(3));
+        assert_eq!(looks.look(5, 1), Verdict::Fine);
+        assert_eq!(looks.look(5, 2), Verdict::Fine, "one quiet look");
+        assert_eq!(
+            looks.look(6, 3),
+            Verdict::Fine,
+            "a read starts the count again"
+        );
+        assert_eq!(looks.look(6, 4), Verdict::Fine);
+        assert_eq!(looks.look(6, 5), Verdict::Fine);
+        assert_eq!(
+            looks.look(6, 6),
+            Verdict::Idle,
+            "three looks with nothing read"
+        );
+    }
+
+    #[test]
+    fn a_keep_alive_is_due_when_nothing_was_sent_since_the_last_look() {
+        let mut looks = Looks::new(Duration::from_secs(1), Duration::from_secs(3));
+        assert_eq!(looks.look(1, 0), Verdict::KeepAlive, "nothing sent yet");
+        assert_eq!(looks.look(2, 4), Verdict::Fine);
+        assert_eq!(looks.look(3, 4), Verdict::KeepAlive);
+    }
 }
