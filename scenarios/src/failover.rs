@@ -337,6 +337,89 @@ pub fn measure_advanced(seed: u64) -> Ranked {
     })
 }
 
+/// One run of the catch-up measurement (see [`measure_catch_up`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The seed.
+    pub seed: u64,
+    /// Each successful commit's latency, in simulated milliseconds.
+    pub latencies: Vec<u64>,
+    /// Commits that did not succeed.
+    pub failed: u64,
+    /// Frames the connections dropped.
+    pub dropped: u64,
+}
+
+/// Concurrent writers in the catch-up measurement, and the commits each makes.
+const CATCH_UP_WRITERS: usize = 4;
+const CATCH_UP_COMMITS: usize = 40;
+
+/// Measures how a group rides out messages lost on live connections: a three-site group under
+/// the `all` policy (every commit waits for both clients), four writers committing with short
+/// pauses while `drop_per_mille` of the frames are dropped with their connections up (as a
+/// sender's full queue drops them). A client that sees a gap asks for the missing records at
+/// once, so a lost record costs a commit a round trip or two; one that waited for the next
+/// heartbeat or a request's retry would hold every commit behind the gap for up to 200 or
+/// 300 ms. And a lost ack is repeated on the next heartbeat: a commit whose last ack was lost
+/// would otherwise fail after the ack timeout, though both clients hold it.
+pub fn measure_catch_up(drop_per_mille: u32, seed: u64) -> CatchUp {
+    use sim::replication::node::Chances;
+    use sim::replication::site::AckPolicy;
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let world = World::start(3, seed, |_, cfg| cfg.ack_policy = AckPolicy::All);
+        let Some(master) = world
+            .wait_for_master(Duration::from_millis(FAULT_AT_MS))
+            .await
+        else {
+            return CatchUp {
+                seed,
+                latencies: Vec::new(),
+                failed: (CATCH_UP_WRITERS * CATCH_UP_COMMITS) as u64,
+                dropped: 0,
+            };
+        };
+        // Both clients caught up before the frames start to drop.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        world.shuffle(Chances {
+            drop: drop_per_mille,
+            ..Chances::default()
+        });
+        let writer = |w: usize| {
+            let (world, master) = (&world, &master);
+            async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0);
+                for i in 0..CATCH_UP_COMMITS {
+                    let start = world.now_ms();
+                    match world.commit(master, &format!("w{w}"), &i.to_string()).await {
+                        Ok(_) => latencies.push(world.now_ms() - start),
+                        Err(_) => failed += 1,
+                    }
+                    // A pause of 0 to 10 ms, different for each writer and commit: writers in
+                    // step would share every batch, and then no later record reveals a gap.
+                    let think = (w * 7 + i * 3) % 11;
+                    tokio::time::sleep(Duration::from_millis(think as u64)).await;
+                }
+                (latencies, failed)
+            }
+        };
+        let runs = tokio::join!(writer(0), writer(1), writer(2), writer(3));
+        let dropped = world.frame_chaos().dropped();
+        world.shuffle(Chances::default());
+        let mut result = CatchUp {
+            seed,
+            latencies: Vec::new(),
+            failed: 0,
+            dropped,
+        };
+        for (latencies, failed) in [runs.0, runs.1, runs.2, runs.3] {
+            result.latencies.extend(latencies);
+            result.failed += failed;
+        }
+        result
+    })
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     if sorted.is_empty() {

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use sim::check::Violation;
 use sim::disk::StorageKind;
 use sim::faults::{Fault, FaultMix, Schedule};
-use sim::replication::node::NodeEvent;
+use sim::replication::node::{Chances, NodeEvent};
 use sim::replication::site::{Config, Event, Reply, Request, RequestError};
 use sim::replication::types::SiteAddr;
 use sim::result::{RunOutcome, RunResult};
@@ -640,7 +640,11 @@ async fn perform(
                 Duration::from_millis(range.start)..Duration::from_millis(range.end),
             );
             let per_mille = |chance: f64| (chance * 1_000.0).round() as u32;
-            world.shuffle(per_mille(n.duplicate), per_mille(n.reorder));
+            world.shuffle(Chances {
+                duplicate: per_mille(n.duplicate),
+                reorder: per_mille(n.reorder),
+                drop: per_mille(n.drop),
+            });
         }
         Action::Skew(s) => world.skew(&addr(&s.site), s.ms),
         Action::PowerCut(p) => world.cut_power(&addr(&p.site), p.after),

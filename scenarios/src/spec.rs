@@ -416,7 +416,8 @@ pub struct ReconfigureSpec {
     pub priority: Option<u32>,
 }
 
-/// `network = { loss = 0.05, latency = ["1ms", "30ms"], duplicate = 0.01, reorder = 0.02 }`.
+/// `network = { loss = 0.05, latency = ["1ms", "30ms"], duplicate = 0.01, reorder = 0.02,
+/// drop = 0.01 }`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
@@ -429,6 +430,10 @@ pub struct NetworkSpec {
     /// Chance a message is delivered after the next one, 0 to 1.
     #[serde(default)]
     pub reorder: f64,
+    /// Chance a message is dropped by its sender while the connection stays up (a full queue),
+    /// 0 to 1.
+    #[serde(default)]
+    pub drop: f64,
     /// Smallest and largest delivery delay.
     pub latency: Option<[Millis; 2]>,
 }
@@ -983,6 +988,7 @@ fn validate_step(raw: &RawStep, known: &dyn Fn(&str) -> bool) -> Result<Step, St
             ("loss", n.loss),
             ("duplicate", n.duplicate),
             ("reorder", n.reorder),
+            ("drop", n.drop),
         ] {
             if !(0.0..=1.0).contains(&chance) {
                 return Err(format!(

@@ -101,6 +101,7 @@ pub const BEHAVIOURS: &[(&str, &str)] = &[
     ("fault_network", "messages were lost or delayed"),
     ("fault_duplicate", "a message was delivered twice"),
     ("fault_reorder", "a message was delivered after a later one"),
+    ("fault_drop", "a message was dropped with its connection up"),
     ("fault_skew", "a clock was offset"),
     ("fault_drift", "a clock ran fast or slow"),
 ];

@@ -142,6 +142,10 @@ pub enum Fault {
         duplicate_per_mille: u32,
         /// Chance a frame is held back and sent after the next one, in per mille.
         reorder_per_mille: u32,
+        /// Chance a frame is dropped with its connection up (a sender's full queue), in per
+        /// mille.
+        #[serde(default)]
+        drop_per_mille: u32,
     },
     /// Make a site's clock run fast or slow.
     Drift {
@@ -449,6 +453,7 @@ impl Schedule {
                     Fault::Shuffle {
                         duplicate_per_mille: (rng.next_u64() % 100) as u32,
                         reorder_per_mille: (rng.next_u64() % 100) as u32,
+                        drop_per_mille: (rng.next_u64() % 30) as u32,
                     }
                 }
                 Kind::Pause => {
@@ -529,6 +534,7 @@ impl Schedule {
                 fault: Fault::Shuffle {
                     duplicate_per_mille: 0,
                     reorder_per_mille: 0,
+                    drop_per_mille: 0,
                 },
             });
         }
@@ -596,9 +602,10 @@ impl fmt::Display for Schedule {
                 Fault::Shuffle {
                     duplicate_per_mille,
                     reorder_per_mille,
+                    drop_per_mille,
                 } => format!(
-                    "duplicate {duplicate_per_mille}/1000 and reorder {reorder_per_mille}/1000 \
-                     messages"
+                    "duplicate {duplicate_per_mille}/1000, reorder {reorder_per_mille}/1000 \
+                     and drop {drop_per_mille}/1000 messages"
                 ),
                 Fault::Drift { site, drift_ppm } => {
                     format!("drift site {site}'s clock by {drift_ppm} ppm")

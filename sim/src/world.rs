@@ -14,7 +14,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
 use madsim::task::NodeId;
 use replication::log::LogRecord;
-use replication::node::{self, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
+use replication::node::{self, Chances, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
 use replication::site::{Config, OpenError, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
@@ -585,6 +585,9 @@ impl World {
         if self.chaos.reordered() > 0 {
             coverage::reach(&mut reached, "fault_reorder");
         }
+        if self.chaos.dropped() > 0 {
+            coverage::reach(&mut reached, "fault_drop");
+        }
         for op in self.history() {
             if matches!(op.outcome, Outcome::Unknown(_)) {
                 coverage::reach(&mut reached, "write_unknown");
@@ -890,16 +893,29 @@ impl World {
         self.note_all(&format!("network loss {loss_rate} latency {latency:?}"));
     }
 
-    /// Sets the chances (per mille) that a frame is sent twice, or held back and sent after the
-    /// next one, on every connection (see [`LinkChaos`]: madsim's TCP does neither).
-    pub fn shuffle(&self, duplicate_per_mille: u32, reorder_per_mille: u32) {
-        if self.chaos.chances() == (duplicate_per_mille, reorder_per_mille) {
+    /// The frame chaos every connection of this world draws from, and what it did so far.
+    pub fn frame_chaos(&self) -> &LinkChaos {
+        &self.chaos
+    }
+
+    /// Sets the chances (per mille) that a frame is sent twice, held back and sent after the
+    /// next one, or dropped with its connection up, on every connection (see [`LinkChaos`]:
+    /// madsim's TCP does none of these).
+    pub fn shuffle(&self, chances: Chances) {
+        if self.chaos.chances() == chances {
             return;
         }
-        self.chaos.set(duplicate_per_mille, reorder_per_mille);
-        self.note_all(&format!(
-            "frames duplicated {duplicate_per_mille}/1000, reordered {reorder_per_mille}/1000"
-        ));
+        self.chaos.set(chances);
+        let Chances {
+            duplicate,
+            reorder,
+            drop,
+        } = chances;
+        let mut note = format!("frames duplicated {duplicate}/1000, reordered {reorder}/1000");
+        if drop > 0 {
+            note.push_str(&format!(", dropped {drop}/1000"));
+        }
+        self.note_all(&note);
     }
 
     /// Starts one more site with its own configuration and secret (a rogue, a late joiner). A
@@ -1074,7 +1090,12 @@ impl World {
             Fault::Shuffle {
                 duplicate_per_mille,
                 reorder_per_mille,
-            } => self.shuffle(*duplicate_per_mille, *reorder_per_mille),
+                drop_per_mille,
+            } => self.shuffle(Chances {
+                duplicate: *duplicate_per_mille,
+                reorder: *reorder_per_mille,
+                drop: *drop_per_mille,
+            }),
             Fault::Network {
                 loss_per_mille,
                 latency_min_ms,

@@ -15,7 +15,7 @@ mod inbox;
 mod outbox;
 pub mod tls;
 
-pub use chaos::{ChaosHandle, LinkChaos};
+pub use chaos::{Chances, ChaosHandle, LinkChaos};
 
 use crate::log::Member;
 use crate::site::{
@@ -93,7 +93,7 @@ pub struct NodeConfig {
     /// Where this site's operator reaches it (its admin address), told to every peer.
     #[serde(default)]
     pub admin: Option<String>,
-    /// Duplication and reordering of sent frames, for simulation only (see [`LinkChaos`]).
+    /// Duplication, reordering and loss of sent frames, for simulation only (see [`LinkChaos`]).
     #[serde(skip)]
     pub chaos: ChaosHandle,
     /// TLS between sites, if configured (see [`tls`]).

@@ -116,7 +116,9 @@ impl Outbox {
 
     /// The chaos is on: every frame goes through the writer, which draws what to do with it.
     fn chaos_on(&self) -> bool {
-        self.chaos.as_ref().is_some_and(|c| c.chances() != (0, 0))
+        self.chaos
+            .as_ref()
+            .is_some_and(|c| c.chances() != super::chaos::Chances::default())
     }
 
     /// Sends `msg`: at once if the stream takes it, else after what is queued.
@@ -262,7 +264,11 @@ impl Outbox {
                 None => {}
             }
         }
-        let copies = if plan.duplicate { 2 } else { 1 };
+        let copies = match (plan.drop, plan.duplicate) {
+            (true, _) => 0,
+            (false, true) => 2,
+            (false, false) => 1,
+        };
         if let Some(bytes) = self.encode(&msg) {
             frames.extend(std::iter::repeat_n(bytes, copies));
         }

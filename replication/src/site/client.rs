@@ -29,6 +29,13 @@ pub(super) struct Client {
     pub master_last: LogPos,
     /// Whether `StartupDone` was reported for this master.
     pub startup_done: bool,
+    /// Until when each heartbeat from the master is answered with our ack again: an ack
+    /// timeout after the latest ack. A message can be lost with its connection up (a sender's
+    /// full queue drops it), and a lost last ack would leave the master's commit waiting for a
+    /// client that holds it until the commit fails; repeated on the heartbeats for as long as
+    /// the master may still wait for it, one more message per heartbeat while acks flow and a
+    /// handful once they stop.
+    pub repeat_ack_until: Time,
 }
 
 /// Synchronisation with the master.
@@ -53,6 +60,7 @@ impl Client {
             sync: Sync::Idle,
             master_last: LogPos::default(),
             startup_done: false,
+            repeat_ack_until: now,
         }
     }
 
@@ -248,10 +256,14 @@ impl<S: Storage> Site<S> {
         client.election_at = now.plus_ms(timeout);
         client.master_last = client.master_last.max(last);
         if client.is_following(&from, gen) {
+            let repeat_ack = now < client.repeat_ack_until;
             // Pushed records may have been lost: if the master is ahead and nothing is asked
             // for, ask.
             if client.sync == (Sync::Streaming { request: None }) && last.lsn > my_last.lsn {
                 self.request_log(my_last.lsn + 1);
+            }
+            if repeat_ack {
+                self.ack_to_master();
             }
             return Ok(());
         }
@@ -288,16 +300,30 @@ impl<S: Storage> Site<S> {
         self.send(&master, Message::LogRequest { gen, from });
     }
 
+    /// Acks our log's end to the master, and has the heartbeats of the next ack timeout repeat
+    /// it.
     fn send_ack(&mut self) {
+        let until = self.now.plus_ms(self.cfg.timeouts.ack_ms);
+        if self.ack_to_master() {
+            if let Some(client) = self.client_mut() {
+                client.repeat_ack_until = until;
+            }
+        }
+    }
+
+    /// Sends the master an ack of what our log holds durably; false if there is no master to
+    /// send it to.
+    fn ack_to_master(&mut self) -> bool {
         let Some(master) = self.master().cloned() else {
-            return;
+            return false;
         };
         let msg = Message::Ack {
             gen: self.meta.gen,
-            lsn: self.last().lsn,
+            lsn: self.synced_through,
             priority: self.cfg.priority,
         };
         self.send(&master, msg);
+        true
     }
 
     /// The master's history arrived: find where the logs agree, roll back the rest, catch up.

@@ -103,7 +103,8 @@ fn the_creator_flag_is_ignored_once_the_membership_database_exists() {
 fn a_creator_whose_log_lost_the_group_never_creates_it_again_and_rejoins_through_a_helper() {
     let mut net = built_group(3, 12);
     let id = net.commit(&s(1), Txn::put("k", "v"));
-    assert!(net.settle(10_000) && committed(&net, id));
+    // Settled logs do not mean the master has the acks yet: wait for the answer too.
+    assert!(net.run_until_cond(10_000, |net| net.quiescent() && committed(net, id)));
     net.crash(&s(1));
     assert!(net.run_until_cond(10_000, |net| net.master().is_some_and(|m| m != s(1))));
     let successor = net.master().unwrap();

@@ -2,7 +2,7 @@
 //! Each test names the rule it protects.
 
 use super::*;
-use crate::log::Txn;
+use crate::log::{RecordBody, Txn};
 use crate::storage::MemStorage;
 use crate::testkit::Network;
 use crate::types::Gen;
@@ -551,6 +551,66 @@ fn a_client_behind_the_archived_log_is_initialised_from_the_snapshot() {
         "same LSN, same digest"
     );
     assert_eq!(net.check_quiescent_invariants(), Vec::<String>::new());
+}
+
+#[test]
+fn a_client_repeats_its_ack_on_heartbeats_for_an_ack_timeout() {
+    let mut net = group(3, 22);
+    let master = elected(&mut net);
+    // Past an ack timeout since the clients' last acks (of the master's first records).
+    net.run_for(1_500);
+    let client = others(&net, &master)[0].clone();
+    let (now, gen) = (net.now(), net.site(&master).unwrap().gen());
+    let site = net.site_mut(&client).unwrap();
+    let last = site.last();
+    let acks = |out: &[Output]| -> Vec<Lsn> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    msg: Message::Ack { lsn, .. },
+                } if *to == master => Some(*lsn),
+                _ => None,
+            })
+            .collect()
+    };
+    let heartbeat = |site: &mut Site<MemStorage>, at: Time, last: LogPos| {
+        let msg = Message::Heartbeat {
+            gen,
+            last,
+            first_lsn: 1,
+        };
+        let from = master.clone();
+        site.step(at, Input::Message { from, msg })
+    };
+    assert_eq!(
+        acks(&heartbeat(site, now, last)),
+        vec![],
+        "idle: no ack repeated"
+    );
+    // A record arrives and is acked; say the ack is lost on the way.
+    let record = LogRecord::new(last.lsn + 1, gen, RecordBody::Txn(Txn::put("k", "v")));
+    let records = vec![record.clone()];
+    let from = master.clone();
+    let out = site.step(
+        now,
+        Input::Message {
+            from,
+            msg: Message::Log { gen, records },
+        },
+    );
+    assert_eq!(acks(&out), vec![record.lsn]);
+    let (at, ack_ms) = (record.pos(), site.config().timeouts.ack_ms);
+    for ms in [0, 200, ack_ms - 1] {
+        let out = heartbeat(site, now.plus_ms(ms), at);
+        assert_eq!(acks(&out), vec![record.lsn], "repeated {ms} ms later");
+    }
+    let out = heartbeat(site, now.plus_ms(ack_ms), at);
+    assert_eq!(
+        acks(&out),
+        vec![],
+        "not once the master stopped waiting for it"
+    );
 }
 
 #[test]
