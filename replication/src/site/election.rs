@@ -301,7 +301,7 @@ impl<S: Storage> Site<S> {
             granted,
             gen: self.meta.gen,
             last: self.last(),
-            priority: self.cfg.priority,
+            priority: self.standing_priority(),
             master: if granted {
                 None
             } else {
@@ -371,13 +371,17 @@ impl<S: Storage> Site<S> {
         // Only a site that could stand instead refuses a less advanced log, as in Berkeley DB:
         // a priority-0 site's records count for no acknowledgement that promises survival
         // (`quorum` counts electable sites), and if it refused, a group whose most advanced log
-        // sits on a priority-0 site could never elect anyone.
+        // sits on a priority-0 site could never elect anyone. A site whose own log says its
+        // removal has begun still refuses: it may hold commits it acknowledged as a member. It
+        // answers with priority 0 (`standing_priority`), so the candidate counts the refusal
+        // as a no and carries on rather than step aside for a site that will never stand.
         let mine = self.last();
         if last < mine && self.cfg.priority > 0 {
             return (false, true);
         }
+        // With logs alike, only a site that will stand refuses for its rank.
         let me = (mine, self.cfg.priority, &self.cfg.addr);
-        if !takeover && self.cfg.priority > 0 && outranks(me, (last, priority, from)) {
+        if !takeover && self.standing_priority() > 0 && outranks(me, (last, priority, from)) {
             return (false, true);
         }
         (true, false)
@@ -387,7 +391,7 @@ impl<S: Storage> Site<S> {
     /// that two sites refusing the same candidate do not collide), in a generation above the
     /// candidate's so that votes already cast in its election do not block ours.
     fn stand_soon(&mut self, egen: Gen) -> Result<(), StorageError> {
-        if self.cfg.priority == 0 || !matches!(self.role, Role::Client(_)) {
+        if self.standing_priority() == 0 || !matches!(self.role, Role::Client(_)) {
             return Ok(());
         }
         if egen > self.meta.egen {

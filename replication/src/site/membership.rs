@@ -71,6 +71,17 @@ impl<S: Storage> Site<S> {
         self.group().contains(&self.cfg.addr)
     }
 
+    /// The priority this site stands with: its configured one, or 0 while its own log says it
+    /// is not a member (still joining, or its removal begun): such a site never stands, and a
+    /// candidate must not step aside for it.
+    pub(super) fn standing_priority(&self) -> u32 {
+        if self.counts_in_group() {
+            self.cfg.priority
+        } else {
+            0
+        }
+    }
+
     /// The priority a site declared when it joined; unknown sites are assumed electable.
     pub(super) fn member_priority(&self, addr: &SiteAddr) -> u32 {
         self.db.members().get(addr).map_or(1, |m| m.priority)

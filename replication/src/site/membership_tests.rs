@@ -488,3 +488,46 @@ fn one_membership_change_at_a_time() {
         Some(&Ok(Reply::SiteRemoved { site: s(5) }))
     );
 }
+
+#[test]
+fn a_site_whose_log_alone_says_it_is_leaving_does_not_keep_the_group_from_electing() {
+    // s1 masters five sites; s5 has priority 0.
+    let mut net = Network::empty(31);
+    net.add_site(creator(1));
+    for i in 2..=5 {
+        let mut cfg = joiner(i, 1);
+        if i == 5 {
+            cfg.priority = 0;
+        }
+        net.add_site(cfg);
+        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
+    }
+    assert!(net.settle(10_000));
+    // s2 and s4 fall behind; s3 and s5 get the next records, and then the start of s3's own
+    // removal, which the master never gets acknowledged: it crashes.
+    net.partition(&[&[s(1), s(3), s(5)], &[s(2), s(4)]]);
+    net.commit(&s(1), Txn::put("k", "v"));
+    net.run_for(20);
+    net.request(&s(1), Request::RemoveSite { site: s(3) });
+    assert!(net.run_until_cond(1_000, |net| {
+        net.site(&s(3)).is_some_and(|x| {
+            x.db()
+                .members()
+                .get(&s(3))
+                .is_some_and(|m| m.state == MemberState::Removing)
+        })
+    }));
+    net.crash(&s(1));
+    net.heal();
+    // s3 holds the most advanced electable log but does not stand (its own log says it is
+    // leaving). It still refuses the others, who lack records it may have acknowledged; s2 and
+    // s4 with the priority-0 s5 are a majority of five all the same, and one of them must win
+    // rather than step aside for a site that will never stand.
+    assert!(
+        net.run_until_cond(20_000, |net| net
+            .master()
+            .is_some_and(|m| m == s(2) || m == s(4))),
+        "no master: {:?}",
+        net.events().iter().rev().take(12).collect::<Vec<_>>()
+    );
+}
