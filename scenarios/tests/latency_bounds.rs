@@ -2,15 +2,18 @@
 //! 200 ms and a silent one within 2 s (issue 13's bounds, at p99), split votes stay rare, the
 //! best-placed survivor of a group with priorities is the one that wins, in one round, a more
 //! advanced log wins over a higher priority, a site joins within half a second reporting
-//! only the clean sequence, and messages lost on live connections cost a commit a round trip,
-//! not a timeout. Simulated time does not
-//! jitter with the machine, so these bounds are exact for a given build, not flaky; a change that
-//! slows an election or a join by a timeout shows here even when every safety check still holds.
+//! only the clean sequence, a restarted client is back within a heartbeat interval, and
+//! messages lost on live connections cost a commit a round trip, not a timeout. Simulated time
+//! does not jitter with the machine, so these bounds are exact for a given build, not flaky; a
+//! change that slows an election or a join by a timeout shows here even when every safety check
+//! still holds.
 //!
 //! The mutation gate runs these too (see `.cargo/mutants.toml`).
 #![cfg(madsim)]
 
-use scenarios::failover::{measure, measure_catch_up, measure_joins, percentile, Loss};
+use scenarios::failover::{
+    measure, measure_catch_up, measure_joins, measure_restart, percentile, Loss,
+};
 
 /// Seeds per group size and kind of loss: enough that a p99 is the worst of them.
 const SEEDS: u64 = 20;
@@ -137,4 +140,18 @@ fn messages_lost_on_live_connections_cost_a_round_trip_not_a_timeout() {
         p99 <= 100,
         "p99 commit latency {p99} ms with {dropped} frames dropped"
     );
+}
+
+#[test]
+fn a_restarted_client_is_back_within_a_heartbeat_interval() {
+    let mut ms: Vec<u64> = (1..=SEEDS)
+        .map(|seed| {
+            measure_restart(seed).unwrap_or_else(|| panic!("seed {seed}: never back in sync"))
+        })
+        .collect();
+    ms.sort_unstable();
+    let worst = *ms.last().expect("seeds");
+    // Greeted by its master as soon as it connects, a client is back in tens of milliseconds;
+    // one that waited for the next heartbeat would take up to the 200 ms interval more.
+    assert!(worst <= 150, "restart to StartupDone: {ms:?} ms");
 }
