@@ -2,7 +2,7 @@
 //! 200 ms and a silent one within 2 s (issue 13's bounds, at p99), split votes stay rare, the
 //! best-placed survivor of a group with priorities is the one that wins, in one round, a more
 //! advanced log wins over a higher priority, a site joins within half a second reporting
-//! only the clean sequence, a restarted client is back within a heartbeat interval, and
+//! only the clean sequence, a restarted client is back within 150 ms, and
 //! messages lost on live connections cost a commit a round trip, not a timeout. Simulated time
 //! does not jitter with the machine, so these bounds are exact for a given build, not flaky; a
 //! change that slows an election or a join by a timeout shows here even when every safety check
@@ -143,7 +143,7 @@ fn messages_lost_on_live_connections_cost_a_round_trip_not_a_timeout() {
 }
 
 #[test]
-fn a_restarted_client_is_back_within_a_heartbeat_interval() {
+fn a_restarted_client_is_back_within_150_ms() {
     let mut ms: Vec<u64> = (1..=SEEDS)
         .map(|seed| {
             measure_restart(seed).unwrap_or_else(|| panic!("seed {seed}: never back in sync"))
@@ -151,7 +151,8 @@ fn a_restarted_client_is_back_within_a_heartbeat_interval() {
         .collect();
     ms.sort_unstable();
     let worst = *ms.last().expect("seeds");
-    // Greeted by its master as soon as it connects, a client is back in tens of milliseconds;
-    // one that waited for the next heartbeat would take up to the 200 ms interval more.
+    // Greeted by its master as soon as it connects, and asking for each next batch as soon as
+    // one arrives, a client some 60 records behind is back in about 100 ms. Waiting for the
+    // next heartbeat, for the master or for each batch, takes 200 to 400 ms.
     assert!(worst <= 150, "restart to StartupDone: {ms:?} ms");
 }
