@@ -24,7 +24,83 @@ pub struct DecodeError(String);
 /// Encodes a value. Encoding our own types cannot fail (no maps with non-string keys, no
 /// sequences of unknown length), so a failure here is a bug and panics.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("encoding an engine type never fails")
+    // Sized first: growing the vector as the bytes come cost more than a sizing pass.
+    let mut out = Vec::with_capacity(encoded_len(value) as usize);
+    encode_into(value, &mut out);
+    out
+}
+
+/// Encodes a value at the end of `out` (a frame that holds its header already, say).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    postcard::serialize_with_flavor(value, AppendTo(out))
+        .expect("encoding an engine type never fails");
+}
+
+/// A postcard output that appends to a vector its caller owns (and may have sized).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// A postcard output that keeps nothing: it checks that what is written is `expected`, byte
+/// for byte, and all of it (the canonical-form test of [`decode`], with no second copy of the
+/// payload made to compare).
+struct SameAs<'a> {
+    expected: &'a [u8],
+}
+
+impl postcard::ser_flavors::Flavor for SameAs<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let Some((head, rest)) = self.expected.split_at_checked(data.len()) else {
+            return Err(postcard::Error::SerializeBufferFull);
+        };
+        // Most pieces are a few bytes: compared in place, not through a call to `memcmp`.
+        let same = if data.len() <= 16 {
+            head.iter().zip(data).all(|(a, b)| a == b)
+        } else {
+            head == data
+        };
+        if !same {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.expected = rest;
+        Ok(())
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        match self.expected.split_first() {
+            Some((&first, rest)) if first == byte => {
+                self.expected = rest;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        if self.expected.is_empty() {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
 }
 
 /// Size in bytes of a value's encoding.
@@ -48,7 +124,7 @@ pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8], limit: u64) -> Resu
     if !rest.is_empty() {
         return Err(DecodeError(format!("{} trailing bytes", rest.len())));
     }
-    if encode(&value) != bytes {
+    if postcard::serialize_with_flavor(&value, SameAs { expected: bytes }).is_err() {
         return Err(DecodeError(
             "not in canonical form (an integer or length written longer than it needs)".into(),
         ));
@@ -127,6 +203,17 @@ mod tests {
         assert!(err.contains("not in canonical form"), "{err}");
         let err = decode::<u32>(&[5, 5], 1).unwrap_err().to_string();
         assert!(err.contains("over the 1-byte limit"), "{err}");
+        // Behind a long piece (compared whole, not byte by byte), and at the very end.
+        let text = "twenty bytes of text";
+        let mut bytes = encode(&(text, 5u32));
+        assert_eq!(
+            decode::<(String, u32)>(&bytes, 64).unwrap(),
+            (text.into(), 5)
+        );
+        bytes.pop();
+        bytes.extend_from_slice(&[0x85, 0x00]);
+        let err = decode::<(String, u32)>(&bytes, 64).unwrap_err().to_string();
+        assert!(err.contains("not in canonical form"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! driver does, and each after a 1 ms simulated pause, so that every send is a timer event as in
 //! the engine), and the engine's messages per wall second as a share of that floor.
 //!
+//! `ENGINE_ONLY=1` skips the floor (to profile the engine alone); `FLOOR_ONLY=N` runs only the
+//! floor, with N messages.
+//!
 //! Run: `cargo run --release --config "build.rustflags=['--cfg','madsim']" --target-dir target/sim -p repsim-sim --example throughput`
 
 #[cfg(madsim)]
@@ -65,6 +68,10 @@ fn main() {
         commits += c;
     }
     let secs = wall.elapsed().as_secs_f64();
+    if std::env::var("ENGINE_ONLY").is_ok() {
+        println!("engine {:.0} msg/s", messages as f64 / secs);
+        return;
+    }
     let floor_wall = std::time::Instant::now();
     for seed in 0..seeds {
         floor::run(seed, messages / seeds);

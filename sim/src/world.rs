@@ -458,7 +458,7 @@ impl World {
         let trace: Trace = Arc::default();
         let layer = crate::tracelog::TraceLayer {
             trace: trace.clone(),
-            start,
+            start: crate::clock::Elapsed::start(),
         };
         let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let desk = SharedDesk::default();

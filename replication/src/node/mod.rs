@@ -425,13 +425,14 @@ impl Alarm {
         }
     }
 
-    /// Rings at `deadline` of the site's clock, which reads `now` (none: in an hour, as a check).
-    fn set(&mut self, deadline: Option<Time>, now: Time) {
+    /// Rings at `deadline` of the site's clock, which reads `now()` (none: in an hour, as a
+    /// check). The clock is read only if the deadline moved: most turns leave it where it was.
+    fn set(&mut self, deadline: Option<Time>, now: impl FnOnce() -> Time) {
         if self.armed_for == Some(deadline) {
             return;
         }
         let wait = match deadline {
-            Some(at) => Duration::from_millis(at.since(now)),
+            Some(at) => Duration::from_millis(at.since(now())),
             None => Duration::from_secs(3600),
         };
         self.sleep
@@ -548,7 +549,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                 tokio::task::yield_now().await;
                 self.sync_deferred();
             }
-            alarm.set(self.site.next_deadline(), self.clock.now());
+            alarm.set(self.site.next_deadline(), || self.clock.now());
             // In a fixed order (a random one would make a simulated run depend on more than its
             // seed), each source polled only if it woke the node (see `gate`).
             let woken = std::future::poll_fn(|cx| {

@@ -295,21 +295,25 @@ pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Ve
     if len > u64::from(limit) {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let payload = codec::encode(msg);
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
-        len: payload.len() as u64,
-        limit,
-    })?;
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
+    // The payload is encoded in place after room for the header, which is filled in once the
+    // payload's checksum is known: one allocation, no copy.
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + len as usize);
+    frame.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    codec::encode_into(msg, &mut frame);
+    debug_assert_eq!(
+        frame.len(),
+        FRAME_HEADER_LEN + len as usize,
+        "sized as encoded"
+    );
     let mut covered = [0u8; CRC_OFFSET];
     covered[..2].copy_from_slice(&MAGIC);
     covered[2] = version;
     covered[3] = FrameKind::Message.code();
     covered[4..].copy_from_slice(&len.to_le_bytes());
-    let crc = frame_crc(&covered, &payload);
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
-    frame.extend_from_slice(&covered);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    frame.extend_from_slice(&payload);
+    let crc = frame_crc(&covered, &frame[FRAME_HEADER_LEN..]);
+    frame[..CRC_OFFSET].copy_from_slice(&covered);
+    frame[CRC_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     Ok(frame)
 }
 
