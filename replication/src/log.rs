@@ -311,9 +311,14 @@ impl Database {
             RecordBody::Txn(txn) => {
                 for op in &txn.ops {
                     match op {
-                        Op::Put { key, value } => {
-                            self.data.insert(key.clone(), value.clone());
-                        }
+                        // An existing key keeps its allocations: keys are rewritten far more
+                        // often than new ones appear.
+                        Op::Put { key, value } => match self.data.get_mut(key) {
+                            Some(held) => held.clone_from(value),
+                            None => {
+                                self.data.insert(key.clone(), value.clone());
+                            }
+                        },
                         Op::Delete { key } => {
                             self.data.remove(key);
                         }

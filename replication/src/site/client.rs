@@ -11,6 +11,7 @@ use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
 use crate::wire::Message;
 use rand_chacha::rand_core::RngCore;
+use std::sync::Arc;
 
 /// State of a site while it is a client.
 #[derive(Debug)]
@@ -394,7 +395,7 @@ impl<S: Storage> Site<S> {
         &mut self,
         from: SiteAddr,
         gen: Gen,
-        records: Vec<LogRecord>,
+        records: Arc<[LogRecord]>,
     ) -> Result<(), StorageError> {
         // Streaming, and not waiting for the master's snapshot: a request from LSN 0 means our
         // log diverged inside our own snapshot, so no record of the master's continues it.
@@ -411,9 +412,12 @@ impl<S: Storage> Site<S> {
         }
         let start = self.last();
         let mut next = start;
-        let mut accepted = Vec::new();
+        // What continues our log: one run of the message's records, appended straight from it;
+        // records out of order (never from a master, but a peer may send anything) are copied.
+        let mut run = 0..0;
+        let mut copied: Option<Vec<LogRecord>> = None;
         let mut gap = false;
-        for record in records {
+        for (i, record) in records.iter().enumerate() {
             if record.lsn <= next.lsn {
                 continue; // a duplicate of what we have
             }
@@ -427,10 +431,24 @@ impl<S: Storage> Site<S> {
                 break;
             }
             next = record.pos();
-            accepted.push(record);
+            match &mut copied {
+                Some(copied) => copied.push(record.clone()),
+                None if run.is_empty() => run = i..i + 1,
+                None if run.end == i => run.end = i + 1,
+                None => {
+                    copied = Some(
+                        records[run.clone()]
+                            .iter()
+                            .chain([record])
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            }
         }
+        let accepted = copied.as_deref().unwrap_or(&records[run]);
         if !accepted.is_empty() {
-            self.append(&accepted)?;
+            self.append(accepted)?;
             self.sync_log()?;
             self.send_ack();
         }

@@ -12,6 +12,7 @@ use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, Lsn, SiteAddr, Time};
 use crate::wire::{JoinResult, Message};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// State of a site while it is master.
 #[derive(Debug)]
@@ -144,8 +145,9 @@ impl<S: Storage> Site<S> {
         }
         self.append(&records)?;
         self.stats.commits += records.len() as u64;
+        let records: Arc<[LogRecord]> = records.into();
         for to in self.recipients() {
-            let records = records.clone();
+            let records = Arc::clone(&records);
             self.send(&to, Message::Log { gen, records });
         }
         self.sync_deferred = true;
@@ -197,7 +199,7 @@ impl<S: Storage> Site<S> {
                 &to,
                 Message::Log {
                     gen,
-                    records: vec![record.clone()],
+                    records: Arc::from([record.clone()]),
                 },
             );
         }
@@ -460,7 +462,7 @@ impl<S: Storage> Site<S> {
             self.send(&to, Message::InitSnapshot { gen, snapshot });
             return Ok(());
         }
-        let records = self.storage.read(from, self.cfg.log_batch_records)?;
+        let records = self.storage.read(from, self.cfg.log_batch_records)?.into();
         self.send(&to, Message::Log { gen, records });
         Ok(())
     }

@@ -596,7 +596,10 @@ fn a_client_repeats_its_ack_on_heartbeats_for_an_ack_timeout() {
         now,
         Input::Message {
             from,
-            msg: Message::Log { gen, records },
+            msg: Message::Log {
+                gen,
+                records: records.into(),
+            },
         },
     );
     assert_eq!(acks(&out), vec![record.lsn]);
@@ -744,7 +747,7 @@ fn messages_from_an_older_generation_are_ignored() {
             from: master.clone(),
             msg: Message::Log {
                 gen: gen - 1,
-                records: vec![stale],
+                records: vec![stale].into(),
             },
         },
     );
@@ -771,7 +774,7 @@ fn a_record_with_a_bad_checksum_is_never_applied() {
             from: master,
             msg: Message::Log {
                 gen,
-                records: vec![bad],
+                records: vec![bad].into(),
             },
         },
     );
@@ -1148,4 +1151,47 @@ fn without_leases_a_leased_read_is_refused_and_a_plain_one_reads_any_site() {
         },
     );
     assert_eq!(net.result(id), Some(&Ok(Reply::Value(Some(b"v".to_vec())))));
+}
+
+#[test]
+fn a_log_message_is_applied_in_lsn_order_whatever_order_its_records_come_in() {
+    let mut net = group(3, 23);
+    let master = elected(&mut net);
+    net.run_for(1_500);
+    let client = others(&net, &master)[0].clone();
+    let (now, gen) = (net.now(), net.site(&master).unwrap().gen());
+    let site = net.site_mut(&client).unwrap();
+    let last = site.last().lsn;
+    let put = |lsn: Lsn, key: &str| LogRecord::new(lsn, gen, RecordBody::Txn(Txn::put(key, "v")));
+    let mut deliver = |records: Vec<LogRecord>| {
+        let (from, records) = (master.clone(), records.into());
+        site.step(
+            now,
+            Input::Message {
+                from,
+                msg: Message::Log { gen, records },
+            },
+        );
+        site.last().lsn
+    };
+    // In order: one run, appended straight from the message.
+    assert_eq!(
+        deliver(vec![put(last + 1, "a"), put(last + 2, "b")]),
+        last + 2
+    );
+    // A record it holds already, between two that continue its log: skipped, the rest applied.
+    let stray = vec![put(last + 3, "c"), put(last + 2, "b"), put(last + 4, "d")];
+    assert_eq!(deliver(stray), last + 4);
+    // A gap ends what is taken.
+    assert_eq!(
+        deliver(vec![put(last + 5, "e"), put(last + 7, "g")]),
+        last + 5
+    );
+    for key in ["a", "b", "c", "d", "e"] {
+        assert_eq!(site.get(key.as_bytes()), Some(&b"v"[..]), "{key}");
+    }
+    assert_eq!(site.get(b"g"), None);
+    let held = site.storage().read(last + 1, 10).unwrap();
+    let lsns: Vec<Lsn> = held.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, (last + 1..=last + 5).collect::<Vec<_>>());
 }

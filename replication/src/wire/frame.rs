@@ -516,11 +516,12 @@ mod tests {
                             ],
                         }),
                     ),
-                ],
+                ]
+                .into(),
             },
             Message::Log {
                 gen: 3,
-                records: vec![],
+                records: Vec::new().into(),
             },
             Message::SyncRequest {
                 gen: 3,
@@ -742,7 +743,8 @@ mod tests {
                 1,
                 1,
                 RecordBody::Txn(Txn::put("big", vec![7u8; 10_000])),
-            )],
+            )]
+            .into(),
         };
         let len = codec::encoded_len(&msg);
         assert_eq!(
@@ -1143,8 +1145,10 @@ mod tests {
                     first_lsn,
                 }
             }),
-            (any::<u64>(), vec(arb_record(), 0..5))
-                .prop_map(|(gen, records)| Message::Log { gen, records }),
+            (any::<u64>(), vec(arb_record(), 0..5)).prop_map(|(gen, records)| Message::Log {
+                gen,
+                records: records.into(),
+            }),
             (any::<u64>(), any::<u32>())
                 .prop_map(|(gen, priority)| Message::SyncRequest { gen, priority }),
             (any::<u64>(), arb_history(), any::<u64>(), arb_pos()).prop_map(

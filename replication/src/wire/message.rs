@@ -6,6 +6,7 @@
 use crate::log::{GenHistory, LogRecord, Snapshot};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A message between two sites of a group. `Hello` and `Proof` are the handshake
 /// ([`super::handshake`]) and never reach the core; everything else only flows once the
@@ -44,8 +45,8 @@ pub enum Message {
     Log {
         /// The master's generation.
         gen: Gen,
-        /// Consecutive records.
-        records: Vec<LogRecord>,
+        /// Consecutive records, shared: a master pushes the same ones to every client.
+        records: Arc<[LogRecord]>,
     },
     /// Client to master: "I follow you; tell me your log's history so I can verify mine".
     SyncRequest {

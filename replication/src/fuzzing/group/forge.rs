@@ -276,35 +276,46 @@ pub(super) fn mutate(
                 | Message::Vote { last, .. } => last.lsn = v,
                 Message::LogRequest { from, .. } => *from = v,
                 Message::Ack { lsn, .. } => *lsn = v,
-                Message::Log { records, .. } => {
+                Message::Log { records, .. } => edit_records(records, |records| {
                     if let Some(r) = records.first_mut() {
                         *r = LogRecord::new(v, r.gen, r.body.clone());
                     }
-                }
+                }),
                 _ => {}
             }
         }
         Mutation::CorruptRecord(k) => {
             if let Message::Log { records, .. } = msg {
-                let len = records.len();
-                if len > 0 {
-                    records[usize::from(*k) % len].checksum ^= 0x0100;
-                }
+                edit_records(records, |records| {
+                    let len = records.len();
+                    if len > 0 {
+                        records[usize::from(*k) % len].checksum ^= 0x0100;
+                    }
+                });
             }
         }
         Mutation::DropRecord(k) => {
             if let Message::Log { records, .. } = msg {
-                let len = records.len();
-                if len > 0 {
-                    records.remove(usize::from(*k) % len);
-                }
+                edit_records(records, |records| {
+                    let len = records.len();
+                    if len > 0 {
+                        records.remove(usize::from(*k) % len);
+                    }
+                });
             }
         }
         Mutation::Reverse => {
             if let Message::Log { records, .. } = msg {
-                records.reverse();
+                edit_records(records, |records| records.reverse());
             }
         }
         Mutation::Sender(n) => *from = addr(*n),
     }
+}
+
+/// Changes a `Log` message's records (shared, so edited as a copy).
+fn edit_records(records: &mut std::sync::Arc<[LogRecord]>, edit: impl FnOnce(&mut Vec<LogRecord>)) {
+    let mut copy = records.to_vec();
+    edit(&mut copy);
+    *records = copy.into();
 }
