@@ -589,6 +589,124 @@ pub fn write_is_promised(
     })
 }
 
+/// What the sites of a group are, for [`all_available_waits_for_connected_clients`].
+pub struct GroupView<'a> {
+    /// Members from the start, as every master counts them: a static list, or a membership
+    /// database's creators.
+    pub base_members: &'a BTreeSet<SiteAddr>,
+    /// Sites anybody asked to remove: from the moment of asking, a master may no longer count
+    /// them (their removal may be under way), so nothing is owed to them.
+    pub removals_asked: &'a BTreeSet<SiteAddr>,
+    /// When each site's machine was killed (a killed node's connections end with no event).
+    pub kills: &'a [(u64, SiteAddr)],
+}
+
+/// `all_available` (Berkeley DB's `DB_REPMGR_ACKS_ALL_AVAILABLE`) acknowledges a commit only
+/// once every client connected to the master has it: for each commit a master acknowledged
+/// under it, every member whose connection to the master was up then (as the master's node
+/// reported its connections) had the record durable on its disk by that moment.
+/// `all_available(master)` says whether that master commits under the policy;
+/// `durable_through_by(site, ms, lsn)` whether the site's log was durable through `lsn` by `ms`.
+///
+/// Members are the base members and the sites the master itself reported added (while it held
+/// them: a rollback, an internal init or a restart of the master may have taken the record), never
+/// a site whose removal was asked. A connection that came or went in the very millisecond of the
+/// acknowledgement is not judged: the order of the two within it is not in the trace.
+pub fn all_available_waits_for_connected_clients(
+    history: &[Operation],
+    events: &[Observed],
+    group: &GroupView<'_>,
+    all_available: &dyn Fn(&SiteAddr) -> bool,
+    durable_through_by: &dyn Fn(&SiteAddr, u64, u64) -> bool,
+) -> Option<Violation> {
+    let mut acked: Vec<(&Operation, u64)> = history
+        .iter()
+        .filter_map(|op| match op.outcome {
+            Outcome::Ok { lsn } if all_available(&op.site) => Some((op, lsn)),
+            _ => None,
+        })
+        .collect();
+    acked.sort_by_key(|(op, _)| op.completed_ms);
+    let mut up: BTreeSet<(&SiteAddr, &SiteAddr)> = BTreeSet::new();
+    // The sites each master reported added, since it last lost its database's past.
+    let mut added: BTreeMap<&SiteAddr, BTreeSet<&SiteAddr>> = BTreeMap::new();
+    let mut kills = group.kills.iter().peekable();
+    let mut next = events.iter().enumerate().peekable();
+    for (op, lsn) in acked {
+        let at = op.completed_ms;
+        // Everything before the acknowledgement's millisecond.
+        while let Some((_, e)) = next.next_if(|(_, e)| e.ms < at) {
+            while let Some((_, dead)) = kills.next_if(|(ms, _)| *ms <= e.ms) {
+                up.retain(|(site, _)| *site != dead);
+                added.remove(dead);
+            }
+            match &e.event {
+                NodeEvent::ConnectionEstablished { peer, .. } => {
+                    up.insert((&e.site, peer));
+                }
+                NodeEvent::ConnectionBroken { peer } => {
+                    up.remove(&(&e.site, peer));
+                }
+                NodeEvent::Site(Event::SiteAdded { site }) => {
+                    added.entry(&e.site).or_default().insert(site);
+                }
+                NodeEvent::Site(Event::MembershipCreated { sites }) => {
+                    added.entry(&e.site).or_default().extend(sites);
+                }
+                NodeEvent::Site(Event::SiteRemoved { site }) => {
+                    if let Some(added) = added.get_mut(&e.site) {
+                        added.remove(site);
+                    }
+                }
+                NodeEvent::Site(Event::RolledBack { .. } | Event::InitDone { .. }) => {
+                    added.remove(&e.site);
+                }
+                _ => {}
+            }
+        }
+        while let Some((_, dead)) = kills.next_if(|(ms, _)| *ms < at) {
+            up.retain(|(site, _)| *site != dead);
+            added.remove(dead);
+        }
+        let master = &op.site;
+        let unsettled: BTreeSet<&SiteAddr> = events
+            .iter()
+            .skip_while(|e| e.ms < at)
+            .take_while(|e| e.ms == at)
+            .filter(|e| e.site == *master)
+            .filter_map(|e| match &e.event {
+                NodeEvent::ConnectionEstablished { peer, .. }
+                | NodeEvent::ConnectionBroken { peer } => Some(peer),
+                _ => None,
+            })
+            .collect();
+        let is_member = |site: &SiteAddr| {
+            (group.base_members.contains(site)
+                || added.get(master).is_some_and(|a| a.contains(site)))
+                && !group.removals_asked.contains(site)
+        };
+        let owed = up
+            .iter()
+            .filter(|(site, _)| *site == master)
+            .map(|(_, client)| *client)
+            .filter(|client| *client != master && is_member(client) && !unsettled.contains(client));
+        for client in owed {
+            if !durable_through_by(client, at, lsn) {
+                return Some(Violation {
+                    invariant: "all_available_waits_for_connected_clients".into(),
+                    site: Some(master.clone()),
+                    at_ms: Some(at),
+                    detail: format!(
+                        "acknowledged LSN {lsn} under all_available while connected to member \
+                         {client}, which did not hold it durably yet"
+                    ),
+                });
+            }
+        }
+    }
+    None
+}
+
 /// Who may vote and who may win, for [`elections_are_sound`].
 #[derive(Clone, Debug, Default)]
 pub struct Electorate {
@@ -1187,6 +1305,112 @@ mod tests {
         );
         let joined = [connected(10, "a", "b"), added, alone(500, "a")];
         assert!(lenient_pair_waits_for_its_partner(&joined, &creator_alone).is_some());
+    }
+
+    #[test]
+    fn an_all_available_ack_before_a_connected_member_holds_it_is_caught_and_the_edges_pass() {
+        fn addr(name: &str) -> SiteAddr {
+            SiteAddr::new(name)
+        }
+        let connected = |ms, site: &str, peer: &str| Observed {
+            ms,
+            site: addr(site),
+            event: NodeEvent::ConnectionEstablished {
+                peer: addr(peer),
+                version: 2,
+            },
+        };
+        let broken = |ms, site: &str, peer: &str| Observed {
+            ms,
+            site: addr(site),
+            event: NodeEvent::ConnectionBroken { peer: addr(peer) },
+        };
+        let added = |ms, site: &str, joiner: &str| {
+            site_event(ms, site, Event::SiteAdded { site: addr(joiner) })
+        };
+        let acked_at = |completed_ms| Operation {
+            site: addr("m"),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            invoked_ms: completed_ms - 5,
+            completed_ms,
+            outcome: Outcome::Ok { lsn: 7 },
+        };
+        // c holds LSN 7 durably from 100 ms on; d never does.
+        let durable =
+            |site: &SiteAddr, ms: u64, lsn: u64| site == &addr("c") && ms >= 100 && lsn <= 7;
+        let base: BTreeSet<SiteAddr> = [addr("m"), addr("c"), addr("d")].into();
+        let nobody = BTreeSet::new();
+        let group = GroupView {
+            base_members: &base,
+            removals_asked: &nobody,
+            kills: &[],
+        };
+        let judge = |events: &[Observed], history: &[Operation], group: &GroupView<'_>| {
+            let all_available = |master: &SiteAddr| master == &addr("m");
+            all_available_waits_for_connected_clients(
+                history,
+                events,
+                group,
+                &all_available,
+                &durable,
+            )
+        };
+        // Planted: acknowledged while d, connected, lacked it (or while c still did).
+        let up = [connected(10, "m", "c"), connected(10, "m", "d")];
+        let v = judge(&up, &[acked_at(120)], &group).expect("caught");
+        assert!(v.detail.contains("member d"), "{}", v.detail);
+        let only_c = [connected(10, "m", "c")];
+        assert!(
+            judge(&only_c, &[acked_at(90)], &group).is_some(),
+            "c had it only at 100"
+        );
+        // Legal edges: c held it in time; d's connection broke first, or came or went in the
+        // very millisecond; d was killed (its connections went unreported); d's removal was
+        // asked; the policy was another; the write failed.
+        assert_eq!(judge(&only_c, &[acked_at(100)], &group), None);
+        let d_gone = [up[0].clone(), up[1].clone(), broken(110, "m", "d")];
+        assert_eq!(judge(&d_gone, &[acked_at(120)], &group), None);
+        let d_same_ms = [up[0].clone(), up[1].clone(), broken(120, "m", "d")];
+        assert_eq!(judge(&d_same_ms, &[acked_at(120)], &group), None);
+        let late = [up[0].clone(), connected(120, "m", "d")];
+        assert_eq!(judge(&late, &[acked_at(120)], &group), None);
+        let master_killed = GroupView {
+            kills: &[(50, addr("m"))],
+            ..group
+        };
+        assert_eq!(judge(&up, &[acked_at(120)], &master_killed), None);
+        let asked: BTreeSet<SiteAddr> = [addr("d")].into();
+        let removing = GroupView {
+            removals_asked: &asked,
+            ..group
+        };
+        assert_eq!(judge(&up, &[acked_at(120)], &removing), None);
+        let failed = Operation {
+            outcome: Outcome::Unknown("perm failed".into()),
+            ..acked_at(120)
+        };
+        assert_eq!(judge(&up, &[failed], &group), None);
+        // A joiner is owed only once the master reported it added, and not after the master
+        // rolled back (its database's record of the join may be gone).
+        let joiner_base: BTreeSet<SiteAddr> = [addr("m"), addr("c")].into();
+        let joined = GroupView {
+            base_members: &joiner_base,
+            ..group
+        };
+        assert_eq!(
+            judge(&up, &[acked_at(120)], &joined),
+            None,
+            "d still joining"
+        );
+        let admitted = [up[0].clone(), up[1].clone(), added(60, "m", "d")];
+        assert!(judge(&admitted, &[acked_at(120)], &joined).is_some());
+        let rolled_back = Event::RolledBack {
+            to: LogPos { gen: 1, lsn: 5 },
+            txns: vec![],
+        };
+        let forgotten = [admitted.to_vec(), vec![site_event(80, "m", rolled_back)]].concat();
+        assert_eq!(judge(&forgotten, &[acked_at(120)], &joined), None);
     }
 
     fn voted(ms: u64, site: &str, candidate: &str, egen: Gen) -> Observed {

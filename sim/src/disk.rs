@@ -78,6 +78,18 @@ enum Backing {
 #[derive(Clone)]
 pub struct Disk {
     inner: Arc<Mutex<Backing>>,
+    durable: Arc<Mutex<DurableMarks>>,
+}
+
+/// When the disk's log became durable through which LSN, for checkers that ask what a site
+/// held at a given time (see [`Disk::durable_through_by`]). Kept only once the world gives the
+/// disk its clock.
+#[derive(Default)]
+struct DurableMarks {
+    clock: Option<crate::clock::Elapsed>,
+    /// (simulated ms, the highest last LSN so far) at each sync, snapshot write and open that
+    /// raised it; in time order.
+    marks: Vec<(u64, Lsn)>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -104,6 +116,41 @@ impl Disk {
         };
         Disk {
             inner: Arc::new(Mutex::new(backing)),
+            durable: Arc::default(),
+        }
+    }
+
+    /// Starts keeping the times at which the log became durable, on `clock` (the world's).
+    pub fn keep_durable_marks(&self, clock: crate::clock::Elapsed) {
+        self.durable.lock().unwrap_or_else(|p| p.into_inner()).clock = Some(clock);
+    }
+
+    /// Whether, by simulated `ms`, the log was durable through `lsn` at some point: synced, or
+    /// written as a snapshot, or found on opening the disk (what survived a crash counts as
+    /// durable from then on). Says nothing of what a later crash, rot or truncation took.
+    pub fn durable_through_by(&self, ms: u64, lsn: Lsn) -> bool {
+        let durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        let by = durable.marks.partition_point(|(at, _)| *at <= ms);
+        by > 0 && durable.marks[by - 1].1 >= lsn
+    }
+
+    /// Notes that the log is durable through its last LSN now.
+    fn mark_durable(&self) {
+        let last = self.last_lsn();
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ms) = durable
+            .clock
+            .as_ref()
+            .map(|c| c.elapsed().as_millis() as u64)
+        else {
+            return;
+        };
+        if durable
+            .marks
+            .last()
+            .is_none_or(|(_, highest)| *highest < last)
+        {
+            durable.marks.push((ms, last));
         }
     }
 
@@ -126,6 +173,12 @@ impl Disk {
     /// `FileStorage` does when it opens its files. Returns how many records were dropped.
     /// `holder` names the site to whoever finds the directory locked.
     pub fn open(&self, holder: &str) -> Result<u64, StorageError> {
+        let dropped = self.open_backing(holder)?;
+        self.mark_durable();
+        Ok(dropped)
+    }
+
+    fn open_backing(&self, holder: &str) -> Result<u64, StorageError> {
         match &mut *self.lock() {
             Backing::Memory(mem) => Ok(mem.recover() as u64),
             Backing::File { fs, open } => {
@@ -340,7 +393,9 @@ impl Storage for Disk {
         self.with_open(|s| s.append(records))
     }
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.with_open(|s| s.sync())
+        self.with_open(|s| s.sync())?;
+        self.mark_durable();
+        Ok(())
     }
     fn read(&mut self, from: Lsn, max: usize) -> Result<Vec<LogRecord>, StorageError> {
         self.with_open(|s| s.read(from, max))
@@ -349,7 +404,9 @@ impl Storage for Disk {
         self.with_open(|s| s.truncate_after(lsn))
     }
     fn write_snapshot(&mut self, snapshot: &Snapshot, keep_log: bool) -> Result<(), StorageError> {
-        self.with_open(|s| s.write_snapshot(snapshot, keep_log))
+        self.with_open(|s| s.write_snapshot(snapshot, keep_log))?;
+        self.mark_durable();
+        Ok(())
     }
     fn read_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         self.with_open(|s| s.read_snapshot())
@@ -370,6 +427,39 @@ mod tests {
 
     fn rec(lsn: Lsn) -> LogRecord {
         LogRecord::new(lsn, 1, RecordBody::Txn(Txn::put("k", "v")))
+    }
+
+    #[cfg(madsim)]
+    #[madsim::test]
+    async fn the_disk_marks_when_its_log_became_durable_through_which_lsn() {
+        use std::time::Duration;
+        for kind in [StorageKind::Memory, StorageKind::File] {
+            let disk = Disk::new(kind, 1);
+            disk.keep_durable_marks(crate::clock::Elapsed::start());
+            disk.open("site").unwrap();
+            let mut user = disk.clone();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            user.append(&[rec(1), rec(2)]).unwrap();
+            assert!(
+                !disk.durable_through_by(10, 1),
+                "{kind:?}: appended is not durable"
+            );
+            user.sync().unwrap();
+            assert!(disk.durable_through_by(10, 2), "{kind:?}");
+            assert!(
+                !disk.durable_through_by(9, 1),
+                "{kind:?}: not before the sync"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            user.append(&[rec(3)]).unwrap();
+            user.sync().unwrap();
+            assert!(!disk.durable_through_by(19, 3), "{kind:?}");
+            assert!(disk.durable_through_by(20, 3), "{kind:?}");
+            assert!(
+                disk.durable_through_by(25, 2),
+                "{kind:?}: what was durable stays so"
+            );
+        }
     }
 
     #[test]

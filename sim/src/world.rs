@@ -15,7 +15,7 @@ use madsim::runtime::{Handle, NodeHandle as SimNode};
 use madsim::task::NodeId;
 use replication::log::LogRecord;
 use replication::node::{self, Chances, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
-use replication::site::{Config, OpenError, Reply, Request, RequestError, RoleKind};
+use replication::site::{AckPolicy, Config, OpenError, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,6 +148,8 @@ struct Clients {
     reads: Arc<Mutex<Vec<Read>>>,
     /// Leased reads a master served to the load, in the order they were asked.
     leased_reads: Arc<Mutex<Vec<check::LeasedRead>>>,
+    /// Sites anybody asked to remove, from the moment of asking.
+    removals_asked: Arc<Mutex<BTreeSet<SiteAddr>>>,
     start: tokio::time::Instant,
 }
 
@@ -165,6 +167,10 @@ impl Clients {
     }
 
     async fn request(&self, addr: &SiteAddr, request: Request) -> Result<Reply, RequestError> {
+        if let Request::RemoveSite { site } = &request {
+            let mut asked = self.removals_asked.lock().expect("removals lock");
+            asked.insert(site.clone());
+        }
         let Some(h) = self.handle(addr) else {
             return Err(RequestError::HandleDead {
                 reason: format!("{addr} is down"),
@@ -404,6 +410,8 @@ pub struct World {
     faults_reached: Mutex<Coverage>,
     /// Duplication and reordering of frames, shared by every site's connections.
     chaos: Arc<LinkChaos>,
+    /// Time since the world was made, the trace's clock (disks mark durability on it).
+    since: crate::clock::Elapsed,
     /// Routes the engine's `tracing` output into the trace while the world lives (the
     /// simulation runs on one thread, so a thread-local default reaches every site).
     _tracing: tracing::subscriber::DefaultGuard,
@@ -456,9 +464,10 @@ impl World {
         use tracing_subscriber::layer::SubscriberExt;
         let start = tokio::time::Instant::now();
         let trace: Trace = Arc::default();
+        let since = crate::clock::Elapsed::start();
         let layer = crate::tracelog::TraceLayer {
             trace: trace.clone(),
-            start: crate::clock::Elapsed::start(),
+            start: since.clone(),
         };
         let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let desk = SharedDesk::default();
@@ -479,8 +488,10 @@ impl World {
                 history: Arc::default(),
                 reads: Arc::default(),
                 leased_reads: Arc::default(),
+                removals_asked: Arc::default(),
                 start,
             },
+            since,
             desk,
             operator,
             executioner,
@@ -937,6 +948,7 @@ impl World {
         }));
         // Its own stream for the filesystem's crashes, apart from the node's.
         let disk = Disk::new(self.storage, seed ^ 0xd15c_0000_0000_0000);
+        disk.keep_durable_marks(self.since.clone());
         let clock = Arc::new(SkewedClock::new());
         let handle: Slot = Arc::default();
         self.clients
@@ -1334,6 +1346,7 @@ impl World {
             violations.extend(check::one_master_per_generation(&events));
         }
         violations.extend(check::elections_are_sound(&events, &electorate));
+        violations.extend(self.all_available_is_kept(&events, &history));
         violations.extend(self.counters_match_events().await);
         violations.extend(check::rollbacks_are_sound(&events));
         let mut logs = BTreeMap::new();
@@ -1605,6 +1618,59 @@ impl World {
     }
 
     /// Who may vote and win, as the sites were configured, with every kill of the run.
+    /// [`check::all_available_waits_for_connected_clients`] on this world: its base members are
+    /// the group's creators, or the static list where nobody created a group.
+    fn all_available_is_kept(
+        &self,
+        events: &[Observed],
+        history: &[Operation],
+    ) -> Option<Violation> {
+        let cfg = |site: &SimSite| site.cfg.lock().expect("cfg lock").site.clone();
+        let group = || {
+            self.sites
+                .iter()
+                .filter(|(a, _)| !self.outsiders.contains(*a))
+        };
+        let creators: BTreeSet<SiteAddr> = group()
+            .filter(|(_, site)| cfg(site).group_creator)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let base_members = if creators.is_empty() {
+            group().flat_map(|(_, site)| cfg(site).sites).collect()
+        } else {
+            creators
+        };
+        let removals_asked = self
+            .clients
+            .removals_asked
+            .lock()
+            .expect("removals lock")
+            .clone();
+        let kills = self.desk().kills.clone();
+        let view = check::GroupView {
+            base_members: &base_members,
+            removals_asked: &removals_asked,
+            kills: &kills,
+        };
+        let all_available = |a: &SiteAddr| {
+            self.sites
+                .get(a)
+                .is_some_and(|s| cfg(s).ack_policy == AckPolicy::AllAvailable)
+        };
+        let durable = |a: &SiteAddr, ms: u64, lsn: u64| {
+            self.sites
+                .get(a)
+                .is_some_and(|s| s.disk.durable_through_by(ms, lsn))
+        };
+        check::all_available_waits_for_connected_clients(
+            history,
+            events,
+            &view,
+            &all_available,
+            &durable,
+        )
+    }
+
     fn electorate(&self) -> check::Electorate {
         let mut electorate = check::Electorate {
             kills: self.desk().kills.clone(),
