@@ -5,18 +5,22 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A site's identity: the exact `host:port` string it was configured with.
 ///
 /// Berkeley DB compares these byte for byte, so `127.0.0.1:7000` and `localhost:7000` are two
 /// different sites; so do we.
+///
+/// Shared, not copied: an address travels with every message a site sends or receives, and a
+/// clone is then a count, not an allocation. Encoded as the string itself.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SiteAddr(String);
+pub struct SiteAddr(Arc<str>);
 
 impl SiteAddr {
     /// Wraps an address string as given (no normalisation, on purpose).
     pub fn new(addr: impl Into<String>) -> Self {
-        SiteAddr(addr.into())
+        SiteAddr(Arc::from(addr.into()))
     }
 
     /// The address string.
