@@ -14,8 +14,22 @@ use std::sync::Arc;
 ///
 /// Shared, not copied: an address travels with every message a site sends or receives, and a
 /// clone is then a count, not an allocation. Encoded as the string itself.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SiteAddr(Arc<str>);
+
+/// Equal strings, and the same string at once when both are clones of one address.
+impl PartialEq for SiteAddr {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// The string's hash, as equality is the string's.
+impl std::hash::Hash for SiteAddr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl SiteAddr {
     /// Wraps an address string as given (no normalisation, on purpose).

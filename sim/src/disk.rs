@@ -134,9 +134,8 @@ impl Disk {
         by > 0 && durable.marks[by - 1].1 >= lsn
     }
 
-    /// Notes that the log is durable through its last LSN now.
-    fn mark_durable(&self) {
-        let last = self.last_lsn();
+    /// Notes that the log is durable through `last` now.
+    fn mark_durable(&self, last: Lsn) {
         let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
         let Some(ms) = durable
             .clock
@@ -174,7 +173,7 @@ impl Disk {
     /// `holder` names the site to whoever finds the directory locked.
     pub fn open(&self, holder: &str) -> Result<u64, StorageError> {
         let dropped = self.open_backing(holder)?;
-        self.mark_durable();
+        self.mark_durable(self.last_lsn());
         Ok(dropped)
     }
 
@@ -393,8 +392,8 @@ impl Storage for Disk {
         self.with_open(|s| s.append(records))
     }
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.with_open(|s| s.sync())?;
-        self.mark_durable();
+        let last = self.with_open(|s| s.sync().map(|()| s.last_lsn()))?;
+        self.mark_durable(last);
         Ok(())
     }
     fn read(&mut self, from: Lsn, max: usize) -> Result<Vec<LogRecord>, StorageError> {
@@ -404,8 +403,9 @@ impl Storage for Disk {
         self.with_open(|s| s.truncate_after(lsn))
     }
     fn write_snapshot(&mut self, snapshot: &Snapshot, keep_log: bool) -> Result<(), StorageError> {
-        self.with_open(|s| s.write_snapshot(snapshot, keep_log))?;
-        self.mark_durable();
+        let last =
+            self.with_open(|s| s.write_snapshot(snapshot, keep_log).map(|()| s.last_lsn()))?;
+        self.mark_durable(last);
         Ok(())
     }
     fn read_snapshot(&mut self) -> Result<Snapshot, StorageError> {

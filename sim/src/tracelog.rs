@@ -1,10 +1,10 @@
 //! The world's trace: one line per world action and node event, plus what the engine logs
-//! through `tracing`, each with the simulated time. Message deliveries (TRACE level, one per
-//! message) are too many to keep as lines; they are folded into the trace hash instead, so the
-//! hash still changes when any delivery does.
+//! through `tracing`, each with the simulated time. Message deliveries (one per message, told
+//! by each node's [`DeliveryObserver`]) are too many to keep as lines; they are folded into the
+//! trace hash instead, so the hash still changes when any delivery does.
 
 use crate::check::Observed;
-use replication::node::NodeEvent;
+use replication::node::{DeliveryObserver, NodeEvent};
 use replication::types::SiteAddr;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,15 +46,16 @@ impl TraceLog {
         });
     }
 
-    /// Folds one delivery (its time and fields) into the deliveries' hash, straight from the
-    /// event's fields: a delivery is the most frequent thing a run traces.
-    fn delivery(&mut self, ms: u128, event: &Event<'_>) {
+    /// Folds one delivery into the deliveries' hash: when, where, from whom, what kind.
+    fn delivery(&mut self, ms: u64, site: &SiteAddr, from: &SiteAddr, kind: &str) {
         if self.deliveries == 0 {
             self.deliveries_hash = 0xcbf2_9ce4_8422_2325;
         }
         let mut fold = Fold(&mut self.deliveries_hash);
-        fold.word(ms as u64);
-        event.record(&mut fold);
+        fold.word(ms);
+        for part in [site.as_str(), from.as_str(), kind] {
+            fold.bytes(part.as_bytes());
+        }
         self.deliveries += 1;
     }
 
@@ -76,13 +77,27 @@ impl TraceLog {
 /// The shared trace of a world.
 pub type Trace = Arc<Mutex<TraceLog>>;
 
+/// Folds every site's deliveries into a world's trace, with simulated time.
+pub(crate) struct DeliveryRecorder {
+    pub(crate) trace: Trace,
+    pub(crate) start: crate::clock::Elapsed,
+}
+
+impl DeliveryObserver for DeliveryRecorder {
+    fn delivered(&self, site: &SiteAddr, from: &SiteAddr, kind: &'static str) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        let mut trace = self.trace.lock().expect("trace lock");
+        trace.delivery(ms, site, from, kind);
+    }
+}
+
 /// A `tracing` layer that writes the engine's log into a world's trace with simulated time.
 pub(crate) struct TraceLayer {
     pub(crate) trace: Trace,
     pub(crate) start: crate::clock::Elapsed,
 }
 
-/// A running 64-bit hash of the fields written to it, eight bytes at a time (FxHash's
+/// A running 64-bit hash of what is folded into it, eight bytes at a time (FxHash's
 /// rotate-xor-multiply step; byte-at-a-time FNV over every delivery cost a few per cent of a
 /// simulated run). Each piece is followed by its length, so where one ends is part of the hash.
 struct Fold<'a>(&'a mut u64);
@@ -99,31 +114,14 @@ impl Fold<'_> {
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(last));
+            // Byte by byte: a copy into a word's buffer was a call to `memcpy`.
+            let last = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
+            self.word(last);
         }
         self.word(bytes.len() as u64);
-    }
-}
-
-impl std::fmt::Write for Fold<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.bytes(s.as_bytes());
-        Ok(())
-    }
-}
-
-impl Visit for Fold<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.bytes(field.name().as_bytes());
-        let _ = write!(self, "{value:?}");
-    }
-
-    /// A text field as it is, with no formatting machinery: the deliveries' fields are text.
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.bytes(field.name().as_bytes());
-        self.bytes(value.as_bytes());
     }
 }
 
@@ -152,17 +150,16 @@ impl Visit for Fields {
     }
 }
 
-/// The engine's own log at INFO and above, and the node's deliveries (TRACE); not the lines
-/// that repeat the node's events, which the world records as events already. A property of
-/// the callsite alone, so tracing can cache it: every other event (madsim's own chatter among
-/// them) then costs nothing.
+/// The engine's own log at INFO and above; not the lines that repeat the node's events, which
+/// the world records as events already. A property of the callsite alone, so tracing can cache
+/// it: every other event (madsim's own chatter, the node's TRACE line per delivery) then costs
+/// nothing.
 fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
     let target = metadata.target();
     if target == replication::node::EVENT_LOG_TARGET {
         return false;
     }
-    (target.starts_with("replication") && *metadata.level() <= Level::INFO)
-        || (target.starts_with("replication::node") && *metadata.level() == Level::TRACE)
+    target.starts_with("replication") && *metadata.level() <= Level::INFO
 }
 
 impl<S: Subscriber> Layer<S> for TraceLayer {
@@ -183,11 +180,6 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let ms = self.start.elapsed().as_millis();
-        // The node's only TRACE line is a delivery.
-        if *event.metadata().level() == Level::TRACE {
-            self.trace.lock().expect("trace lock").delivery(ms, event);
-            return;
-        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let line = format!(
@@ -204,21 +196,18 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
 mod tests {
     use super::*;
 
-    /// A world's trace with deliveries from `senders` recorded through the layer.
+    /// A world's trace with deliveries to s1 from `senders`, told by its recorder.
     fn traced(senders: &[&str]) -> TraceLog {
-        use tracing_subscriber::layer::SubscriberExt;
         let trace: Trace = Arc::default();
         trace.lock().unwrap().world(5, "world heal".into());
-        let layer = TraceLayer {
+        let recorder = DeliveryRecorder {
             trace: trace.clone(),
             start: crate::clock::Elapsed::start(),
         };
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
-            for from in senders {
-                tracing::trace!(target: "replication::node", site = "s1", from, "deliver");
-            }
-        });
+        for from in senders {
+            recorder.delivered(&SiteAddr::new("s1"), &SiteAddr::new(*from), "log");
+        }
+        drop(recorder);
         Arc::try_unwrap(trace).ok().unwrap().into_inner().unwrap()
     }
 
@@ -233,7 +222,7 @@ mod tests {
             traced(&["s2"]).hash(),
             "the same one, the same hash"
         );
-        assert_ne!(a.hash(), traced(&["s3"]).hash(), "so does who delivered it");
+        assert_ne!(a.hash(), traced(&["s3"]).hash(), "so does who sent it");
         assert_ne!(a.hash(), traced(&["s2", "s2"]).hash(), "and how many");
         assert_eq!(
             (a.lines.len(), a.deliveries),
@@ -243,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn the_layer_writes_engine_logs_as_lines_and_folds_deliveries() {
+    fn the_layer_writes_engine_logs_as_lines_and_nothing_else() {
         use tracing_subscriber::layer::SubscriberExt;
         let trace: Trace = Arc::default();
         let layer = TraceLayer {
@@ -257,6 +246,7 @@ mod tests {
             use replication::node::EVENT_LOG_TARGET;
             tracing::info!(target: EVENT_LOG_TARGET, site = "s1", event = "X", "event");
             tracing::info!(target: EVENT_LOG_TARGET, site = "s1", peer = "s2", "connected");
+            // The node's line per delivery: its recorder folds deliveries, not the layer.
             tracing::trace!(target: "replication::node", site = "s1", from = "s2", "deliver");
             tracing::info!(target: "somebody::else", "not ours");
             tracing::debug!(target: "replication::site", "too chatty");
@@ -269,6 +259,6 @@ mod tests {
             "{:?}",
             log.lines
         );
-        assert_eq!(log.deliveries, 1);
+        assert_eq!(log.deliveries, 0);
     }
 }

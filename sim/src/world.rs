@@ -14,7 +14,9 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle as SimNode};
 use madsim::task::NodeId;
 use replication::log::LogRecord;
-use replication::node::{self, Chances, ChaosHandle, LinkChaos, NodeConfig, NodeEvent, NodeHandle};
+use replication::node::{
+    self, Chances, ChaosHandle, DeliveryHook, LinkChaos, NodeConfig, NodeEvent, NodeHandle,
+};
 use replication::site::{AckPolicy, Config, OpenError, Reply, Request, RequestError, RoleKind};
 use replication::types::SiteAddr;
 use replication::Txn;
@@ -412,6 +414,8 @@ pub struct World {
     chaos: Arc<LinkChaos>,
     /// Time since the world was made, the trace's clock (disks mark durability on it).
     since: crate::clock::Elapsed,
+    /// Folds every site's deliveries into the trace.
+    deliveries: Arc<crate::tracelog::DeliveryRecorder>,
     /// Routes the engine's `tracing` output into the trace while the world lives (the
     /// simulation runs on one thread, so a thread-local default reaches every site).
     _tracing: tracing::subscriber::DefaultGuard,
@@ -469,6 +473,10 @@ impl World {
             trace: trace.clone(),
             start: since.clone(),
         };
+        let deliveries = Arc::new(crate::tracelog::DeliveryRecorder {
+            trace: trace.clone(),
+            start: since.clone(),
+        });
         let tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let desk = SharedDesk::default();
         let operator = madsim::task::spawn(operator(desk.clone(), trace.clone(), start));
@@ -492,6 +500,7 @@ impl World {
                 start,
             },
             since,
+            deliveries,
             desk,
             operator,
             executioner,
@@ -944,6 +953,7 @@ impl World {
         let site_cfg = cfg.clone();
         let node_cfg = Arc::new(Mutex::new(NodeConfig {
             chaos: ChaosHandle(Some(self.chaos.clone())),
+            deliveries: DeliveryHook(Some(self.deliveries.clone())),
             ..NodeConfig::new(cfg, "sim", secret.to_vec())
         }));
         // Its own stream for the filesystem's crashes, apart from the node's.

@@ -12,10 +12,12 @@ mod chaos;
 mod conn;
 mod gate;
 mod inbox;
+mod observe;
 mod outbox;
 pub mod tls;
 
 pub use chaos::{Chances, ChaosHandle, LinkChaos};
+pub use observe::{DeliveryHook, DeliveryObserver};
 
 use crate::log::Member;
 use crate::site::{
@@ -96,6 +98,10 @@ pub struct NodeConfig {
     /// Duplication, reordering and loss of sent frames, for simulation only (see [`LinkChaos`]).
     #[serde(skip)]
     pub chaos: ChaosHandle,
+    /// Told of every message delivered to the site, for simulation only (see
+    /// [`DeliveryObserver`]).
+    #[serde(skip)]
+    pub deliveries: DeliveryHook,
     /// TLS between sites, if configured (see [`tls`]).
     #[serde(skip)]
     pub tls: tls::TlsHandle,
@@ -116,6 +122,7 @@ impl NodeConfig {
             idle_timeout_ms: 3_000,
             admin: None,
             chaos: ChaosHandle::default(),
+            deliveries: DeliveryHook::default(),
             tls: tls::TlsHandle::default(),
         }
     }
@@ -833,9 +840,12 @@ impl<S: Storage + Send + 'static> Node<S> {
         match inbound {
             inbox::Inbound::Message { peer, msg, bytes } => {
                 self.stats.bytes_received += bytes;
-                // Every delivery, for traces that want them (the simulator folds them into its
-                // trace hash); off unless a subscriber asks for TRACE. Messages from a
-                // connection that was replaced are still the peer's words.
+                // Every delivery, for whoever watches (the simulator folds them into its trace
+                // hash), and for logs at TRACE. Messages from a connection that was replaced are
+                // still the peer's words.
+                if let Some(observer) = &self.cfg.deliveries.0 {
+                    observer.delivered(&self.cfg.site.addr, &peer, msg.kind());
+                }
                 tracing::trace!(
                     site = self.cfg.site.addr.as_str(),
                     from = peer.as_str(),

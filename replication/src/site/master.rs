@@ -287,14 +287,15 @@ impl<S: Storage> Site<S> {
         if m.pending.is_empty() {
             return Ok(());
         }
-        let lsns: Vec<Lsn> = m.pending.keys().copied().collect();
+        let mut next = m.pending.keys().next().copied();
         let mut standing = self.ack_standing();
-        for lsn in lsns {
+        while let Some(lsn) = next {
             let count = standing.count(lsn, &self.cfg.ack_policy);
             // A membership change finished earlier in this loop may have ended our mastership.
             let Some(m) = self.master_mut() else {
                 return Ok(());
             };
+            next = m.pending.range(lsn + 1..).next().map(|(&lsn, _)| lsn);
             let Some(deadline) = m.pending.get(&lsn).map(|p| p.deadline) else {
                 continue;
             };
