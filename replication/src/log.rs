@@ -8,6 +8,7 @@ use crate::codec;
 use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One write in a transaction.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
@@ -29,25 +30,26 @@ pub enum Op {
 /// A transaction: its operations are applied together or not at all.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct Txn {
-    /// The operations, in order.
-    pub ops: Vec<Op>,
+    /// The operations, in order. Shared, as a record never changes once written: a record
+    /// copied into a log or a message costs a count, not a copy of its keys and values.
+    pub ops: Arc<[Op]>,
 }
 
 impl Txn {
     /// A transaction of one put.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Txn {
         Txn {
-            ops: vec![Op::Put {
+            ops: Arc::from([Op::Put {
                 key: key.into(),
                 value: value.into(),
-            }],
+            }]),
         }
     }
 
     /// A transaction of one delete.
     pub fn delete(key: impl Into<Vec<u8>>) -> Txn {
         Txn {
-            ops: vec![Op::Delete { key: key.into() }],
+            ops: Arc::from([Op::Delete { key: key.into() }]),
         }
     }
 }
@@ -125,11 +127,10 @@ impl LogRecord {
     }
 
     fn compute_checksum(lsn: Lsn, gen: Gen, body: &RecordBody) -> u32 {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&lsn.to_le_bytes());
-        hasher.update(&gen.to_le_bytes());
-        hasher.update(&codec::encode(body));
-        hasher.finalize()
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&lsn.to_le_bytes());
+        prefix[8..].copy_from_slice(&gen.to_le_bytes());
+        codec::crc32_after(&prefix, body)
     }
 
     /// True if the checksum matches the contents.
@@ -309,7 +310,7 @@ impl Database {
         );
         match &record.body {
             RecordBody::Txn(txn) => {
-                for op in &txn.ops {
+                for op in txn.ops.iter() {
                     match op {
                         // An existing key keeps its allocations: keys are rewritten far more
                         // often than new ones appear.

@@ -107,11 +107,14 @@ impl Inboxes {
     /// in a malformed frame) once there is any. A connection whose peer hung up or failed is
     /// closed here; its task then reports it closed to the node. (The node registers its own
     /// waker with the [`NodeWaker`] before it polls.)
-    pub(super) fn poll_inbound(&mut self) -> Poll<Vec<Inbound>> {
-        let mut inbound = Vec::new();
+    pub(super) fn poll_inbound(&mut self, inbound: &mut Vec<Inbound>) -> Poll<()> {
+        debug_assert!(
+            inbound.is_empty(),
+            "the last turn's deliveries were handled"
+        );
         let mut ended = Vec::new();
         for (&id, (gate, inbox)) in &mut self.open {
-            if let Poll::Ready(open) = gate.poll(|cx| inbox.read(cx, &mut inbound)) {
+            if let Poll::Ready(open) = gate.poll(|cx| inbox.read(cx, inbound)) {
                 if !open {
                     ended.push(id);
                 }
@@ -123,7 +126,7 @@ impl Inboxes {
         if inbound.is_empty() {
             Poll::Pending
         } else {
-            Poll::Ready(inbound)
+            Poll::Ready(())
         }
     }
 }
@@ -294,16 +297,20 @@ mod tests {
     }
 
     fn poll(inboxes: &mut Inboxes) -> Vec<String> {
-        match inboxes.poll_inbound() {
-            Poll::Pending => Vec::new(),
-            Poll::Ready(inbound) => inbound
-                .into_iter()
-                .map(|i| match i {
-                    Inbound::Message { peer, msg, .. } => format!("{peer} {msg:?}"),
-                    Inbound::Malformed { peer, error } => format!("{peer} malformed: {error}"),
-                })
-                .collect(),
-        }
+        let mut inbound = Vec::new();
+        let ready = inboxes.poll_inbound(&mut inbound).is_ready();
+        assert_eq!(
+            ready,
+            !inbound.is_empty(),
+            "ready exactly when something came"
+        );
+        inbound
+            .into_iter()
+            .map(|i| match i {
+                Inbound::Message { peer, msg, .. } => format!("{peer} {msg:?}"),
+                Inbound::Malformed { peer, error } => format!("{peer} malformed: {error}"),
+            })
+            .collect()
     }
 
     #[test]

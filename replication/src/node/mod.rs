@@ -245,7 +245,8 @@ enum NetEvent {
 enum Woken {
     Command(Option<Command>),
     Net(NetEvent),
-    Inbound(Vec<inbox::Inbound>),
+    /// Messages (or malformed frames) were delivered; they wait in the loop's buffer.
+    Inbound,
     Alarm,
 }
 
@@ -546,6 +547,8 @@ impl<S: Storage + Send + 'static> Node<S> {
         let mut alarm = Alarm::new();
         let (commands_gate, net_gate) =
             (gate::Gate::new(&self.waker), gate::Gate::new(&self.waker));
+        // What the connections delivered in one turn; kept, so its room is reused.
+        let mut delivered = Vec::new();
         loop {
             if self.site.needs_sync() {
                 // A master shipped records without syncing them: they are on the wire already
@@ -568,8 +571,8 @@ impl<S: Storage + Send + 'static> Node<S> {
                 if let Poll::Ready(Some(event)) = net_gate.poll(|cx| net.poll_recv(cx)) {
                     return Poll::Ready(Woken::Net(event));
                 }
-                if let Poll::Ready(inbound) = self.inboxes.poll_inbound() {
-                    return Poll::Ready(Woken::Inbound(inbound));
+                if self.inboxes.poll_inbound(&mut delivered).is_ready() {
+                    return Poll::Ready(Woken::Inbound);
                 }
                 std::future::Future::poll(std::pin::Pin::new(&mut alarm), cx).map(|()| Woken::Alarm)
             })
@@ -582,8 +585,8 @@ impl<S: Storage + Send + 'static> Node<S> {
                 }
                 Woken::Command(None) => break, // every handle dropped: the node stops
                 Woken::Net(event) => self.on_net(event),
-                Woken::Inbound(inbound) => {
-                    for inbound in inbound {
+                Woken::Inbound => {
+                    for inbound in delivered.drain(..) {
                         self.on_inbound(inbound);
                     }
                 }
@@ -609,8 +612,8 @@ impl<S: Storage + Send + 'static> Node<S> {
         }
     }
 
-    fn carry_out(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
+    fn carry_out(&mut self, mut outputs: Vec<Output>) {
+        for output in outputs.drain(..) {
             match output {
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Reply { id, result } => {
@@ -625,6 +628,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                 }
             }
         }
+        self.site.reuse_outputs(outputs);
     }
 
     fn report(&mut self, event: NodeEvent) {

@@ -253,26 +253,30 @@ impl<S: Storage> Site<S> {
             return AckStanding::default();
         };
         // The group as `group()` counts it, read in place: this runs on every ack.
-        let group: Box<dyn Iterator<Item = &SiteAddr>> = if self.has_membership() {
-            let members = self.db.members().iter();
-            Box::new(
-                members
-                    .filter(|(_, m)| m.state == MemberState::Present)
-                    .map(|(a, _)| a),
-            )
-        } else {
-            Box::new(self.cfg.sites.iter())
+        let mut standing = AckStanding {
+            group_size: 0,
+            others: Vec::with_capacity(self.peers.len()),
         };
-        let mut standing = AckStanding::default();
-        for addr in group {
+        let mut count = |addr: &SiteAddr| {
             standing.group_size += 1;
             if *addr != self.cfg.addr {
+                // `is_electable` and `is_connected`, with one lookup of the peer.
+                let peer = self.peers.get(addr);
+                let priority = peer.and_then(|p| p.priority);
                 standing.others.push(OtherSite {
                     acked: m.acked.get(addr).copied(),
-                    electable: self.is_electable(addr),
-                    connected: self.peers.get(addr).is_some_and(|p| p.connected),
+                    electable: priority.unwrap_or_else(|| self.member_priority(addr)) > 0,
+                    connected: peer.is_some_and(|p| p.connected),
                 });
             }
+        };
+        if self.has_membership() {
+            let members = self.db.members().iter();
+            for (addr, _) in members.filter(|(_, m)| m.state == MemberState::Present) {
+                count(addr);
+            }
+        } else {
+            self.cfg.sites.iter().for_each(count);
         }
         debug_assert_eq!(standing.group_size, self.group_size());
         standing

@@ -188,6 +188,15 @@ impl<S: Storage> Site<S> {
         std::mem::take(&mut self.outputs)
     }
 
+    /// Hands back the (emptied) vector a step returned, so that the next step fills it rather
+    /// than a new one: a driver steps for every message.
+    pub fn reuse_outputs(&mut self, mut spent: Vec<Output>) {
+        if self.outputs.capacity() == 0 {
+            spent.clear();
+            self.outputs = spent;
+        }
+    }
+
     /// Whether the last step left appended records to sync: the driver calls
     /// [`Site::sync_deferred_appends`] once it has carried out that step's outputs.
     pub fn needs_sync(&self) -> bool {

@@ -513,7 +513,8 @@ mod tests {
                                     value: b"1".to_vec(),
                                 },
                                 Op::Delete { key: b"b".to_vec() },
-                            ],
+                            ]
+                            .into(),
                         }),
                     ),
                 ]
@@ -1093,7 +1094,7 @@ mod tests {
             "[a-z0-9.]{1,16}:[0-9]{1,5}".prop_map(|a| RecordBody::GenStart {
                 master: SiteAddr::new(a)
             }),
-            vec(arb_op(), 0..4).prop_map(|ops| RecordBody::Txn(Txn { ops })),
+            vec(arb_op(), 0..4).prop_map(|ops| RecordBody::Txn(Txn { ops: ops.into() })),
         ]
     }
 
@@ -1128,7 +1129,8 @@ mod tests {
             let mut db = Database::new();
             let mut history = GenHistory::new();
             for (i, ops) in txns.into_iter().enumerate() {
-                let record = LogRecord::new(i as u64 + 1, 1, RecordBody::Txn(Txn { ops }));
+                let record =
+                    LogRecord::new(i as u64 + 1, 1, RecordBody::Txn(Txn { ops: ops.into() }));
                 history.note_append(&record);
                 db.apply(&record);
             }
