@@ -121,11 +121,7 @@ pub struct ChaosHandle(pub Option<Arc<LinkChaos>>);
 
 impl PartialEq for ChaosHandle {
     fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        super::same_shared(&self.0, &other.0)
     }
 }
 

@@ -70,6 +70,17 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// Whether two optional shared handles (TLS, chaos, a delivery observer) are the same: both
+/// absent, or both pointing at one value. Such handles are set by code and compared by
+/// identity, never by content.
+fn same_shared<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// What a node needs beyond the site's own configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {

@@ -28,11 +28,7 @@ impl std::fmt::Debug for DeliveryHook {
 
 impl PartialEq for DeliveryHook {
     fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        super::same_shared(&self.0, &other.0)
     }
 }
 

@@ -43,11 +43,7 @@ pub struct TlsHandle(pub Option<Arc<Tls>>);
 /// The same TLS setup, not merely equal files.
 impl PartialEq for TlsHandle {
     fn eq(&self, other: &TlsHandle) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        super::same_shared(&self.0, &other.0)
     }
 }
 
