@@ -4,6 +4,11 @@
 # Ends with one summary line, "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The property tests draw their cases from a fixed seed here, so the test command judges every
+# commit by the same cases and a failure belongs to the commit, not to the draw. Fresh cases:
+# `PROPTEST_CASES=100000 cargo test -p repsim-replication --test properties` (a random seed;
+# proptest saves what fails in the test's .proptest-regressions file, which every run replays).
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261129}"
 start=$(date +%s)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -147,6 +147,21 @@ impl LogRecord {
     pub fn is_txn(&self) -> bool {
         matches!(self.body, RecordBody::Txn(_))
     }
+
+    /// True for membership records that may change who votes: a site made present, a removal
+    /// begun, an entry dropped, a group created. (Only `Adding` never does: a joiner does not
+    /// vote until it is present.)
+    pub fn changes_voters(&self) -> bool {
+        match &self.body {
+            RecordBody::Membership {
+                member: Some(m), ..
+            } => m.state != MemberState::Adding,
+            RecordBody::Membership { member: None, .. } | RecordBody::MembershipCreated { .. } => {
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The generations a log went through: for each, the LSN and checksum of its first record. Two

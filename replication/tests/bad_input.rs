@@ -157,7 +157,7 @@ fn frame_rows() -> Vec<FrameRow> {
             bytes: raw_frame(
                 1,
                 1,
-                &encode_frame(2, &Message::Removed { gen: 1 })[FRAME_HEADER_LEN..],
+                &encode_frame(2, &Message::Removed { gen: 1, last: 0 })[FRAME_HEADER_LEN..],
             ),
             expect: |e| matches!(e, FrameError::Malformed(why) if why.contains("version 1")),
             says: "a removed message does not exist in protocol version 1",

@@ -134,7 +134,7 @@ fn msg_spec() -> impl Strategy<Value = MsgSpec> {
         }),
         p().prop_map(|site| MsgSpec::RemoveRequest { site }),
         (p(), prop::option::of(p())).prop_map(|(site, error)| MsgSpec::RemoveReply { site, error }),
-        num().prop_map(|gen| MsgSpec::Removed { gen }),
+        (num(), num()).prop_map(|(gen, last)| MsgSpec::Removed { gen, last }),
         p().prop_map(MsgSpec::DriverNoise),
     ]
 }

@@ -350,3 +350,132 @@ fn regression_a_site_whose_helper_is_gone_joins_through_the_members_it_knows() {
     let violations = run_membership_schedule(10990601566377616839, &actions);
     assert!(violations.is_empty(), "violations: {violations:#?}");
 }
+
+/// The membership property in CI: two sites restarted after their removal (one removed, one
+/// whose own removal had begun) joined through each other, each answering the other `Unavail`
+/// ("knows no master") for ever, while the master was one turn further in their lists.
+#[test]
+fn regression_removed_sites_that_know_no_master_do_not_keep_each_other_from_joining() {
+    use MemberAction::*;
+    let actions = [
+        Crash(0),
+        Run(873),
+        Commit,
+        Crash(3),
+        Restart(0),
+        Run(1767),
+        Remove(4, 3),
+        Restart(0),
+        Heal,
+        Remove(2, 2),
+        Run(10),
+        Crash(2),
+        Crash(1),
+        Crash(0),
+    ];
+    let violations = run_membership_schedule(17917870911006659422, &actions);
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+/// The membership property: a site removed while cut off knew only that its removal had begun.
+/// It asked the members it knew for the log, which only a master serves, and its old master had
+/// become a client of a master it never heard of: nobody told it it was removed, for ever.
+#[test]
+fn regression_a_site_that_missed_the_end_of_its_removal_learns_it_from_a_master_it_never_knew() {
+    use MemberAction::*;
+    let actions = [
+        Run(1005),
+        Remove(0, 4),
+        Join(5, 3),
+        Restart(0),
+        Join(5, 0),
+        Restart(0),
+        Partition(13),
+        Run(1756),
+        Remove(2, 0),
+        Commit,
+        Partition(254),
+        Run(312),
+    ];
+    let violations = run_membership_schedule(12274445068465863189, &actions);
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+/// The membership property: a removed site restarted and was admitted again, and then a notice
+/// of its removal, sent before the admission and overtaken by it on the way, stopped it. The
+/// group was left with a member that would never come back, and every later commit failed.
+#[test]
+fn regression_a_notice_of_removal_overtaken_by_the_readmission_is_stale() {
+    use MemberAction::*;
+    let actions = [
+        Heal,
+        Remove(1, 4),
+        Restart(0),
+        Run(1982),
+        Remove(2, 2),
+        Join(4, 2),
+        Crash(1),
+        Run(388),
+        Run(892),
+        Crash(2),
+    ];
+    let violations = run_membership_schedule(3366088568140190531, &actions);
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+/// The membership property: a removed site that had not yet logged its own removal restarted
+/// and joined again. Catching up, it replayed the removal and, at the end of the log its master
+/// had shown so far, stopped, though the records taking it back were on their way.
+#[test]
+fn regression_a_site_joining_again_is_not_stopped_by_the_removal_it_replays() {
+    use MemberAction::*;
+    let actions = [
+        Remove(3, 1),
+        Commit,
+        Run(138),
+        Remove(2, 0),
+        Commit,
+        Remove(2, 0),
+        Heal,
+        Commit,
+        Remove(2, 0),
+        Commit,
+        Restart(0),
+        Crash(1),
+        Restart(1),
+        Heal,
+        Remove(0, 0),
+        Remove(2, 0),
+        Run(43),
+        Remove(0, 2),
+        Crash(3),
+    ];
+    let violations = run_membership_schedule(11560255638023580598, &actions);
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+/// The membership property: a master whose join of a site went unacknowledged (cut off from
+/// the majority) started a removal on top of it. Its group then counted by two changes the rest
+/// had not seen; each side found a majority in its own view, and both won generation 3.
+#[test]
+fn regression_a_membership_change_waits_until_the_last_one_is_held_by_a_majority() {
+    use MemberAction::*;
+    let actions = [
+        Join(6, 4),
+        Heal,
+        Partition(211),
+        Commit,
+        Partition(69),
+        Partition(198),
+        Restart(0),
+        Run(971),
+        Remove(3, 1),
+        Join(4, 0),
+        Crash(1),
+        Run(1),
+        Restart(1),
+        Run(1058),
+    ];
+    let violations = run_membership_schedule(2353397056939522915, &actions);
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}

@@ -216,7 +216,7 @@ fn other_message(which: u8) -> Message {
             last: Default::default(),
             first_lsn: 1,
         },
-        _ => Message::Removed { gen: 7 },
+        _ => Message::Removed { gen: 7, last: 3 },
     }
 }
 

@@ -138,6 +138,35 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// A site that our membership database no longer lists asked us for the log, which only a
+    /// master serves. It asks every member it knows when it finds no master: it is leaving (or
+    /// gone) by its own database and missed the end of its removal, and the master that
+    /// finished it may be one it never heard of. Name ours, in the answer a candidate gets when
+    /// we refuse it for following a master (a `Vote` refusal naming it): the site asks that
+    /// master, which tells it `Removed` or serves it if its removal was undone.
+    pub(super) fn point_to_master(&mut self, asker: &SiteAddr) {
+        let Role::Client(c) = &self.role else {
+            return;
+        };
+        let Some(master) = c.master.clone() else {
+            return;
+        };
+        if !self.has_membership() || self.recipients().contains(asker) || *asker == master {
+            return;
+        }
+        let refusal = Message::Vote {
+            egen: 0,
+            granted: false,
+            gen: self.meta.gen,
+            last: self.last(),
+            priority: self.standing_priority(),
+            master: Some(master),
+            pre: true,
+            term: self.term(),
+        };
+        self.send(asker, refusal);
+    }
+
     /// The connection to `addr` broke. If it is our master, that is evidence it is gone (as
     /// Berkeley DB takes it): an electable member stands within tens of milliseconds instead of
     /// waiting out the heartbeat timeout, the best placed first (see `quick_stand_ms`). If the

@@ -244,6 +244,9 @@ impl<S: Storage> Site<S> {
             },
         );
         self.append(std::slice::from_ref(&start))?;
+        if let Some(m) = self.master_mut() {
+            m.change_floor = start.lsn;
+        }
         self.sync_log()?;
         let beat = self.heartbeat();
         self.broadcast(beat);

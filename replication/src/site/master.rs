@@ -28,6 +28,13 @@ pub(super) struct Master {
     /// The latest lease each client granted, as the stamp (this master's clock) of the request
     /// it answered.
     pub lease_grants: BTreeMap<SiteAddr, u64>,
+    /// A majority of the group must hold the log through here before another membership change
+    /// may start: the record of the last change of who votes (or this generation's first
+    /// record, which a majority holding settles whatever an earlier master left unsettled).
+    /// One unsettled change at a time keeps every two majorities overlapping; two stacked (a
+    /// join not yet acknowledged, then a removal) let a site count votes by a group that
+    /// shares no majority with the group another site counts by, and both win a generation.
+    pub change_floor: Lsn,
 }
 
 /// A commit waiting for acks.
@@ -83,6 +90,7 @@ impl Master {
             next_heartbeat: now,
             step_down: None,
             lease_grants: BTreeMap::new(),
+            change_floor: 0,
         }
     }
 
@@ -96,7 +104,7 @@ impl Master {
 }
 
 impl<S: Storage> Site<S> {
-    fn master_mut(&mut self) -> Option<&mut Master> {
+    pub(super) fn master_mut(&mut self) -> Option<&mut Master> {
         match &mut self.role {
             Role::Master(m) => Some(m),
             _ => None,
@@ -186,6 +194,11 @@ impl<S: Storage> Site<S> {
         let lsn = record.lsn;
         self.append(std::slice::from_ref(&record))?;
         self.stats.commits += 1;
+        if record.changes_voters() {
+            self.master_mut()
+                .expect("committing as master")
+                .change_floor = lsn;
+        }
         let gen = self.meta.gen;
         let mut recipients = self.recipients();
         if let RecordBody::Membership { site, member: None } = &record.body {
@@ -333,10 +346,11 @@ impl<S: Storage> Site<S> {
                 priority,
                 reply_to,
             } => {
-                let gen = self.meta.gen;
+                let (gen, last) = (self.meta.gen, self.last().lsn);
                 let result = JoinResult::Accepted {
                     master: self.cfg.addr.clone(),
                     gen,
+                    last,
                 };
                 self.send(
                     &reply_to,
@@ -432,7 +446,12 @@ impl<S: Storage> Site<S> {
 
     /// A client starts following us: send our log's history so it can find where it diverged.
     pub(super) fn on_sync_request(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
-        if !self.is_master() || gen > self.meta.gen || self.tell_if_removed(&from) {
+        if !self.is_master() {
+            self.point_to_master(&from);
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        if gen > self.meta.gen || self.tell_if_removed(&from) {
             self.stats.messages_ignored += 1;
             return Ok(());
         }

@@ -17,7 +17,7 @@ use super::master::{Asker, Waiter};
 use super::{ConfigError, Event, OpenError, Reply, RequestError, RequestId, Role, Site};
 use crate::log::{LogRecord, Member, MemberState, RecordBody};
 use crate::storage::{Storage, StorageError};
-use crate::types::{Gen, LogPos, SiteAddr};
+use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use crate::wire::{JoinResult, Message, RemoveRefusal};
 
 impl<S: Storage> Site<S> {
@@ -211,18 +211,32 @@ impl<S: Storage> Site<S> {
         }
         if self.join_at.is_some_and(|at| now >= at) {
             let targets = self.join_targets();
-            if let Some(asked) = self.join_asked.take().filter(|_| !self.join_answered) {
-                // A retry: the last request went unanswered.
-                let reason = if self.cfg.helper.as_ref() == Some(&asked) {
-                    format!("no answer from the helper {asked}")
+            if let Some(asked) = self.join_asked.take() {
+                // A retry: the last request failed. The helper first, then the others in turn:
+                // a helper gone for good (removed, say) must not keep a site out of the group.
+                if !self.join_answered {
+                    // A silence: report it, and ask the next one.
+                    let reason = if self.cfg.helper.as_ref() == Some(&asked) {
+                        format!("no answer from the helper {asked}")
+                    } else {
+                        format!("no answer from {asked}, a member its membership database lists")
+                    };
+                    self.emit(Event::JoinFailure { reason });
+                    self.join_turn += 1;
                 } else {
-                    format!("no answer from {asked}, a member its membership database lists")
-                };
-                self.emit(Event::JoinFailure { reason });
-                // The helper first; after a silence, the next one round, so that a helper gone
-                // for good (removed, say) does not keep a site out of the group. One that
-                // answers (`Unavail`: try later) is asked again.
-                self.join_turn += 1;
+                    // An `Unavail` answer (reported when it came): the master is busy, or the
+                    // site asked knows no master. Ask the next one we are connected to, if any
+                    // (else the same again): two removed sites restarted as each other's
+                    // helpers would otherwise ask each other for ever while the master sits
+                    // one turn further, but a master that is only busy is not traded for a
+                    // site that is down.
+                    let n = targets.len();
+                    let connected =
+                        |k: &usize| self.is_connected(&targets[(self.join_turn + k) % n]);
+                    if let Some(k) = (1..n).find(connected) {
+                        self.join_turn += k;
+                    }
+                }
             }
             let Some(to) = targets.get(self.join_turn % targets.len().max(1)).cloned() else {
                 self.join_at = None; // nobody to ask (see `start_membership`)
@@ -290,11 +304,17 @@ impl<S: Storage> Site<S> {
             self.send(&from, join_unavail(site, reason));
             return Ok(());
         }
+        let admitted = self.db.members().get(&site).map(|m| m.state) == Some(MemberState::Present);
+        if !admitted && !self.last_change_settled() {
+            self.send(&from, join_unavail(site, UNSETTLED.to_string()));
+            return Ok(());
+        }
         match self.db.members().get(&site).map(|m| m.state) {
             Some(MemberState::Present) => {
                 let result = JoinResult::Accepted {
                     master: self.cfg.addr.clone(),
                     gen: self.meta.gen,
+                    last: self.last().lsn,
                 };
                 self.send(&from, Message::JoinReply { site, result });
                 Ok(())
@@ -361,9 +381,16 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         match result {
-            JoinResult::Accepted { master, gen } => {
+            JoinResult::Accepted { master, gen, last } => {
                 self.join_at = None;
                 self.join_asked = None;
+                // Notices of our removal sent before this answer are stale (see `on_removed`).
+                let admitted = LogPos {
+                    gen,
+                    lsn: last.saturating_add(1),
+                };
+                self.readmitted_at =
+                    Some(self.readmitted_at.map_or(admitted, |at| at.max(admitted)));
                 self.adopt_gen(gen)?;
                 if !matches!(self.role, Role::Client(_)) {
                     self.become_client(None);
@@ -407,6 +434,22 @@ impl<S: Storage> Site<S> {
             self.commit_body(body, Waiter::Change)?;
         }
         Ok(())
+    }
+
+    /// Whether a majority of the group holds the log through the last change of who votes (see
+    /// `Master::change_floor`), so that another change may start.
+    pub(super) fn last_change_settled(&self) -> bool {
+        let Role::Master(m) = &self.role else {
+            return false;
+        };
+        let holding = self
+            .group()
+            .iter()
+            .filter(|a| {
+                **a == self.cfg.addr || m.acked.get(*a).is_some_and(|l| *l >= m.change_floor)
+            })
+            .count();
+        holding >= self.votes_needed()
     }
 
     /// Joins and removals the master is still waiting to see acknowledged.
@@ -467,6 +510,11 @@ impl<S: Storage> Site<S> {
         }
         if self.membership_changes_in_flight() > 0 {
             let reason = "another membership change is in progress".to_string();
+            self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
+            return Ok(());
+        }
+        if !self.last_change_settled() {
+            let reason = UNSETTLED.to_string();
             self.answer_remove(asked_by, site, Err(RequestError::Unavail { reason }));
             return Ok(());
         }
@@ -561,16 +609,34 @@ impl<S: Storage> Site<S> {
     pub(super) fn leave_if_removed(&mut self) {
         let last = self.last().lsn;
         let caught_up = matches!(&self.role, Role::Client(c) if last >= c.master_last.lsn);
-        if self.removal_pending && caught_up {
+        // A site joining again asked to be taken back: the removal it replays is what it asks
+        // to undo (its join's answer or its `Present` record ends the join).
+        if self.removal_pending && caught_up && self.join_at.is_none() {
             self.removal_pending = false;
             self.removed_from_group();
         }
     }
 
     /// A master tells us we are no longer a member (we were removed while away).
-    pub(super) fn on_removed(&mut self, from: SiteAddr, gen: Gen) -> Result<(), StorageError> {
+    pub(super) fn on_removed(
+        &mut self,
+        from: SiteAddr,
+        gen: Gen,
+        last: Lsn,
+    ) -> Result<(), StorageError> {
         // A site still joining is not a member yet: there is nothing to be removed from.
         if gen < self.meta.gen || !self.has_membership() || self.join_at.is_some() {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
+        // Sent before the group admitted us (again) and overtaken on the way by the answer or
+        // the records doing so: a notice of an older generation, or of the admitting one from a
+        // log that ended before our admission. A notice of a removal since then comes from a
+        // log that goes past it, and counts.
+        let stale = self
+            .readmitted_at
+            .is_some_and(|at| gen <= at.gen && last < at.lsn);
+        if stale {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
@@ -584,8 +650,8 @@ impl<S: Storage> Site<S> {
         if !self.has_membership() || self.recipients().contains(from) {
             return false;
         }
-        let gen = self.meta.gen;
-        self.send(from, Message::Removed { gen });
+        let (gen, last) = (self.meta.gen, self.last().lsn);
+        self.send(from, Message::Removed { gen, last });
         true
     }
 
@@ -624,9 +690,19 @@ impl<S: Storage> Site<S> {
             // Ours: a removal only counts once we know it is not history (see
             // `leave_if_removed`); a later record re-admitting us cancels it.
             match member {
-                Some(m) if m.state == MemberState::Present => self.removal_pending = false,
+                Some(m) if m.state == MemberState::Present => {
+                    if self.removal_pending
+                        || before.is_none_or(|b| b.state != MemberState::Present)
+                    {
+                        let at = record.pos();
+                        self.readmitted_at = Some(self.readmitted_at.map_or(at, |a| a.max(at)));
+                    }
+                    self.removal_pending = false;
+                }
+                // The group is taking us back (a join in progress): not removed.
+                Some(_) => self.removal_pending = false,
                 None if was_member => self.removal_pending = true,
-                _ => {}
+                None => {}
             }
         }
         // A client still catching up reads history: the sites it learns of that way were
@@ -692,6 +768,10 @@ impl<S: Storage> Site<S> {
         self.commit_body(RecordBody::MembershipCreated { members }, Waiter::Change)
     }
 }
+
+/// Why a membership change waits: the last one is not yet held by a majority.
+const UNSETTLED: &str =
+    "the last membership change is not yet acknowledged by a majority of the group";
 
 fn join_unavail(site: SiteAddr, reason: String) -> Message {
     Message::JoinReply {

@@ -90,6 +90,9 @@ pub struct Site<S: Storage> {
     /// has caught up and no later record added it back (the group may have re-admitted it, as
     /// it does a removed site that asks to join again, further on in the same log).
     removal_pending: bool,
+    /// Where this run applied the record that made this site a member (a joiner, or a removed
+    /// site the group took back): a `Removed` notice older than that is stale (`on_removed`).
+    readmitted_at: Option<LogPos>,
     /// The log is durable up to here: a master answers a commit only once it is (see
     /// [`Site::sync_deferred_appends`]).
     synced_through: Lsn,
@@ -139,6 +142,7 @@ impl<S: Storage> Site<S> {
             join_turn: 0,
             removes: BTreeMap::new(),
             removal_pending: false,
+            readmitted_at: None,
             sync_deferred: false,
             lease_promised_until: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -364,7 +368,7 @@ impl<S: Storage> Site<S> {
                 self.on_remove_reply(from, site, error);
                 Ok(())
             }
-            Message::Removed { gen } => self.on_removed(from, gen),
+            Message::Removed { gen, last } => self.on_removed(from, gen, last),
         }
     }
 
@@ -639,6 +643,9 @@ impl<S: Storage> Site<S> {
     fn truncate_after(&mut self, lsn: Lsn) -> Result<(), StorageError> {
         self.storage.truncate_after(lsn)?;
         self.synced_through = self.synced_through.min(lsn);
+        if self.readmitted_at.is_some_and(|at| at.lsn > lsn) {
+            self.readmitted_at = None;
+        }
         let Snapshot { db, history } = storage::replay(&mut self.storage)?;
         self.db = db;
         self.history = history;

@@ -1062,6 +1062,7 @@ fn a_join_answer_naming_the_joiner_as_master_is_ignored() {
                 result: crate::wire::JoinResult::Accepted {
                     master: s(2),
                     gen: 1,
+                    last: 4,
                 },
             },
         },

@@ -1217,7 +1217,11 @@ mod tests {
                 |(site, ok, gen, reason)| Message::JoinReply {
                     site: site.clone(),
                     result: if ok {
-                        crate::wire::JoinResult::Accepted { master: site, gen }
+                        crate::wire::JoinResult::Accepted {
+                            master: site,
+                            gen,
+                            last: gen / 2,
+                        }
                     } else {
                         crate::wire::JoinResult::Unavail { reason }
                     },
@@ -1230,7 +1234,7 @@ mod tests {
                 }),
                 site,
             }),
-            any::<u64>().prop_map(|gen| Message::Removed { gen }),
+            (any::<u64>(), any::<u64>()).prop_map(|(gen, last)| Message::Removed { gen, last }),
         ]
     }
 

@@ -171,6 +171,10 @@ pub enum Message {
     Removed {
         /// The master's generation.
         gen: Gen,
+        /// The master's last LSN when it said so. A site that the group re-admitted later in
+        /// this generation (its own `Present` record lies beyond) knows the notice is stale: it
+        /// was sent before the re-admission and overtaken by it on the way.
+        last: Lsn,
     },
     /// Master to client, with each heartbeat when leases are on: "grant me a lease".
     LeaseRequest {
@@ -224,6 +228,9 @@ pub enum JoinResult {
         master: SiteAddr,
         /// Its generation.
         gen: Gen,
+        /// The master's last LSN when it answered: a `Removed` notice of this generation that
+        /// it sent before (its `last` below this) was overtaken by the admission, and is stale.
+        last: Lsn,
     },
     /// No master, or too few acknowledgements: nothing was recorded. Retry later.
     Unavail {
@@ -297,7 +304,8 @@ mod tests {
         let next = codec::decode::<Message>(&codec::encode(&MESSAGE_TYPES), 64).unwrap_err();
         assert!(last.to_string().contains("end of buffer"), "{last}");
         assert!(!next.to_string().contains("end of buffer"), "{next}");
-        assert_eq!(Message::Removed { gen: 1 }.kind(), "removed");
-        assert_eq!(codec::encode(&Message::Removed { gen: 1 }), [18, 1]);
+        let removed = Message::Removed { gen: 1, last: 2 };
+        assert_eq!(removed.kind(), "removed");
+        assert_eq!(codec::encode(&removed), [18, 1, 2]);
     }
 }

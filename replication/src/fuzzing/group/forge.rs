@@ -131,6 +131,7 @@ pub fn build(spec: &MsgSpec, (gen, last): (Gen, LogPos)) -> Message {
                 JoinResult::Accepted {
                     master: addr(*master),
                     gen: g(mg),
+                    last: last.lsn,
                 }
             } else {
                 JoinResult::Unavail {
@@ -151,7 +152,10 @@ pub fn build(spec: &MsgSpec, (gen, last): (Gen, LogPos)) -> Message {
                 },
             }),
         },
-        MsgSpec::Removed { gen: mg } => Message::Removed { gen: g(mg) },
+        MsgSpec::Removed { gen: mg, last } => Message::Removed {
+            gen: g(mg),
+            last: l(last),
+        },
         MsgSpec::DriverNoise(n) => match n % 3 {
             0 => Message::KeepAlive,
             1 => Message::Proof { mac: [*n; 32] },
@@ -258,7 +262,7 @@ pub(super) fn mutate(
                 | Message::Ack { gen, .. }
                 | Message::TakeOver { gen }
                 | Message::StaleGeneration { gen }
-                | Message::Removed { gen } => *gen = v,
+                | Message::Removed { gen, .. } => *gen = v,
                 Message::VoteRequest { egen, .. } => *egen = v,
                 Message::Vote { egen, term, .. } => {
                     *egen = v;

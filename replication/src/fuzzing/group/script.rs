@@ -360,6 +360,8 @@ pub enum MsgSpec {
     Removed {
         /// Generation.
         gen: Num,
+        /// The master's last LSN.
+        last: Num,
     },
     /// A keep-alive, hello or proof: driver-level messages that must not reach the core, or
     /// be ignored if they do.
