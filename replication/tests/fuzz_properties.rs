@@ -642,3 +642,37 @@ fn regression_a_creator_whose_log_rotted_does_not_create_the_group_again() {
         "the failover happened: {summary:?}"
     );
 }
+
+/// Found with fresh random cases: a single-site master that a forged heartbeat of a later
+/// generation turned client lost that master at its next tick, stood at once and, alone in its
+/// group, won at the tick after, leaving its first heartbeat due at the same millisecond. The
+/// engine's own check that ticks make progress took the new master's deadline for the old
+/// client's and stopped the site.
+#[test]
+fn regression_a_deadline_left_due_in_another_role_is_progress() {
+    use replication::fuzzing::group::*;
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [0, 0] },
+            priorities: [130, 0, 0],
+            ack_policy: 0,
+            seed: 17596283226353528480,
+            lenient_two_site: false,
+        },
+        ops: vec![
+            GroupOp::Inject {
+                to: 45,
+                from: 56,
+                msg: MsgSpec::Heartbeat {
+                    gen: Num::Near(1),
+                    last_gen: Num::Near(0),
+                    last_lsn: Num::Near(0),
+                    first_lsn: Num::Near(0),
+                },
+            },
+            GroupOp::Tick { site: 180, ms: 400 },
+            GroupOp::Wait { site: 15 },
+        ],
+    };
+    run_script(&script);
+}

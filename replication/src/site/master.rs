@@ -261,7 +261,11 @@ impl<S: Storage> Site<S> {
     }
 
     /// How the group stands for the ack policy, read once for every commit it then judges.
-    fn ack_standing(&self) -> AckStanding {
+    /// How the group stands in acks. `leaving`: count members whose removal has begun, as the
+    /// commits other than membership changes do until the removal is settled: a removal that
+    /// never settles (a master deposed while it was cut off or paused) must not have let those
+    /// commits count without the leaving site's copy.
+    fn ack_standing(&self, leaving: bool) -> AckStanding {
         let Role::Master(m) = &self.role else {
             return AckStanding::default();
         };
@@ -284,15 +288,30 @@ impl<S: Storage> Site<S> {
             }
         };
         if self.has_membership() {
+            let counted = |m: &Member| {
+                m.state == MemberState::Present || (leaving && m.state == MemberState::Removing)
+            };
             let members = self.db.members().iter();
-            for (addr, _) in members.filter(|(_, m)| m.state == MemberState::Present) {
+            for (addr, _) in members.filter(|(_, m)| counted(m)) {
                 count(addr);
             }
         } else {
             self.cfg.sites.iter().for_each(count);
         }
-        debug_assert_eq!(standing.group_size, self.group_size());
+        debug_assert!(leaving || standing.group_size == self.group_size());
         standing
+    }
+
+    /// The standings of membership changes and, if they differ (a removal has begun), of the
+    /// other commits. This runs on every ack: the common case builds one.
+    fn ack_standings(&self) -> (AckStanding, Option<AckStanding>) {
+        let removing = self
+            .db
+            .members()
+            .values()
+            .any(|m| m.state == MemberState::Removing);
+        let commits = removing.then(|| self.ack_standing(true));
+        (self.ack_standing(false), commits)
     }
 
     /// Answers every pending commit whose policy is met or whose time is up.
@@ -305,13 +324,31 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         let mut next = m.pending.keys().next().copied();
-        let mut standing = self.ack_standing();
+        // Membership changes are judged by the group they make; other commits also by the
+        // members whose removal has begun (see `ack_standing`).
+        let (mut changes, mut commits) = self.ack_standings();
+        let mut votes_needed = self.votes_needed();
+        let policy = self.cfg.ack_policy;
         while let Some(lsn) = next {
-            let count = standing.count(lsn, &self.cfg.ack_policy);
             // A membership change finished earlier in this loop may have ended our mastership.
             let Some(m) = self.master_mut() else {
                 return Ok(());
             };
+            let changes_group = m
+                .pending
+                .get(&lsn)
+                .is_some_and(|p| !matches!(p.waiter, Waiter::Request(_)));
+            let mut count = match &commits {
+                Some(commits) if !changes_group => commits.count(lsn, &policy),
+                _ => changes.count(lsn, &policy),
+            };
+            if changes_group && count.is_met() {
+                // Whatever the policy promises data, a change of who votes is settled only
+                // once a majority of the voters holds it, so any later master has it: under a
+                // weaker policy a master cut off from the group, or paused past its own
+                // deposition, could otherwise drop members on its own.
+                count = changes.voters_holding(lsn, votes_needed);
+            }
             next = m.pending.range(lsn + 1..).next().map(|(&lsn, _)| lsn);
             let Some(deadline) = m.pending.get(&lsn).map(|p| p.deadline) else {
                 continue;
@@ -320,11 +357,11 @@ impl<S: Storage> Site<S> {
             // copies alone.
             if count.is_met() && lsn <= synced_through {
                 let p = m.pending.remove(&lsn).expect("pending");
-                // A finished membership change moves the group the next commits are judged by.
-                let changes_group = !matches!(p.waiter, Waiter::Request(_));
                 self.commit_done(lsn, p.waiter)?;
+                // A finished membership change moves the group the next commits are judged by.
                 if changes_group {
-                    standing = self.ack_standing();
+                    (changes, commits) = self.ack_standings();
+                    votes_needed = self.votes_needed();
                 }
             } else if now >= deadline {
                 let p = m.pending.remove(&lsn).expect("pending");
@@ -616,5 +653,19 @@ impl AckStanding {
             }
         }
         policy.count(&t)
+    }
+
+    /// How many other voters (members, of any priority) hold the log through `lsn`, against
+    /// the `votes_needed` of an election less the master's own.
+    fn voters_holding(&self, lsn: Lsn, votes_needed: usize) -> AckCount {
+        let have = self
+            .others
+            .iter()
+            .filter(|s| s.acked.is_some_and(|a| a >= lsn))
+            .count();
+        AckCount {
+            have,
+            needed: votes_needed.saturating_sub(1),
+        }
     }
 }

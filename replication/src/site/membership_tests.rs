@@ -531,3 +531,42 @@ fn a_site_whose_log_alone_says_it_is_leaving_does_not_keep_the_group_from_electi
         net.events().iter().rev().take(12).collect::<Vec<_>>()
     );
 }
+
+/// A removal is settled only once a majority of the voters holds it, whatever the ack policy,
+/// and until then the site being removed still counts for every other commit. Here a master
+/// cut off from the rest of a group whose only other electable member is s2 (s3 has priority 0)
+/// is asked to remove s2 while a commit waits for s2's ack under `all_peers`: without these
+/// rules it removed s2 on its own, and the commit then counted as acknowledged with no copy
+/// but its own (random-faults seed 35158, on a master paused past its own deposition).
+#[test]
+fn an_unsettled_removal_acknowledges_nothing_for_the_site_it_removes() {
+    let mut net = Network::empty(12);
+    let mut first = creator(1);
+    first.ack_policy = AckPolicy::AllPeers;
+    net.add_site(first);
+    for i in 2..=3 {
+        let mut cfg = joiner(i, 1);
+        cfg.ack_policy = AckPolicy::AllPeers;
+        cfg.priority = if i == 3 { 0 } else { 100 };
+        net.add_site(cfg);
+        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
+    }
+    assert!(net.settle(10_000));
+    net.partition(&[&[s(1)], &[s(2), s(3)]]);
+    let write = net.commit(&s(1), Txn::put("k", "v"));
+    let removal = net.request(&s(1), Request::RemoveSite { site: s(2) });
+    net.run_for(3_000);
+    assert!(
+        matches!(
+            net.result(write),
+            Some(Err(RequestError::PermFailed { .. }))
+        ),
+        "{:?}",
+        net.result(write)
+    );
+    assert!(
+        !matches!(net.result(removal), Some(Ok(_))),
+        "{:?}",
+        net.result(removal)
+    );
+}

@@ -73,8 +73,9 @@ pub struct Site<S: Storage> {
     /// Set once the site stopped (storage failed, or it was removed from the group): it does
     /// nothing more and answers `HandleDead`.
     dead: Option<String>,
-    /// A deadline the last tick left due (see `check_ticks_progress`).
-    overdue: Option<Time>,
+    /// A deadline the last tick left due, and the role it left it in (see
+    /// `check_ticks_progress`).
+    overdue: Option<(Time, RoleKind)>,
     /// While joining: when to ask the helper (again).
     join_at: Option<Time>,
     /// Whether the helper answered the last join request (with `Unavail`): a retry after an
@@ -719,10 +720,16 @@ impl<S: Storage> Site<S> {
     /// Invariants that hold after every step, whatever the input. Cheap enough to keep in
     /// release builds for the properties that guard data; the rest in debug builds.
     /// A tick may leave a deadline due at once (a new master's first heartbeat), but the next
-    /// tick must move it: a deadline left in the past tick after tick has the driver tick again
-    /// at once, forever, a site spinning without progress.
+    /// tick must move it or change the role: a deadline left in the past tick after tick, in
+    /// the same role, has the driver tick again at once, forever, a site spinning without
+    /// progress. (A client that stands at once on losing its master, and as the only member
+    /// wins at the next tick, leaves its first heartbeat due at that same millisecond: that is
+    /// progress.)
     fn check_ticks_progress(&mut self) {
-        let due = self.next_deadline().filter(|&at| at <= self.now);
+        let due = self
+            .next_deadline()
+            .filter(|&at| at <= self.now)
+            .map(|at| (at, self.role()));
         assert!(
             due.is_none() || due != self.overdue,
             "{}: two ticks in a row left the deadline at {:?} unmoved (now {:?}, as {:?})",
