@@ -570,3 +570,25 @@ fn an_unsettled_removal_acknowledges_nothing_for_the_site_it_removes() {
         net.result(removal)
     );
 }
+
+/// A membership change is settled by a majority of the voters, priority-0 ones included:
+/// counting only electable holders (as `quorum` counts acks) would leave a group whose only
+/// other member has priority 0 unable to admit anyone after it, whatever its ack policy.
+#[test]
+fn a_group_whose_only_other_member_has_priority_0_still_admits_sites() {
+    // Under `quorum` such a group commits nothing at all (no electable peer to ack); `one`
+    // commits with the priority-0 site's ack.
+    let one = |mut cfg: Config| {
+        cfg.ack_policy = AckPolicy::One;
+        cfg
+    };
+    let mut net = Network::empty(13);
+    net.add_site(one(creator(1)));
+    let mut two = one(joiner(2, 1));
+    two.priority = 0;
+    net.add_site(two);
+    assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(2))));
+    net.add_site(one(joiner(3, 1)));
+    let joined = net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(3)));
+    assert!(joined, "s3 never joined: {:?}", net.events_of(&s(3)));
+}
