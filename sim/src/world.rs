@@ -1375,15 +1375,22 @@ impl World {
                 replayed.insert(addr.clone(), (snapshot.db.applied(), snapshot.db.digest()));
             }
             if let Some(h) = self.handle(addr) {
-                if let Some(digest) = answer(h.digest()).await {
-                    live.insert(addr.clone(), digest);
+                let status = answer(h.status()).await;
+                // A site that stopped for good (its storage failed mid-write, say) serves
+                // nothing: its database in memory may be ahead of a log that lost writes, and
+                // only what its disk replays to counts (the other checks read the disk).
+                let stopped = status.as_ref().is_some_and(|s| s.stopped.is_some());
+                if !stopped {
+                    if let Some(digest) = answer(h.digest()).await {
+                        live.insert(addr.clone(), digest);
+                    }
                 }
                 // The membership as the running site holds it (its database is the replay of its
                 // disk, which `database_is_replay` checks; reading the disk again here would stop
                 // at a damaged record the site has not read yet): the sites it counts. One being
                 // removed is no longer held to the group's log; one still being added may never
                 // be, if the group cannot acknowledge its join (a policy no member can meet).
-                if let Some(status) = answer(h.status()).await {
+                if let Some(status) = status {
                     let current = status
                         .members
                         .iter()

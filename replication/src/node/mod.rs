@@ -214,6 +214,10 @@ pub struct NodeStatus {
     /// Every site's admin address as this node knows it: its own, and each peer's as the peer
     /// told it.
     pub admins: BTreeMap<SiteAddr, String>,
+    /// Why the site stopped for good (its storage failed, it was removed), if it did: it then
+    /// serves nothing, and its database in memory may be ahead of a log that lost writes.
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 /// Requests from the handle to the node task.
@@ -762,6 +766,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                         .map(|a| (self.cfg.site.addr.clone(), a.clone()))
                         .chain(self.peer_admins.clone())
                         .collect(),
+                    stopped: self.site.dead().map(str::to_owned),
                 });
             }
             Command::Shutdown(tx) => {
