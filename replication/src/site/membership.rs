@@ -389,8 +389,7 @@ impl<S: Storage> Site<S> {
                     gen,
                     lsn: last.saturating_add(1),
                 };
-                self.readmitted_at =
-                    Some(self.readmitted_at.map_or(admitted, |at| at.max(admitted)));
+                self.note_admitted(admitted);
                 self.adopt_gen(gen)?;
                 if !matches!(self.role, Role::Client(_)) {
                     self.become_client(None);
@@ -617,6 +616,12 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// The group admitted us (again) at `at`, by the join's answer or our `Present` record:
+    /// `Removed` notices from before it are stale. The latest evidence wins.
+    fn note_admitted(&mut self, at: LogPos) {
+        self.readmitted_at = Some(self.readmitted_at.map_or(at, |a| a.max(at)));
+    }
+
     /// A master tells us we are no longer a member (we were removed while away).
     pub(super) fn on_removed(
         &mut self,
@@ -694,8 +699,7 @@ impl<S: Storage> Site<S> {
                     if self.removal_pending
                         || before.is_none_or(|b| b.state != MemberState::Present)
                     {
-                        let at = record.pos();
-                        self.readmitted_at = Some(self.readmitted_at.map_or(at, |a| a.max(at)));
+                        self.note_admitted(record.pos());
                     }
                     self.removal_pending = false;
                 }
