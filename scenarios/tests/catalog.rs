@@ -136,14 +136,21 @@ fn a_seed_inside_an_explore_loop_matches_the_same_seed_alone_in_a_fresh_process(
 /// only electable peer on its own when it woke, and a commit waiting for that peer's ack under
 /// `all_peers` counted as acknowledged with no copy but its own. 48539: a checker false alarm
 /// at a site whose storage failed mid-write (power lost): its database in memory was ahead of
-/// the log its disk kept, but a stopped site serves nothing.
+/// the log its disk kept, but a stopped site serves nothing. 66049: two masters of generation 5;
+/// a priority-0 voter whose ack had settled a site's removal voted for that removed site. 7502
+/// and 1674 guard the fix's edges: a priority-0 site guarding a change that had not settled left
+/// the group with no master (7502); rot that takes a settled change from every electable site
+/// leaves no master, and the liveness check knows why (1674). 10575 and 26889: checker false
+/// alarms, a join that landed while the quiet group's membership was being sampled.
 #[test]
 fn swarm_seeds_that_once_failed_pass() {
     let swarm = catalog()
         .into_iter()
         .find(|s| s.name == "random-faults")
         .expect("random-faults");
-    for seed in [52, 264, 688, 818, 982, 1326, 1571, 2724, 35158, 48539] {
+    for seed in [
+        52, 264, 688, 818, 982, 1326, 1571, 1674, 2724, 7502, 10575, 26889, 35158, 48539, 66049,
+    ] {
         let played = run(&swarm, seed, None);
         assert!(
             played.result.violations.is_empty(),

@@ -720,6 +720,33 @@ pub struct Electorate {
     pub kills: Vec<(u64, SiteAddr)>,
 }
 
+/// Whether every running site that may stand (electable, and a member by its own view of the
+/// group, `members`, empty for a static group) has a log ending (`lasts`) below what a running
+/// priority-0 site guards in its votes (`guards`, its `Site::vote_guard`): then no site may win
+/// an election without losing a change the group settled, and no master is the safe outcome.
+/// Only rot of synced records leaves a group so (the site that wrote the change is electable
+/// and keeps it otherwise), so the world asks this only after such rot.
+pub fn electables_stranded_below_a_guard(
+    members: &BTreeMap<SiteAddr, Vec<SiteAddr>>,
+    lasts: &BTreeMap<SiteAddr, LogPos>,
+    guards: &BTreeMap<SiteAddr, LogPos>,
+    unelectable: &BTreeSet<SiteAddr>,
+) -> bool {
+    let highest_guard = guards
+        .iter()
+        .filter(|(a, _)| unelectable.contains(*a))
+        .map(|(_, guard)| *guard)
+        .max();
+    let Some(guard) = highest_guard else {
+        return false;
+    };
+    members
+        .iter()
+        .filter(|(a, _)| !unelectable.contains(*a))
+        .filter(|(a, view)| view.is_empty() || view.contains(a))
+        .all(|(a, _)| lasts.get(a).is_some_and(|last| *last < guard))
+}
+
 /// A two-site group without strictness may elect a lone site, but only while the other member
 /// is out of reach: a site wins alone (one vote) only if its node had no connection up to the
 /// other member at the time, as its connection events tell. A node that was killed has no
@@ -1577,6 +1604,59 @@ mod tests {
             [(m.clone(), vec![rec(3)]), (c.clone(), vec![rec(3), rec(4)])].into();
         let v = logs_are_prefixes(&m, &ahead).expect("caught");
         assert!(v.detail.contains("beyond the master's log"), "{}", v.detail);
+    }
+}
+
+#[cfg(test)]
+mod stranded_tests {
+    use super::*;
+
+    /// A priority-0 site P guards (1, 5); D is electable and a member by its own view; X is
+    /// electable but no member by its own view (a joiner that never got in).
+    fn run(d_last: LogPos, p_guard: LogPos) -> bool {
+        let (p, d, x) = (SiteAddr::new("p"), SiteAddr::new("d"), SiteAddr::new("x"));
+        let view = vec![p.clone(), d.clone()];
+        let members = BTreeMap::from([
+            (p.clone(), view.clone()),
+            (d.clone(), view),
+            (x.clone(), vec![p.clone(), d.clone()]),
+        ]);
+        let lasts = BTreeMap::from([
+            (p.clone(), LogPos::new(1, 9)),
+            (d.clone(), d_last),
+            (x.clone(), LogPos::new(1, 9)),
+        ]);
+        let guards = BTreeMap::from([
+            (p.clone(), p_guard),
+            (d.clone(), d_last),
+            (x.clone(), LogPos::new(1, 9)),
+        ]);
+        electables_stranded_below_a_guard(&members, &lasts, &guards, &BTreeSet::from([p]))
+    }
+
+    #[test]
+    fn a_group_whose_every_candidate_is_below_a_guard_is_stranded() {
+        assert!(run(LogPos::new(1, 4), LogPos::new(1, 5)));
+    }
+
+    #[test]
+    fn a_candidate_at_the_guard_may_win_so_the_group_is_not_stranded() {
+        assert!(!run(LogPos::new(1, 5), LogPos::new(1, 5)));
+        assert!(!run(LogPos::new(2, 1), LogPos::new(1, 5)));
+    }
+
+    #[test]
+    fn without_a_priority_zero_guard_nothing_is_stranded() {
+        let d = SiteAddr::new("d");
+        let members = BTreeMap::from([(d.clone(), vec![])]);
+        let lasts = BTreeMap::from([(d.clone(), LogPos::new(1, 1))]);
+        let guards = BTreeMap::from([(d, LogPos::new(1, 1))]);
+        assert!(!electables_stranded_below_a_guard(
+            &members,
+            &lasts,
+            &guards,
+            &BTreeSet::new()
+        ));
     }
 }
 

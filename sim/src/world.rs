@@ -1363,6 +1363,7 @@ impl World {
         let mut replayed = BTreeMap::new();
         let mut live = BTreeMap::new();
         let mut members = BTreeMap::new();
+        let mut vote_guards = BTreeMap::new();
         let group = self
             .sites
             .iter()
@@ -1387,17 +1388,10 @@ impl World {
                 }
                 // The membership as the running site holds it (its database is the replay of its
                 // disk, which `database_is_replay` checks; reading the disk again here would stop
-                // at a damaged record the site has not read yet): the sites it counts. One being
-                // removed is no longer held to the group's log; one still being added may never
-                // be, if the group cannot acknowledge its join (a policy no member can meet).
+                // at a damaged record the site has not read yet): the sites it counts.
                 if let Some(status) = status {
-                    let current = status
-                        .members
-                        .iter()
-                        .filter(|(_, m)| m.state == replication::log::MemberState::Present)
-                        .map(|(a, _)| a.clone())
-                        .collect();
-                    members.insert(addr.clone(), current);
+                    vote_guards.insert(addr.clone(), status.vote_guard);
+                    members.insert(addr.clone(), present_members(&status));
                 }
             }
         }
@@ -1493,6 +1487,22 @@ impl World {
                 }
                 violations.extend(check::all_caught_up(&master, &live_members, self.quiet_ms));
                 members.retain(|a, _| member(a));
+                // A change still spreading (a join that lands as the group goes quiet: joiners
+                // take turns, each asking again a second or so after being told to wait) is no
+                // divergence: sample again a few times, as for the logs.
+                for _ in 0..CATCH_UP_SAMPLES {
+                    if check::membership_converges(&master, &members).is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    for (addr, current) in members.iter_mut() {
+                        if let Some(h) = self.handle(addr) {
+                            if let Some(status) = answer(h.status()).await {
+                                *current = present_members(&status);
+                            }
+                        }
+                    }
+                }
                 violations.extend(check::membership_converges(&master, &members));
                 // A site outside the master's membership (removed, or whose join the current
                 // history never recorded) stops following, as on Berkeley DB: whatever its log
@@ -1592,8 +1602,30 @@ impl World {
             }
             None => {
                 // A lost removal (see above) can leave a majority out of reach for good: then
-                // no master is no violation.
-                if !told_removed.iter().any(excused) {
+                // no master is no violation. So can rot that took a change of who votes from
+                // every electable site while a priority-0 voter still holds it.
+                let running: BTreeMap<SiteAddr, Vec<SiteAddr>> = members
+                    .iter()
+                    .filter(|(a, _)| live.contains_key(*a))
+                    .map(|(a, m)| (a.clone(), m.clone()))
+                    .collect();
+                let lasts = live
+                    .iter()
+                    .map(|(a, (last, _))| (a.clone(), *last))
+                    .collect();
+                let guards = vote_guards
+                    .iter()
+                    .filter(|(a, _)| live.contains_key(*a))
+                    .map(|(a, g)| (a.clone(), *g))
+                    .collect();
+                let stranded = self.durability_void.is_some()
+                    && check::electables_stranded_below_a_guard(
+                        &running,
+                        &lasts,
+                        &guards,
+                        &electorate.unelectable,
+                    );
+                if !told_removed.iter().any(excused) && !stranded {
                     violations.push(Violation {
                         invariant: "liveness".into(),
                         site: None,
@@ -1884,4 +1916,16 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
             }
         })
         .build()
+}
+
+/// The sites a running site counts as members (`Present` in its membership database): one
+/// being removed is no longer held to the group's log; one still being added may never be, if
+/// the group cannot acknowledge its join (a policy no member can meet).
+fn present_members(status: &replication::node::NodeStatus) -> Vec<SiteAddr> {
+    status
+        .members
+        .iter()
+        .filter(|(_, m)| m.state == replication::log::MemberState::Present)
+        .map(|(a, _)| a.clone())
+        .collect()
 }

@@ -218,6 +218,10 @@ pub struct NodeStatus {
     /// serves nothing, and its database in memory may be ahead of a log that lost writes.
     #[serde(default)]
     pub stopped: Option<String>,
+    /// The log position below which the site refuses a candidate in an election
+    /// (`Site::vote_guard`).
+    #[serde(default)]
+    pub vote_guard: crate::types::LogPos,
 }
 
 /// Requests from the handle to the node task.
@@ -767,6 +771,7 @@ impl<S: Storage + Send + 'static> Node<S> {
                         .chain(self.peer_admins.clone())
                         .collect(),
                     stopped: self.site.dead().map(str::to_owned),
+                    vote_guard: self.site.vote_guard(),
                 });
             }
             Command::Shutdown(tx) => {

@@ -533,6 +533,9 @@ impl<S: Storage> Site<S> {
         self.synced_through = at.lsn;
         self.db = snapshot.db;
         self.history = snapshot.history;
+        // What the snapshot's records showed settled is not known here: guard nothing until
+        // the log shows it again (a priority-0 site's guard only ever helps safety).
+        self.settled = super::SettledChanges::default();
         self.stats.inits += 1;
         self.emit(Event::InitDone { at });
         self.send_ack();

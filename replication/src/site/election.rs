@@ -371,17 +371,20 @@ impl<S: Storage> Site<S> {
                 return (false, false);
             }
         }
-        // Only a site that could stand instead refuses a less advanced log, as in Berkeley DB:
-        // a priority-0 site's records count for no acknowledgement that promises survival
-        // (`quorum` counts electable sites), and if it refused, a group whose most advanced log
-        // sits on a priority-0 site could never elect anyone. A site whose own log says its
-        // removal has begun still refuses: it may hold commits it acknowledged as a member. It
-        // answers with priority 0 (`standing_priority`), so the candidate counts the refusal
-        // as a no and carries on rather than step aside for a site that will never stand.
-        let mine = self.last();
-        if last < mine && self.cfg.priority > 0 {
+        // A site that could stand instead refuses a less advanced log, as in Berkeley DB. A
+        // priority-0 site refuses only a log that misses a membership change its own log shows
+        // settled (`vote_guard`): its other records count for no acknowledgement that promises
+        // survival (`quorum` counts electable sites), and if it refused for them, a group whose
+        // most advanced log sits on a priority-0 site could never elect anyone. But its ack
+        // does count to settle a change of who votes, so a candidate without a settled change
+        // (a site it removed, say) must not win with its vote. A site whose own log says its removal has
+        // begun still refuses: it may hold commits it acknowledged as a member. It answers
+        // with priority 0 (`standing_priority`), so the candidate counts the refusal as a no
+        // and carries on rather than step aside for a site that will never stand.
+        if last < self.vote_guard() {
             return (false, true);
         }
+        let mine = self.last();
         // With logs alike, only a site that will stand refuses for its rank.
         let me = (mine, self.cfg.priority, &self.cfg.addr);
         if !takeover && self.standing_priority() > 0 && outranks(me, (last, priority, from)) {

@@ -20,6 +20,44 @@ use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use crate::wire::{JoinResult, Message, RemoveRefusal};
 
+/// What a site's own log shows the group settled, for the votes of a priority-0 site.
+///
+/// A master settles a change of who votes once a majority of the voters holds it, priority-0
+/// voters included, and only then starts the next change (`last_change_settled`; the first
+/// record of its generation counts too, as a Raft leader first commits an entry of its own
+/// term). A settled change must be in every later master's log, so every voter whose ack
+/// counted must refuse a candidate without it. An electable site refuses any less advanced log;
+/// a priority-0 site cannot (the most advanced log may be its own, and it cannot stand), so it
+/// guards what its log shows settled: the change floor as of the last record that started a
+/// change (`Adding` or `Removing`), which the master wrote only once that floor had settled.
+/// Guarding a change not known to be settled could leave the group with no master for good: a
+/// master that crashed before syncing a change may have reached only a priority-0 site.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(super) struct SettledChanges {
+    /// The last record that moves a master's change floor: a change of who votes, or the
+    /// first record of a generation.
+    floor: LogPos,
+    /// The floor as of the last record that started a change.
+    pub(super) settled: LogPos,
+}
+
+impl SettledChanges {
+    /// Notes the next record of the log.
+    pub(super) fn note(&mut self, record: &LogRecord) {
+        let starts_change = matches!(
+            &record.body,
+            RecordBody::Membership { member: Some(m), .. }
+                if matches!(m.state, MemberState::Adding | MemberState::Removing)
+        );
+        if starts_change {
+            self.settled = self.settled.max(self.floor);
+        }
+        if record.changes_voters() || matches!(record.body, RecordBody::GenStart { .. }) {
+            self.floor = record.pos();
+        }
+    }
+}
+
 impl<S: Storage> Site<S> {
     /// True once the group is read from a membership database (protocol 2 only).
     pub(super) fn has_membership(&self) -> bool {

@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use client::Client;
 use election::Election;
 use master::Master;
+use membership::SettledChanges;
 
 /// What a site is doing now.
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct Site<S: Storage> {
     /// has caught up and no later record added it back (the group may have re-admitted it, as
     /// it does a removed site that asks to join again, further on in the same log).
     removal_pending: bool,
+    /// What this site's log shows the group settled (a priority-0 site guards it in its votes).
+    settled: SettledChanges,
     /// Where this run applied the record that made this site a member (a joiner, or a removed
     /// site the group took back): a `Removed` notice older than that is stale (`on_removed`).
     readmitted_at: Option<LogPos>,
@@ -103,6 +106,15 @@ pub struct Site<S: Storage> {
     /// Until when (this site's clock) it keeps a master lease it granted: it helps elect no
     /// master before then (see `lease.rs`).
     lease_promised_until: Option<Time>,
+}
+
+/// Replays the log into the database (`storage::replay`), noting what it shows settled.
+fn replay_noting_changes<S: Storage>(
+    storage: &mut S,
+) -> Result<(Snapshot, SettledChanges), StorageError> {
+    let mut settled = SettledChanges::default();
+    let snapshot = storage::replay_visiting(storage, |record| settled.note(record))?;
+    Ok((snapshot, settled))
 }
 
 impl<S: Storage> std::fmt::Debug for Site<S> {
@@ -122,7 +134,7 @@ impl<S: Storage> Site<S> {
     pub fn open(cfg: Config, mut storage: S, seed: u64, now: Time) -> Result<Self, OpenError> {
         cfg.validate()?;
         let meta = storage.read_meta()?.unwrap_or_default();
-        let Snapshot { db, history } = storage::replay(&mut storage)?;
+        let (Snapshot { db, history }, settled) = replay_noting_changes(&mut storage)?;
         assert_eq!(
             db.applied().lsn,
             storage.last_lsn(),
@@ -144,6 +156,7 @@ impl<S: Storage> Site<S> {
             removes: BTreeMap::new(),
             removal_pending: false,
             readmitted_at: None,
+            settled,
             sync_deferred: false,
             lease_promised_until: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -445,6 +458,17 @@ impl<S: Storage> Site<S> {
         self.db.applied()
     }
 
+    /// The log position below which this site refuses a candidate's log in an election: its
+    /// own last record if it could stand itself, else what its log shows the group settled
+    /// ([`SettledChanges`]).
+    pub fn vote_guard(&self) -> LogPos {
+        if self.cfg.priority > 0 {
+            self.last()
+        } else {
+            self.settled.settled
+        }
+    }
+
     /// The generation history of this site's log.
     pub fn history(&self) -> &GenHistory {
         &self.history
@@ -634,6 +658,7 @@ impl<S: Storage> Site<S> {
                 _ => None,
             };
             self.db.apply(record);
+            self.settled.note(record);
             self.note_membership_change(record, before);
         }
         self.stats.records_appended += records.len() as u64;
@@ -647,9 +672,10 @@ impl<S: Storage> Site<S> {
         if self.readmitted_at.is_some_and(|at| at.lsn > lsn) {
             self.readmitted_at = None;
         }
-        let Snapshot { db, history } = storage::replay(&mut self.storage)?;
+        let (Snapshot { db, history }, settled) = replay_noting_changes(&mut self.storage)?;
         self.db = db;
         self.history = history;
+        self.settled = settled;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! Each test names the rule it protects.
 
 use super::*;
-use crate::log::{RecordBody, Txn};
+use crate::log::{MemberState, RecordBody, Txn};
 use crate::storage::MemStorage;
 use crate::testkit::Network;
 use crate::types::Gen;
@@ -307,6 +307,108 @@ fn a_priority_zero_site_ahead_of_every_candidate_still_lets_one_win() {
         net.run_until_cond(20_000, |n| n.master() == Some(s(2))),
         "s2 is elected with s3's vote"
     );
+}
+
+/// A priority-0 site's ack counts to settle a membership change, so it guards in elections what
+/// its log shows settled: a candidate whose log misses a change of who votes, or a generation's
+/// first record, that a later change started after (the master starts one only once the last
+/// has settled) is refused; one that misses only transactions, or a change not known to have
+/// settled, is granted (random-faults seed 66049: a site the group had removed won with such
+/// a vote; seed 7502: guarding an unsettled change left the group with no master).
+#[test]
+fn a_priority_zero_site_refuses_a_candidate_missing_a_settled_membership_change() {
+    let open = |storage: MemStorage, now| {
+        let mut cfg = Config::new(s(3), [s(1), s(2), s(3)]);
+        cfg.priority = 0;
+        Site::open(cfg, storage, 1, Time(now)).unwrap()
+    };
+    let txn = || RecordBody::Txn(Txn::put("k", "v"));
+    let opening = || RecordBody::GenStart { master: s(1) };
+    let entry = |site: usize, state| RecordBody::Membership {
+        site: s(site),
+        member: Some(crate::log::Member {
+            state,
+            priority: 100,
+        }),
+    };
+    let removal = RecordBody::Membership {
+        site: s(9),
+        member: None,
+    };
+    let mut storage = MemStorage::new();
+    storage
+        .append(&[
+            LogRecord::new(1, 1, opening()),
+            LogRecord::new(2, 1, txn()),
+            LogRecord::new(3, 1, removal),
+            LogRecord::new(4, 1, txn()),
+            LogRecord::new(5, 1, entry(8, MemberState::Adding)),
+            LogRecord::new(6, 2, opening()),
+            LogRecord::new(7, 2, txn()),
+            LogRecord::new(8, 2, entry(7, MemberState::Adding)),
+            LogRecord::new(9, 2, entry(7, MemberState::Present)),
+            LogRecord::new(10, 2, txn()),
+        ])
+        .unwrap();
+    let mut site = open(storage, 0);
+    let mut egen = 2;
+    let mut asks = |site: &mut Site<MemStorage>, last: LogPos| {
+        egen += 1;
+        let out = site.step(
+            Time(egen),
+            Input::Message {
+                from: s(2),
+                msg: Message::VoteRequest {
+                    egen,
+                    last,
+                    priority: 100,
+                    takeover: false,
+                    pre: false,
+                },
+            },
+        );
+        out.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message::Vote { granted: true, .. },
+                    ..
+                }
+            )
+        })
+    };
+    assert_eq!(site.vote_guard(), LogPos::new(2, 6));
+    assert!(asks(&mut site, LogPos::new(2, 8)), "misses s7 made present");
+    assert!(
+        !asks(&mut site, LogPos::new(1, 5)),
+        "misses generation 2's start"
+    );
+    // Drop generation 2: the removal is the guard now.
+    site.truncate_after(5).unwrap();
+    assert!(
+        asks(&mut site, LogPos::new(1, 3)),
+        "misses only a transaction and a join"
+    );
+    assert!(!asks(&mut site, LogPos::new(1, 2)), "misses the removal");
+    // The guard is found again in the log after a restart.
+    let mut site = open(site.into_storage(), 100);
+    assert_eq!(site.vote_guard(), LogPos::new(1, 3));
+    assert!(
+        !asks(&mut site, LogPos::new(1, 2)),
+        "misses the removal, after a restart"
+    );
+    // Without the join after it, nothing shows the removal (or anything) settled.
+    site.truncate_after(4).unwrap();
+    assert_eq!(site.vote_guard(), LogPos::default());
+    assert!(
+        asks(&mut site, LogPos::new(1, 2)),
+        "the removal may not have settled"
+    );
+    // An electable site guards its whole log.
+    let mut cfg = Config::new(s(3), [s(1), s(2), s(3)]);
+    cfg.priority = 100;
+    let electable = Site::open(cfg, site.into_storage(), 1, Time(200)).unwrap();
+    assert_eq!(electable.vote_guard(), LogPos::new(1, 4));
 }
 
 /// A lenient two-site group needs the other site's vote while it is connected. If that vote

@@ -145,10 +145,19 @@ pub fn read_to_end<S: Storage + ?Sized>(
 /// The snapshot plus every record of the log replayed on top of it: what the site's database
 /// must equal. Used when opening a site and by the invariant checkers.
 pub fn replay<S: Storage + ?Sized>(storage: &mut S) -> Result<Snapshot, StorageError> {
+    replay_visiting(storage, |_| {})
+}
+
+/// [`replay`], showing `visit` each record of the log (not the snapshot's) in order.
+pub fn replay_visiting<S: Storage + ?Sized>(
+    storage: &mut S,
+    mut visit: impl FnMut(&LogRecord),
+) -> Result<Snapshot, StorageError> {
     let mut snapshot = storage.read_snapshot()?;
     for record in read_to_end(storage, snapshot.pos().lsn + 1)? {
         snapshot.history.note_append(&record);
         snapshot.db.apply(&record);
+        visit(&record);
     }
     Ok(snapshot)
 }
