@@ -751,7 +751,8 @@ pub fn electables_stranded_below_a_guard(
 /// is out of reach: a site wins alone (one vote) only if its node had no connection up to the
 /// other member at the time, as its connection events tell. A node that was killed has no
 /// connections left (its old ones reported no break), and a site that is not a member yet (a
-/// joiner, known once a site reports it added) is no partner to wait for.
+/// joiner, known once a site reports it added) is no partner to wait for; nor is one whose
+/// removal the winner's own log had begun (it counted a group of one, `Elected::group`).
 pub fn lenient_pair_waits_for_its_partner(
     events: &[Observed],
     electorate: &Electorate,
@@ -776,7 +777,12 @@ pub fn lenient_pair_waits_for_its_partner(
             NodeEvent::Site(Event::SiteRemoved { site }) => {
                 members.remove(site);
             }
-            NodeEvent::Site(Event::Elected { votes: 1, gen, .. }) => {
+            NodeEvent::Site(Event::Elected {
+                votes: 1,
+                gen,
+                group,
+                ..
+            }) if *group != 1 => {
                 let partner = up
                     .iter()
                     .find(|(site, peer)| *site == e.site && members.contains(peer));
@@ -1081,6 +1087,7 @@ mod tests {
                 votes: 2,
                 needed: 2,
                 voters: vec![],
+                group: 3,
             },
         );
         let later: Vec<Observed> = events.iter().cloned().chain([won]).collect();
@@ -1286,6 +1293,7 @@ mod tests {
                 votes: 1,
                 needed: 1,
                 voters: vec![me],
+                group: 2,
             };
             site_event(ms, site, elected)
         };
@@ -1332,6 +1340,24 @@ mod tests {
         );
         let joined = [connected(10, "a", "b"), added, alone(500, "a")];
         assert!(lenient_pair_waits_for_its_partner(&joined, &creator_alone).is_some());
+        // A winner whose own log had begun removing its partner counted a group of one: no
+        // partner to wait for (random-faults seed 30867).
+        let removing = site_event(
+            500,
+            "a",
+            Event::Elected {
+                gen: 2,
+                votes: 1,
+                needed: 1,
+                voters: vec![SiteAddr::new("a")],
+                group: 1,
+            },
+        );
+        let partner_leaving = [connected(10, "a", "b"), removing];
+        assert_eq!(
+            lenient_pair_waits_for_its_partner(&partner_leaving, &pair),
+            None
+        );
     }
 
     #[test]
@@ -1452,6 +1478,7 @@ mod tests {
             gen,
             votes,
             needed,
+            group: voters.len(),
             voters,
         };
         site_event(ms, site, event)

@@ -227,11 +227,13 @@ impl<S: Storage> Site<S> {
         self.stats.elections_won += 1;
         self.role = Role::Master(Master::new(self.now));
         let votes = voters.len();
+        let group = self.group().len();
         self.emit(Event::Elected {
             gen,
             votes,
             needed,
             voters,
+            group,
         });
         self.emit(Event::BecameMaster { gen });
         // The generation opens with a record of its own, so every log that has anything of this

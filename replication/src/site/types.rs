@@ -439,6 +439,11 @@ pub enum Event {
         needed: usize,
         /// The members whose votes were counted, this site included (as many as `votes`).
         voters: Vec<SiteAddr>,
+        /// How many sites the group it counted has: its `Present` members, or the static list
+        /// (a lenient pair's site that wins alone counts 2; one whose own log began removing
+        /// its partner counts 1).
+        #[serde(default)]
+        group: usize,
     },
     /// This site cast its vote in a real election (not a pre-vote): for `candidate`, in election
     /// generation `egen`. A candidate votes for itself. The vote was durable before it left.
