@@ -379,10 +379,10 @@ impl<S: Storage> Site<S> {
         // survival (`quorum` counts electable sites), and if it refused for them, a group whose
         // most advanced log sits on a priority-0 site could never elect anyone. But its ack
         // does count to settle a change of who votes, so a candidate without a settled change
-        // (a site it removed, say) must not win with its vote. A site whose own log says its removal has
-        // begun still refuses: it may hold commits it acknowledged as a member. It answers
-        // with priority 0 (`standing_priority`), so the candidate counts the refusal as a no
-        // and carries on rather than step aside for a site that will never stand.
+        // (a site it removed, say) must not win with its vote. A site whose own log says its
+        // removal has begun still refuses: it may hold commits it acknowledged as a member. It
+        // answers with priority 0 (`standing_priority`), so the candidate counts the refusal as
+        // a no and carries on rather than step aside for a site that will never stand.
         if last < self.vote_guard() {
             return (false, true);
         }
