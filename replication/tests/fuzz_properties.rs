@@ -382,7 +382,11 @@ fn group_script(forgeries: bool) -> impl Strategy<Value = GroupScript> {
 }
 
 proptest! {
-    #![proptest_config(common::config(cases(48)))]
+    // The mutation build (`--cfg madsim`, see MUTANTS.md) draws many more: a group script
+    // costs well under a millisecond, and a mutant that only a rare input exposes (a stale
+    // copy of a message arriving at the wrong moment, a forged one from the wrong site) needs
+    // thousands of them.
+    #![proptest_config(common::config(cases(if cfg!(madsim) { 2_000 } else { 48 })))]
 
     /// Forged messages included: only the local rules are checked.
     #[test]

@@ -306,6 +306,42 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
     })
 }
 
+/// Measures a group's first election: sites with `priorities` (a static list, logs all empty)
+/// start together, and the first `BecameMaster` is timed from the start. The best-placed site
+/// (the highest priority, then the lower address) has a slow election timer
+/// ([`SLOW_ELECTION_TIMEOUT_MS`]), so another site always stands first. As in Berkeley DB the
+/// best placed should still win, and soon: it refuses the first candidate and stands itself
+/// a few tens of milliseconds later (`stand_soon`), and the first candidate steps aside for it.
+/// If two sites stood at once and split the votes, the better placed learns from the refusals
+/// that its round cannot be won and stands again at once, rather than wait out its timer.
+pub fn measure_first_election(priorities: &[u32], seed: u64) -> Ranked {
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let best = (0..priorities.len())
+            .max_by_key(|&i| (priorities[i], std::cmp::Reverse(i)))
+            .expect("sites");
+        let world = World::start(priorities.len(), seed, |i, cfg| {
+            cfg.priority = priorities[i];
+            if i == best {
+                cfg.timeouts.election_timeout_ms = SLOW_ELECTION_TIMEOUT_MS;
+            }
+        });
+        let addrs = world.addrs();
+        let nobody = SiteAddr::new("");
+        let (found, failed_elections) = await_new_master(&world, &nobody, 0).await;
+        Ranked {
+            seed,
+            winner: found,
+            expected: addrs[best].clone(),
+            failed_elections,
+        }
+    })
+}
+
+/// The best-placed site's election timeout in [`measure_first_election`]: well past every other
+/// site's (1 s and up to 0.5 s of jitter by default).
+pub const SLOW_ELECTION_TIMEOUT_MS: u64 = 5_000;
+
 /// Measures one failover where priority and log disagree: a joined group A (priority 100, the
 /// creator and master), B (90) and C (10). Under a steady load, A's messages to B are held up
 /// (a one-way clog, shorter than the heartbeat timeout) while C keeps acknowledging, then A

@@ -41,6 +41,9 @@ pub(super) struct Election {
     pub pre: bool,
     /// The highest generation the voters told us they know of.
     pub max_term: Gen,
+    /// A member refused because it already voted in this election generation (or a later one)
+    /// for another candidate: two sites stood at once.
+    pub contested: bool,
 }
 
 impl Election {
@@ -131,6 +134,7 @@ impl<S: Storage> Site<S> {
             collect_ms: self.cfg.timeouts.vote_collect_ms,
             pre,
             max_term: heard,
+            contested: false,
         });
         let request = Message::VoteRequest {
             egen,
@@ -446,7 +450,9 @@ impl<S: Storage> Site<S> {
         }
         let me = (self.last(), self.cfg.priority, &self.cfg.addr);
         // Only the votes of our group count towards winning.
-        let member = self.group().contains(&from);
+        let others = self.others();
+        let member = others.contains(&from);
+        let needed = self.votes_needed_now();
         let Role::Electing(e) = &mut self.role else {
             self.stats.messages_ignored += 1;
             return Ok(());
@@ -465,6 +471,26 @@ impl<S: Storage> Site<S> {
             // it would leave the group without a master for as long as its join takes.)
             self.become_client(None);
             return Ok(());
+        } else if member && !pre && term >= egen {
+            e.contested = true;
+        }
+        let unanswered = others.iter().filter(|a| !e.answered.contains(*a)).count();
+        if e.contested && e.granted.len() + unanswered < needed {
+            // Lost for certain: the votes still to come cannot make a majority, because some
+            // went to a candidate that stood at the same moment (and stepped aside for us when
+            // it heard our refusal, or it outranks us and we stepped aside above). Waiting out
+            // the election's timeout would cost the group a second or more without a master:
+            // stand again shortly, above every generation the voters named.
+            let event = Event::ElectionFailed {
+                egen: e.egen,
+                votes: e.granted.len(),
+                needed,
+                pre: false,
+            };
+            let above = e.max_term;
+            self.emit(event);
+            self.become_client(None);
+            return self.stand_soon(above);
         }
         self.check_win()
     }

@@ -448,6 +448,15 @@ impl<S: Storage> Site<S> {
         }
     }
 
+    /// The master this client follows and the generation it follows it in; none for a master,
+    /// a candidate, or a client that knows no master.
+    pub fn followed(&self) -> Option<(&SiteAddr, crate::types::Gen)> {
+        match &self.role {
+            Role::Client(c) => c.master.as_ref().map(|m| (m, c.master_gen)),
+            _ => None,
+        }
+    }
+
     /// The highest generation this site has seen.
     pub fn gen(&self) -> crate::types::Gen {
         self.meta.gen

@@ -18,6 +18,9 @@
 //!    `Log` message brought; `Committed` answers only commits asked of a master, once each.
 //! 5. A site that stopped (storage failure, removal) does nothing more but answer `HandleDead`.
 //! 6. When no input forged a message, at most one site is master of any generation.
+//! 7. A client changes its log (appends, rolls back, initialises) only on a message of the
+//!    master it follows, sent in the generation it follows it in.
+//! 8. When no input forged a message, a rollback never takes a record the master holds.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -510,6 +513,18 @@ impl Group {
             } => Some(records.clone()),
             _ => None,
         };
+        let followed_before = site.followed().map(|(m, g)| (m.clone(), g));
+        // Who sent a message that may change a client's log, and in which generation.
+        let log_changer = match &input {
+            Input::Message {
+                from,
+                msg:
+                    Message::Log { gen, .. }
+                    | Message::SyncInfo { gen, .. }
+                    | Message::InitSnapshot { gen, .. },
+            } => Some((from.clone(), *gen)),
+            _ => None,
+        };
         let commit_id = match &input {
             Input::Request {
                 id,
@@ -665,6 +680,43 @@ impl Group {
                         r.pos()
                     );
                 }
+            }
+        }
+
+        // 7. A client changes its log only on the word of the master it follows: what it
+        //    appends, rolls back or initialises from comes in a message of that master, sent in
+        //    the generation the client follows it in.
+        let rolled_back = outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::RolledBack { .. })));
+        let initialised = outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::InitDone { .. })));
+        let as_client = role_before == RoleKind::Client && role_after == RoleKind::Client;
+        if as_client && (appended > 0 || rolled_back || initialised) {
+            assert!(
+                followed_before.is_some() && log_changer == followed_before,
+                "{addr}: changed its log on a message from {log_changer:?} while following \
+                 {followed_before:?}"
+            );
+        }
+        // 8. With nothing forged, a rollback never takes a record the master holds: logs that
+        //    agree on a record's LSN and generation agree on everything before it, so the
+        //    client's last record, if the master holds it, shows the whole log was the master's.
+        if let (true, Some(_), Some((master, _))) = (rolled_back, &self.masters, &log_changer) {
+            if let Some(j) = (0..SITES).find(|&j| site_addr(j) == *master) {
+                let last = before.last;
+                let held = self.slots[j].site.as_mut().is_some_and(|m| {
+                    last.lsn >= m.storage().first_lsn()
+                        && storage::read_to_end(m.storage(), last.lsn)
+                            .ok()
+                            .and_then(|records| records.first().map(|r| r.pos()))
+                            == Some(last)
+                });
+                assert!(
+                    !held,
+                    "{addr}: rolled back from {last}, a record its master {master} holds"
+                );
             }
         }
 
