@@ -707,7 +707,7 @@ fn damaged_files_that_decide_what_is_current_refuse_to_open_and_are_left_in_plac
         s.write_meta(&replication::storage::Meta {
             gen: 1,
             egen: 1,
-            voted_for: None,
+            ..Default::default()
         })
         .unwrap();
         drop(s);

@@ -70,6 +70,7 @@ fn meta(gen: Gen) -> Meta {
         gen,
         egen: gen,
         voted_for: None,
+        voters_floor: replication::LogPos::new(gen, gen + 1),
     }
 }
 

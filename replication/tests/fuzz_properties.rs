@@ -680,3 +680,122 @@ fn regression_a_deadline_left_due_in_another_role_is_progress() {
     };
     run_script(&script);
 }
+
+/// Found with fresh random cases: the creator's synced records rotted (the records that
+/// admitted the others among them), it crashed, and on restart its log, cut at the damage,
+/// showed a group of one. It counted its own vote a majority and became master of a
+/// generation the others had already given a master. Its metadata now marks the last change
+/// of who votes it held durably, and a log that opens below the mark neither stands nor votes
+/// below it until a master has mended it.
+#[test]
+fn regression_a_site_whose_synced_admissions_rotted_does_not_elect_itself_alone() {
+    let ops = vec![
+        GroupOp::Settle,
+        GroupOp::Wait { site: 0 },
+        GroupOp::Rot { site: 33, back: 0 },
+        GroupOp::Tick { site: 134, ms: 56 },
+        GroupOp::Tick { site: 78, ms: 294 },
+        GroupOp::Tick { site: 0, ms: 0 },
+        GroupOp::Wait { site: 130 },
+        GroupOp::Tick { site: 0, ms: 0 },
+        GroupOp::Request {
+            site: 0,
+            request: RequestSpec::Commit { key: 0, value: 0 },
+        },
+        GroupOp::Settle,
+        GroupOp::Tick { site: 1, ms: 150 },
+        GroupOp::Tick { site: 0, ms: 0 },
+        GroupOp::Tick { site: 0, ms: 131 },
+        GroupOp::Rot { site: 0, back: 0 },
+        GroupOp::Crash {
+            site: 222,
+            tear: false,
+        },
+        GroupOp::Wait { site: 29 },
+        GroupOp::Settle,
+        GroupOp::Restart { site: 198 },
+        GroupOp::Wait { site: 144 },
+    ];
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [77, 0] },
+            priorities: [4, 0, 13],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: false,
+        },
+        ops,
+    };
+    let summary = group::run_script(&script);
+    assert!(
+        summary.became_master >= 2,
+        "the failover happened: {summary:?}"
+    );
+}
+
+/// Found by rule 8 (a rollback never takes a record the master holds) with fresh random cases:
+/// a client asked its master for its history three times (retries), streamed records up to
+/// LSN 3 and acknowledged them, lost the master for a heartbeat timeout and heard it again,
+/// and then the oldest answer arrived late, saying the master's log ended at LSN 2. The client
+/// rolled back the record it had acknowledged. A client now takes a history ending below its
+/// own records of the master's generation for what it is: an old answer.
+#[test]
+fn regression_a_late_history_answer_does_not_roll_back_acknowledged_records() {
+    let ops = vec![
+        GroupOp::Crash {
+            site: 53,
+            tear: false,
+        },
+        GroupOp::Tick { site: 87, ms: 401 },
+        GroupOp::Deliver { pick: 74 },
+        GroupOp::Deliver { pick: 1 },
+        GroupOp::Settle,
+        GroupOp::Request {
+            site: 63,
+            request: RequestSpec::Commit { key: 0, value: 0 },
+        },
+        GroupOp::Deliver { pick: 43 },
+        GroupOp::Restart { site: 137 },
+        GroupOp::Deliver { pick: 0 },
+        GroupOp::Deliver { pick: 104 },
+        GroupOp::Wait { site: 80 },
+        GroupOp::Tick { site: 43, ms: 250 },
+        GroupOp::Wait { site: 120 },
+        GroupOp::DeliverAll,
+        GroupOp::Wait { site: 1 },
+        GroupOp::Wait { site: 17 },
+        GroupOp::Deliver { pick: 64 },
+        GroupOp::RequestAtMaster {
+            request: RequestSpec::Commit { key: 0, value: 0 },
+        },
+        GroupOp::Wait { site: 1 },
+        GroupOp::Deliver { pick: 84 },
+        GroupOp::Deliver { pick: 116 },
+        GroupOp::Deliver { pick: 26 },
+        GroupOp::RequestAtMaster {
+            request: RequestSpec::Commit { key: 0, value: 0 },
+        },
+        GroupOp::Wait { site: 113 },
+        GroupOp::Tick { site: 24, ms: 0 },
+        GroupOp::Tick { site: 9, ms: 100 },
+        GroupOp::Deliver { pick: 72 },
+        GroupOp::DeliverAll,
+    ];
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::StaticList {
+                legacy: [false, false, true],
+            },
+            priorities: [31, 144, 0],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: false,
+        },
+        ops,
+    };
+    let summary = group::run_script(&script);
+    assert_eq!(
+        summary.became_master, 1,
+        "one master throughout: {summary:?}"
+    );
+}

@@ -720,31 +720,36 @@ pub struct Electorate {
     pub kills: Vec<(u64, SiteAddr)>,
 }
 
-/// Whether every running site that may stand (electable, and a member by its own view of the
-/// group, `members`, empty for a static group) has a log ending (`lasts`) below what a running
-/// priority-0 site guards in its votes (`guards`, its `Site::vote_guard`): then no site may win
-/// an election without losing a change the group settled, and no master is the safe outcome.
-/// Only rot of synced records leaves a group so (the site that wrote the change is electable
-/// and keeps it otherwise), so the world asks this only after such rot.
+/// Whether no running site can win an election: every site that may stand (electable, a
+/// member by its own view of the group, `members`, empty for a static group, and not waiting
+/// for a master to mend its log) has a log ending (`lasts`) below the guards (`guards`, each
+/// site's `Site::vote_guard`) of so many of its group's sites that the rest are no majority.
+/// An electable site's guard is its log's end (it grants only a log at least as advanced,
+/// the usual rule); a priority-0 site's is the change of who votes its log shows settled; a
+/// site whose log lost changes of who votes it once held durably guards the last of those,
+/// and does not stand. Then no master is the safe outcome. Only rot of synced records leaves a
+/// group so (the site that wrote a change is electable and keeps it otherwise), so the world
+/// asks this only after such rot.
 pub fn electables_stranded_below_a_guard(
     members: &BTreeMap<SiteAddr, Vec<SiteAddr>>,
     lasts: &BTreeMap<SiteAddr, LogPos>,
     guards: &BTreeMap<SiteAddr, LogPos>,
     unelectable: &BTreeSet<SiteAddr>,
 ) -> bool {
-    let highest_guard = guards
-        .iter()
-        .filter(|(a, _)| unelectable.contains(*a))
-        .map(|(_, guard)| *guard)
-        .max();
-    let Some(guard) = highest_guard else {
-        return false;
+    let everyone: Vec<SiteAddr> = members.keys().cloned().collect();
+    let can_win = |(a, view): (&SiteAddr, &Vec<SiteAddr>)| {
+        let (Some(last), Some(own)) = (lasts.get(a), guards.get(a)) else {
+            return false;
+        };
+        let group = if view.is_empty() { &everyone } else { view };
+        let stands = !unelectable.contains(a) && group.contains(a) && last >= own;
+        let granted = group
+            .iter()
+            .filter(|v| *v == a || guards.get(*v).is_some_and(|g| g <= last))
+            .count();
+        stands && granted > group.len() / 2
     };
-    members
-        .iter()
-        .filter(|(a, _)| !unelectable.contains(*a))
-        .filter(|(a, view)| view.is_empty() || view.contains(a))
-        .all(|(a, _)| lasts.get(a).is_some_and(|last| *last < guard))
+    !members.iter().any(can_win)
 }
 
 /// A two-site group without strictness may elect a lone site, but only while the other member
@@ -1670,6 +1675,23 @@ mod stranded_tests {
     fn a_candidate_at_the_guard_may_win_so_the_group_is_not_stranded() {
         assert!(!run(LogPos::new(1, 5), LogPos::new(1, 5)));
         assert!(!run(LogPos::new(2, 1), LogPos::new(1, 5)));
+    }
+
+    #[test]
+    fn a_site_whose_log_lost_changes_of_who_votes_refuses_candidates_below_them() {
+        let (d, e) = (SiteAddr::new("d"), SiteAddr::new("e"));
+        let members = BTreeMap::from([(d.clone(), vec![]), (e.clone(), vec![])]);
+        // D's log ends at (1, 3), below the (1, 6) its metadata marks: it waits, and refuses
+        // any candidate below (1, 6).
+        let run = |e_last: LogPos| {
+            let lasts = BTreeMap::from([(d.clone(), LogPos::new(1, 3)), (e.clone(), e_last)]);
+            let guards = BTreeMap::from([(d.clone(), LogPos::new(1, 6)), (e.clone(), e_last)]);
+            electables_stranded_below_a_guard(&members, &lasts, &guards, &BTreeSet::new())
+        };
+        // E holds the change D lost: D grants it.
+        assert!(!run(LogPos::new(1, 7)));
+        // Neither holds it: no one can win.
+        assert!(run(LogPos::new(1, 4)));
     }
 
     #[test]

@@ -1604,9 +1604,21 @@ impl World {
                 // A lost removal (see above) can leave a majority out of reach for good: then
                 // no master is no violation. So can rot that took a change of who votes from
                 // every electable site while a priority-0 voter still holds it.
+                // A site with no membership database stands only in a static group: a joiner
+                // (or a creator that lost its database) must first be admitted.
+                let static_list = |a: &SiteAddr| {
+                    !self.sites[a]
+                        .cfg
+                        .lock()
+                        .expect("cfg lock")
+                        .site
+                        .sites
+                        .is_empty()
+                };
                 let running: BTreeMap<SiteAddr, Vec<SiteAddr>> = members
                     .iter()
                     .filter(|(a, _)| live.contains_key(*a))
+                    .filter(|(a, m)| !m.is_empty() || static_list(a))
                     .map(|(a, m)| (a.clone(), m.clone()))
                     .collect();
                 let lasts = live

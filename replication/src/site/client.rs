@@ -365,9 +365,15 @@ impl<S: Storage> Site<S> {
         first_lsn: Lsn,
         last: LogPos,
     ) -> Result<(), StorageError> {
+        // A master never takes back its log within its generation, so a history ending below
+        // what this master has already shown us (its heartbeats, the records it sent) is an old
+        // answer, to an earlier request and delivered late: rolling back by it would drop
+        // records we may have acknowledged.
         let expected = match &self.role {
             Role::Client(c) => {
-                c.is_following(&from, gen) && matches!(c.sync, Sync::Verifying { .. })
+                c.is_following(&from, gen)
+                    && matches!(c.sync, Sync::Verifying { .. })
+                    && last >= c.master_last
             }
             _ => false,
         };
@@ -536,6 +542,7 @@ impl<S: Storage> Site<S> {
         // What the snapshot's records showed settled is not known here: guard nothing until
         // the log shows it again (a priority-0 site's guard only ever helps safety).
         self.settled = super::SettledChanges::default();
+        self.lower_voters_floor(self.meta.voters_floor.min(at))?;
         self.stats.inits += 1;
         self.emit(Event::InitDone { at });
         self.send_ack();

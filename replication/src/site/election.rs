@@ -86,6 +86,11 @@ impl<S: Storage> Site<S> {
     /// Stands for master: first a pre-vote (unless the master asked us to take over), then, if a
     /// majority would vote for us, a real election in a new election generation.
     pub(super) fn start_election(&mut self, takeover: bool) -> Result<(), StorageError> {
+        if self.lost_voter_changes() {
+            // Its view of the group may lack members: wait for a master to mend the log.
+            self.become_client(None);
+            return Ok(());
+        }
         self.start_round(takeover, !takeover)
     }
 

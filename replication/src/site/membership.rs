@@ -39,6 +39,8 @@ pub(super) struct SettledChanges {
     floor: LogPos,
     /// The floor as of the last record that started a change.
     pub(super) settled: LogPos,
+    /// The last record that changed who votes.
+    pub(super) voters: LogPos,
 }
 
 impl SettledChanges {
@@ -51,6 +53,9 @@ impl SettledChanges {
         );
         if starts_change {
             self.settled = self.settled.max(self.floor);
+        }
+        if record.changes_voters() {
+            self.voters = record.pos();
         }
         if record.changes_voters() || matches!(record.body, RecordBody::GenStart { .. }) {
             self.floor = record.pos();
@@ -110,10 +115,11 @@ impl<S: Storage> Site<S> {
     }
 
     /// The priority this site stands with: its configured one, or 0 while its own log says it
-    /// is not a member (still joining, or its removal begun): such a site never stands, and a
-    /// candidate must not step aside for it.
+    /// is not a member (still joining, or its removal begun) or lost changes of who votes
+    /// (`lost_voter_changes`): such a site never stands, and a candidate must not step aside
+    /// for it.
     pub(super) fn standing_priority(&self) -> u32 {
-        if self.counts_in_group() {
+        if self.counts_in_group() && !self.lost_voter_changes() {
             self.cfg.priority
         } else {
             0

@@ -252,7 +252,27 @@ impl<S: Storage> Site<S> {
         self.storage.sync()?;
         self.synced_through = self.last().lsn;
         self.sync_deferred = false;
+        self.mark_voters_floor()
+    }
+
+    /// Raises the metadata's `voters_floor` to the last change of who votes, once that change is
+    /// durable (one metadata write per such change: they are rare).
+    fn mark_voters_floor(&mut self) -> Result<(), StorageError> {
+        let voters = self.settled.voters;
+        if voters > self.meta.voters_floor && voters.lsn <= self.synced_through {
+            self.meta.voters_floor = voters;
+            self.save_meta()?;
+        }
         Ok(())
+    }
+
+    /// True while this site's log ends below the last change of who votes that it once held
+    /// durably (`Meta::voters_floor`): damage took synced records, and its view of the group
+    /// may lack members. Until a master brings the log back above the mark, it does not stand
+    /// (it could count itself a majority of a group it misremembers) and refuses candidates
+    /// below the mark.
+    pub(super) fn lost_voter_changes(&self) -> bool {
+        self.last() < self.meta.voters_floor
     }
 
     fn dispatch(&mut self, input: Input) -> Result<(), StorageError> {
@@ -469,12 +489,18 @@ impl<S: Storage> Site<S> {
 
     /// The log position below which this site refuses a candidate's log in an election: its
     /// own last record if it could stand itself, else what its log shows the group settled
-    /// ([`SettledChanges`]).
+    /// ([`SettledChanges`]); and while its log lacks changes of who votes it once held
+    /// durably, at least the last of those (`Meta::voters_floor`).
     pub fn vote_guard(&self) -> LogPos {
-        if self.cfg.priority > 0 {
+        let guard = if self.cfg.priority > 0 {
             self.last()
         } else {
             self.settled.settled
+        };
+        if self.lost_voter_changes() {
+            guard.max(self.meta.voters_floor)
+        } else {
+            guard
         }
     }
 
@@ -685,6 +711,16 @@ impl<S: Storage> Site<S> {
         self.db = db;
         self.history = history;
         self.settled = settled;
+        // A rollback is no damage: the changes it took were never the group's.
+        self.lower_voters_floor(settled.voters)
+    }
+
+    /// Lowers `voters_floor` to `to` (the log lost a change of who votes for a good reason).
+    pub(super) fn lower_voters_floor(&mut self, to: LogPos) -> Result<(), StorageError> {
+        if self.meta.voters_floor > to {
+            self.meta.voters_floor = to;
+            self.save_meta()?;
+        }
         Ok(())
     }
 

@@ -165,7 +165,7 @@ impl FileStorage {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot =
             read_checksummed::<SnapshotFile>(fs, &snapshot_path, SNAPSHOT_MAGIC, "snapshot file")?;
-        let meta = read_checksummed::<Meta>(fs, &dir.join(META_FILE), META_MAGIC, "meta file")?;
+        let meta = read_meta(fs, &dir.join(META_FILE))?;
         let (epoch, snapshot_pos) = match &snapshot {
             Some(file) => (file.epoch, file.snapshot.pos()),
             None => (0, LogPos::default()),
@@ -679,6 +679,20 @@ fn read_checksummed<T: DeserializeOwned + Serialize>(
         Err(e) => return Err(io_err("read", path)(e)),
     };
     decode_checksummed(&bytes, path, magic, what).map(Some)
+}
+
+/// Reads the metadata file, in its current layout or the one before `Meta::voters_floor`.
+fn read_meta(fs: &dyn FileSystem, path: &Path) -> Result<Option<Meta>, StorageError> {
+    match read_checksummed::<Meta>(fs, path, META_MAGIC, "meta file") {
+        Err(error @ StorageError::Corrupt { .. }) => {
+            // A damaged file fails the older layout too, and the first error is the one told.
+            let bytes = fs.read(path).map_err(io_err("read", path))?;
+            decode_checksummed::<super::MetaWithoutFloor>(&bytes, path, META_MAGIC, "meta file")
+                .map(|old| Some(old.into()))
+                .map_err(|_| error)
+        }
+        other => other,
+    }
 }
 
 /// Why a file of another format version cannot be read, and what to do about it.
@@ -1516,6 +1530,7 @@ mod tests {
             gen: 7,
             egen: 9,
             voted_for: Some(SiteAddr::new("127.0.0.1:7001")),
+            voters_floor: LogPos::new(6, 40),
         };
         s.write_meta(&meta).unwrap();
         assert_eq!(s.read_meta().unwrap(), Some(meta.clone()));
@@ -1526,10 +1541,40 @@ mod tests {
             gen: 8,
             egen: 8,
             voted_for: None,
+            voters_floor: LogPos::default(),
         };
         s.write_meta(&next).unwrap();
         drop(s);
         assert_eq!(open_clean(dir.path()).read_meta().unwrap(), Some(next));
+    }
+
+    #[test]
+    fn meta_written_before_the_voters_floor_reads_with_no_floor() {
+        #[derive(serde::Serialize)]
+        struct Before {
+            gen: u64,
+            egen: u64,
+            voted_for: Option<SiteAddr>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(open_clean(dir.path()));
+        let before = Before {
+            gen: 4,
+            egen: 5,
+            voted_for: Some(SiteAddr::new("127.0.0.1:7002")),
+        };
+        let bytes = checksummed_file(META_MAGIC, &codec::encode(&before));
+        fs::write(dir.path().join(META_FILE), bytes).unwrap();
+        let meta = open_clean(dir.path()).read_meta().unwrap();
+        assert_eq!(
+            meta,
+            Some(Meta {
+                gen: 4,
+                egen: 5,
+                voted_for: Some(SiteAddr::new("127.0.0.1:7002")),
+                voters_floor: LogPos::default(),
+            })
+        );
     }
 
     #[test]
@@ -1731,6 +1776,7 @@ mod tests {
                         gen: g,
                         egen: g + 1,
                         voted_for: None,
+                        voters_floor: LogPos::new(g, g * 2),
                     };
                     file.write_meta(&meta).unwrap();
                     mem.write_meta(&meta).unwrap();

@@ -17,7 +17,7 @@ pub use mem::MemStorage;
 pub use simfs::{CrashPlan, CrashSpace, Fate, SimFs};
 
 use crate::log::{LogRecord, Snapshot};
-use crate::types::{Gen, Lsn, SiteAddr};
+use crate::types::{Gen, LogPos, Lsn, SiteAddr};
 use serde::{Deserialize, Serialize};
 
 /// Small state that must survive a crash and is not part of the log.
@@ -31,6 +31,32 @@ pub struct Meta {
     pub egen: Gen,
     /// The site this site voted for in election generation `egen`, if it voted.
     pub voted_for: Option<SiteAddr>,
+    /// The last record changing who votes that this site's log held durably (as far as the
+    /// metadata was last written: each such record is noted once synced). A log that opens
+    /// ending below it lost synced records to damage (a damaged record is cut with everything
+    /// after it): its view of the group may be missing members, and counting votes by it could
+    /// elect a second master of a generation. The site neither stands nor votes below this
+    /// mark until its log is back above it.
+    pub voters_floor: LogPos,
+}
+
+/// [`Meta`] as format 3 wrote it before `voters_floor`: read, and taken to mark nothing.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MetaWithoutFloor {
+    gen: Gen,
+    egen: Gen,
+    voted_for: Option<SiteAddr>,
+}
+
+impl From<MetaWithoutFloor> for Meta {
+    fn from(old: MetaWithoutFloor) -> Meta {
+        Meta {
+            gen: old.gen,
+            egen: old.egen,
+            voted_for: old.voted_for,
+            voters_floor: LogPos::default(),
+        }
+    }
 }
 
 /// What went wrong in storage. The core treats any of these as fatal for the site: it stops and
