@@ -386,7 +386,7 @@ proptest! {
     // costs well under a millisecond, and a mutant that only a rare input exposes (a stale
     // copy of a message arriving at the wrong moment, a forged one from the wrong site) needs
     // thousands of them.
-    #![proptest_config(common::config(cases(if cfg!(madsim) { 2_000 } else { 48 })))]
+    #![proptest_config(common::config(cases(if cfg!(madsim) { 5_000 } else { 48 })))]
 
     /// Forged messages included: only the local rules are checked.
     #[test]
