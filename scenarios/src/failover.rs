@@ -306,6 +306,51 @@ pub fn measure_ranked(priorities: &[u32], formed: Formed, seed: u64) -> Ranked {
     })
 }
 
+/// Measures a silent master's replacement when the clients' timers run a heartbeat apart: a
+/// static group A (priority 200), B (50) and C (100), quiet once A is master and every log is
+/// alike; A's messages to C are held up (a one-way clog) from half a heartbeat interval before
+/// A goes silent (a pause), so in about half the seeds C misses A's last heartbeat. C, best
+/// placed among the survivors, then declares A lost a heartbeat interval before B does and
+/// stands; B, within the last interval of its timeout, no longer counts as hearing A (the
+/// grace in `decide_vote`) and grants C. Refused, C would wait out its election's timeout and
+/// the group would go two seconds or more without a master.
+pub fn measure_pause_with_a_lagging_client(seed: u64) -> Ranked {
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move {
+        let priorities = [200, 50, 100];
+        let mut world = World::start(3, seed, |i, cfg| cfg.priority = priorities[i]);
+        let addrs = world.addrs();
+        let (a, c) = (addrs[0].clone(), addrs[2].clone());
+        let load = world.start_load(20);
+        tokio::time::sleep(Duration::from_millis(
+            FAULT_AT_MS.saturating_sub(world.now_ms()),
+        ))
+        .await;
+        load.stop().await;
+        // Quiet: every log alike, so rank alone decides.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let not_a = |winner: Option<(SiteAddr, u64)>| Ranked {
+            seed,
+            winner,
+            expected: c.clone(),
+            failed_elections: 0,
+        };
+        if world.master().await.as_ref() != Some(&a) {
+            return not_a(None);
+        }
+        let interval = sim::replication::site::Timeouts::default().heartbeat_interval_ms;
+        world.clog(&a, &c);
+        tokio::time::sleep(Duration::from_millis(interval / 2)).await;
+        let fault_ms = world.now_ms();
+        world.pause(&a);
+        let (found, failed_elections) = await_new_master(&world, &a, fault_ms).await;
+        Ranked {
+            failed_elections,
+            ..not_a(found.map(|(site, at)| (site, at - fault_ms)))
+        }
+    })
+}
+
 /// Measures a group's first election: sites with `priorities` (a static list, logs all empty)
 /// start together, and the first `BecameMaster` is timed from the start. The best-placed site
 /// (the highest priority, then the lower address) has a slow election timer
