@@ -41,9 +41,6 @@ pub(super) struct Election {
     pub pre: bool,
     /// The highest generation the voters told us they know of.
     pub max_term: Gen,
-    /// A member refused because it already voted in this election generation (or a later one)
-    /// for another candidate: two sites stood at once.
-    pub contested: bool,
 }
 
 impl Election {
@@ -139,7 +136,6 @@ impl<S: Storage> Site<S> {
             collect_ms: self.cfg.timeouts.vote_collect_ms,
             pre,
             max_term: heard,
-            contested: false,
         });
         let request = Message::VoteRequest {
             egen,
@@ -476,16 +472,16 @@ impl<S: Storage> Site<S> {
             // it would leave the group without a master for as long as its join takes.)
             self.become_client(None);
             return Ok(());
-        } else if member && !pre && term >= egen {
-            e.contested = true;
         }
         let unanswered = others.iter().filter(|a| !e.answered.contains(*a)).count();
-        if e.contested && e.granted.len() + unanswered < needed {
-            // Lost for certain: the votes still to come cannot make a majority, because some
-            // went to a candidate that stood at the same moment (and stepped aside for us when
-            // it heard our refusal, or it outranks us and we stepped aside above). Waiting out
-            // the election's timeout would cost the group a second or more without a master:
-            // stand again shortly, above every generation the voters named.
+        if !e.pre && e.granted.len() + unanswered < needed {
+            // Lost for certain: the votes still to come cannot make a majority. The pre-vote
+            // said a majority would vote for us, so something changed since: most often a
+            // candidate that stood at the same moment took some of the votes (it stepped aside
+            // when it heard our refusal, or it outranks us and we stepped aside above). Waiting
+            // out the election's timeout would cost the group a second or more without a
+            // master: stand again shortly, above every generation the voters named (a pre-vote
+            // first, so a round that cannot win stops there).
             let event = Event::ElectionFailed {
                 egen: e.egen,
                 votes: e.granted.len(),
