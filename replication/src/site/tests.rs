@@ -411,6 +411,97 @@ fn a_priority_zero_site_refuses_a_candidate_missing_a_settled_membership_change(
     assert_eq!(electable.vote_guard(), LogPos::new(1, 4));
 }
 
+/// A site whose log lost synced changes of who votes (damage cut it below the mark its metadata
+/// keeps, `Meta::voters_floor`) may misremember its group as smaller than it is: it neither
+/// stands nor grants a candidate below the mark until its log is back above it (a fuzz case:
+/// a creator that lost the admissions of the others elected itself alone, a second master of
+/// a generation).
+#[test]
+fn a_site_whose_log_lost_changes_of_who_votes_waits_for_a_master_to_mend_it() {
+    let present = |site: usize| RecordBody::Membership {
+        site: s(site),
+        member: Some(crate::log::Member {
+            state: MemberState::Present,
+            priority: 100,
+        }),
+    };
+    let mut storage = MemStorage::new();
+    storage
+        .append(&[
+            LogRecord::new(1, 1, RecordBody::GenStart { master: s(1) }),
+            LogRecord::new(2, 1, present(1)),
+            LogRecord::new(3, 1, present(2)),
+        ])
+        .unwrap();
+    // s3's admission at LSN 4 was synced, then lost.
+    let floor = LogPos::new(1, 4);
+    storage
+        .write_meta(&crate::storage::Meta {
+            gen: 1,
+            egen: 1,
+            voted_for: None,
+            voters_floor: floor,
+        })
+        .unwrap();
+    let mut cfg = Config::new(s(1), [s(1), s(2), s(3)]);
+    cfg.priority = 100;
+    let mut site = Site::open(cfg, storage, 1, Time(0)).unwrap();
+    assert_eq!(site.vote_guard(), floor);
+    let stands = |out: &[Output]| {
+        out.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message::VoteRequest { .. },
+                    ..
+                }
+            )
+        })
+    };
+    let out = site.step(Time(10_000), Input::Tick);
+    assert!(!stands(&out), "stood with a log below its mark: {out:?}");
+    let mut egen = 1;
+    let mut asks = |site: &mut Site<MemStorage>, last: LogPos| {
+        egen += 1;
+        let out = site.step(
+            Time(10_000 + egen),
+            Input::Message {
+                from: s(2),
+                msg: Message::VoteRequest {
+                    egen,
+                    last,
+                    priority: 100,
+                    takeover: false,
+                    pre: false,
+                },
+            },
+        );
+        out.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message::Vote { granted: true, .. },
+                    ..
+                }
+            )
+        })
+    };
+    assert!(
+        !asks(&mut site, LogPos::new(1, 3)),
+        "granted below the mark"
+    );
+    assert!(
+        asks(&mut site, floor),
+        "refused a candidate holding the change"
+    );
+    // A master brings the lost record back: the site stands again when its timer fires.
+    site.append(&[LogRecord::new(4, 1, present(3))]).unwrap();
+    site.sync_log().unwrap();
+    assert_eq!(site.vote_guard(), floor);
+    let out = site.step(Time(60_000), Input::Tick);
+    assert!(stands(&out), "a mended site did not stand: {out:?}");
+}
+
 /// A lenient two-site group needs the other site's vote while it is connected. If that vote
 /// never comes (lost on a connection that stays up), the election must still end and be tried
 /// again, not wait on a deadline in the past (the site would spin; `step` asserts against it).
