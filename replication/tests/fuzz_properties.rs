@@ -799,3 +799,143 @@ fn regression_a_late_history_answer_does_not_roll_back_acknowledged_records() {
         "one master throughout: {summary:?}"
     );
 }
+
+/// Found by rule 9 (a tick before the deadline does nothing): in a lenient pair, a candidate
+/// whose partner's connection broke waited for its round's deadline to win alone, and an early
+/// tick won it. It now judges the round when a connection breaks.
+#[test]
+fn regression_a_lenient_pairs_candidate_wins_when_its_partner_goes_not_on_a_later_tick() {
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [0, 76] },
+            priorities: [1, 133, 0],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: true,
+        },
+        ops: vec![
+            GroupOp::Settle,
+            GroupOp::Tick { site: 7, ms: 400 },
+            GroupOp::Tick { site: 91, ms: 16 },
+            GroupOp::Crash {
+                site: 78,
+                tear: false,
+            },
+            GroupOp::Tick { site: 136, ms: 0 },
+        ],
+    };
+    let summary = group::run_script(&script);
+    assert_eq!(
+        summary.became_master, 2,
+        "the creator, then its partner: {summary:?}"
+    );
+}
+
+/// Found by the engine's own check that a client follows no master below its term: a client
+/// that refused a real vote request, because its log had moved past the candidate's, raised its
+/// term to the candidate's election while still following a live master, then refused that
+/// master's next heartbeat as stale (an ack to a master below its term could count towards a
+/// commit a later master lacks). It now raises its term only when it has no master to follow.
+#[test]
+fn regression_a_client_that_outranks_a_candidate_raises_no_term_under_a_live_master() {
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [0, 0] },
+            priorities: [11, 49, 31],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: false,
+        },
+        ops: vec![
+            GroupOp::Tick { site: 0, ms: 300 },
+            GroupOp::Settle,
+            GroupOp::Tick { site: 131, ms: 0 },
+            GroupOp::Wait { site: 80 },
+            GroupOp::Tick { site: 68, ms: 0 },
+            GroupOp::Settle,
+            GroupOp::RequestAtMaster {
+                request: RequestSpec::StepDown { to: 147 },
+            },
+            GroupOp::Settle,
+            GroupOp::Tick { site: 3, ms: 400 },
+            GroupOp::Tick { site: 45, ms: 1 },
+            GroupOp::RequestAtMaster {
+                request: RequestSpec::Commit { key: 0, value: 0 },
+            },
+            GroupOp::Settle,
+        ],
+    };
+    // The site's own check (`check_invariants`) panics at the step that breaks the rule.
+    let summary = group::run_script(&script);
+    // The script reached the handover it is about.
+    assert_eq!(summary.became_master, 2, "{summary:?}");
+}
+
+/// Found by the engine's own check that a client follows no master below its term: a join
+/// accepted (here by a forged answer) in a generation below one the joiner had voted or stood
+/// in had it follow that master. It now tells the master its generation is stale and keeps
+/// asking to join.
+#[test]
+fn regression_a_join_accepted_below_the_joiners_term_is_not_followed() {
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners {
+                helpers: [252, 165],
+            },
+            priorities: [32, 87, 50],
+            ack_policy: 186,
+            seed: 7852547155011826169,
+            lenient_two_site: false,
+        },
+        ops: vec![
+            GroupOp::Tick { site: 11, ms: 364 },
+            GroupOp::Inject {
+                to: 79,
+                from: 18,
+                msg: MsgSpec::JoinReply {
+                    site: 79,
+                    accepted: true,
+                    master: 239,
+                    gen: Num::Near(-2),
+                },
+            },
+            GroupOp::DeliverAll,
+            GroupOp::Crash {
+                site: 74,
+                tear: true,
+            },
+            GroupOp::Restart { site: 30 },
+            GroupOp::Inject {
+                to: 43,
+                from: 63,
+                msg: MsgSpec::Heartbeat {
+                    gen: Num::Near(2),
+                    last_gen: Num::Near(8),
+                    last_lsn: Num::Near(-1),
+                    first_lsn: Num::Near(0),
+                },
+            },
+            GroupOp::Wait { site: 215 },
+            GroupOp::Tick { site: 114, ms: 555 },
+            GroupOp::Wait { site: 228 },
+            GroupOp::Settle,
+            GroupOp::Request {
+                site: 225,
+                request: RequestSpec::Commit {
+                    key: 145,
+                    value: 147,
+                },
+            },
+            GroupOp::Restart { site: 231 },
+            GroupOp::Mutate {
+                pick: 185,
+                change: Mutation::CorruptRecord(29),
+            },
+            GroupOp::DeliverAll,
+            GroupOp::Settle,
+        ],
+    };
+    // The site's own check (`check_invariants`) panics at the step that breaks the rule.
+    let summary = group::run_script(&script);
+    assert!(summary.became_master >= 1, "{summary:?}");
+}

@@ -183,7 +183,7 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    fn check_win(&mut self) -> Result<(), StorageError> {
+    pub(super) fn check_win(&mut self) -> Result<(), StorageError> {
         let needed = self.votes_needed_now();
         let now = self.now;
         let connected: Vec<SiteAddr> = self
@@ -402,9 +402,12 @@ impl<S: Storage> Site<S> {
 
     /// We refused a candidate we outrank: stand ourselves shortly (after a little jitter, so
     /// that two sites refusing the same candidate do not collide), in a generation above the
-    /// candidate's so that votes already cast in its election do not block ours.
+    /// candidate's so that votes already cast in its election do not block ours. Not while we
+    /// follow a master: we will not stand until we lose it, and a term above its generation
+    /// would have us refuse its next heartbeat and depose a master the rest of the group hears.
     fn stand_soon(&mut self, egen: Gen) -> Result<(), StorageError> {
-        if self.standing_priority() == 0 || !matches!(self.role, Role::Client(_)) {
+        let following = matches!(&self.role, Role::Client(c) if c.master.is_some());
+        if self.standing_priority() == 0 || !matches!(self.role, Role::Client(_)) || following {
             return Ok(());
         }
         if egen > self.meta.egen {
@@ -415,9 +418,7 @@ impl<S: Storage> Site<S> {
         let jitter = self.election_delay() - self.cfg.timeouts.election_timeout_ms;
         let at = self.now.plus_ms(jitter / 4);
         if let Some(c) = self.client_mut() {
-            if c.master.is_none() {
-                c.election_at = c.election_at.min(at);
-            }
+            c.election_at = c.election_at.min(at);
         }
         Ok(())
     }

@@ -425,6 +425,15 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         match result {
+            JoinResult::Accepted { master, gen, .. } if gen < self.term() => {
+                // A master of a generation below one we voted or stood in: following it could
+                // count our acks towards commits a later master lacks. Tell it (it steps down,
+                // and the group elects above our term) and keep asking to join.
+                self.stats.messages_ignored += 1;
+                let news = Message::StaleGeneration { gen: self.term() };
+                self.send(&master, news);
+                Ok(())
+            }
             JoinResult::Accepted { master, gen, last } => {
                 self.join_at = None;
                 self.join_asked = None;

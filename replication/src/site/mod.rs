@@ -291,7 +291,13 @@ impl<S: Storage> Site<S> {
                     peer.connected = false;
                 }
                 self.on_master_connection_lost(&addr);
-                Ok(())
+                // A candidate may have all it needs now: every site still connected answered,
+                // or the other site of a lenient pair went away. Judge the round at once, not
+                // at its deadline (which a driver's next tick waits for).
+                match self.role {
+                    Role::Electing(_) => self.check_win(),
+                    _ => Ok(()),
+                }
             }
             Input::Request { id, request } => self.on_request(id, request),
             Input::Commits(batch) => self.commit_batch(batch),
@@ -451,6 +457,15 @@ impl<S: Storage> Site<S> {
             Role::Client(_) => RoleKind::Client,
             Role::Electing(_) => RoleKind::Electing,
             Role::Master(_) => RoleKind::Master,
+        }
+    }
+
+    /// The election this site is standing in, if any: its generation, and whether this round
+    /// is the pre-vote.
+    pub fn standing_in(&self) -> Option<(crate::types::Gen, bool)> {
+        match &self.role {
+            Role::Electing(e) => Some((e.egen, e.pre)),
+            _ => None,
         }
     }
 
@@ -632,7 +647,7 @@ impl<S: Storage> Site<S> {
     /// The highest generation this site knows of, has voted in or stood in: a master of an
     /// older generation is never followed (the rule that keeps an acknowledged commit on every
     /// later master, as a Raft term does).
-    fn term(&self) -> crate::types::Gen {
+    pub fn term(&self) -> crate::types::Gen {
         self.meta.gen.max(self.meta.egen)
     }
 
@@ -833,12 +848,23 @@ impl<S: Storage> Site<S> {
             self.meta.egen >= self.meta.gen,
             "election generation below generation"
         );
-        if let Role::Master(_) = self.role {
-            debug_assert_eq!(
+        match &self.role {
+            Role::Master(_) => debug_assert_eq!(
                 self.db.applied().gen,
                 self.meta.gen,
                 "a master writes its own generation"
-            );
+            ),
+            // Once this site voted or stood in a generation, the master of an earlier one may
+            // commit records that the winner lacks: an ack to it, or a record taken from it,
+            // could count towards a commit the group then loses.
+            Role::Client(c) if c.master.is_some() => assert!(
+                c.master_gen >= self.term(),
+                "{}: follows a master of generation {} below its term {}",
+                self.cfg.addr,
+                c.master_gen,
+                self.term()
+            ),
+            _ => {}
         }
     }
 }

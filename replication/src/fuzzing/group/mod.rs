@@ -21,6 +21,12 @@
 //! 7. A client changes its log (appends, rolls back, initialises) only on a message of the
 //!    master it follows, sent in the generation it follows it in.
 //! 8. When no input forged a message, a rollback never takes a record the master holds.
+//! 9. A tick before the site's deadline changes nothing and sends nothing.
+//! 10. A message the site cannot act on (a heartbeat below its term, a vote for a round it is
+//!     not standing in, records or a history from a site other than the master it follows) is
+//!     counted as ignored.
+//! 11. A client asks only for records it lacks (or, its own log archived, for the master's
+//!     snapshot).
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -99,7 +105,7 @@ pub fn configs(setup: &Setup) -> Vec<Config> {
 }
 
 /// What the checks remember of a site between steps.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Seen {
     gen: Gen,
     last: LogPos,
@@ -115,6 +121,8 @@ struct Slot {
     gen_floor: Gen,
     /// Opened this many times (seeds each opening differently).
     opened: u64,
+    /// Opened and not yet stepped: the first step also hands out what opening said.
+    just_opened: bool,
 }
 
 struct Envelope {
@@ -196,6 +204,7 @@ impl Group {
                 },
                 gen_floor: 0,
                 opened: 0,
+                just_opened: false,
             })
             .collect();
         let mut group = Group {
@@ -434,6 +443,7 @@ impl Group {
                     appended: site.stats().records_appended,
                 };
                 slot.site = Some(site);
+                slot.just_opened = true;
             }
             Err(_) => {
                 // Damage the core refuses to open (a rotten record it must replay): stays down.
@@ -501,6 +511,7 @@ impl Group {
     fn step(&mut self, i: usize, input: Input) {
         let now = self.now;
         let before = self.slots[i].seen.clone();
+        let just_opened = std::mem::take(&mut self.slots[i].just_opened);
         let Some(site) = self.slots[i].site.as_mut() else {
             return;
         };
@@ -514,6 +525,26 @@ impl Group {
             _ => None,
         };
         let followed_before = site.followed().map(|(m, g)| (m.clone(), g));
+        let (gen_before, term_before) = (site.gen(), site.term());
+        let ignored_before = site.stats().messages_ignored;
+        // 9. A tick before the site asked for one.
+        let early_tick = !just_opened
+            && matches!(input, Input::Tick)
+            && site.next_deadline().is_some_and(|due| now < due);
+        // 10. A message the site cannot act on, by what it knew before the step.
+        let unusable = match &input {
+            Input::Message { from, msg } => match msg {
+                Message::Heartbeat { gen, .. } => *gen < term_before,
+                Message::Vote { gen, egen, pre, .. } => {
+                    site.standing_in() != Some((*egen, *pre)) && *gen <= gen_before
+                }
+                Message::Log { gen, .. } | Message::SyncInfo { gen, .. } => {
+                    followed_before.as_ref() != Some(&(from.clone(), *gen))
+                }
+                _ => false,
+            },
+            _ => false,
+        };
         // Who sent a message that may change a client's log, and in which generation.
         let log_changer = match &input {
             Input::Message {
@@ -717,6 +748,48 @@ impl Group {
                     !held,
                     "{addr}: rolled back from {last}, a record its master {master} holds"
                 );
+            }
+        }
+
+        // 9. A tick the site did not ask for (a driver may tick early) changes nothing and
+        //    sends nothing: a site that acted on one would repeat requests before their retry
+        //    time, or end an election round early.
+        if early_tick && !dead_before {
+            assert!(
+                outputs.is_empty() && role_after == role_before && after == before,
+                "{addr}: a tick before its deadline did something: {outputs:?}"
+            );
+        }
+        // 10. A message the site cannot act on is counted as ignored (operators read the
+        //     counter to find a confused peer): a heartbeat of a generation below the one it
+        //     voted or stood in, a vote for a round it is not standing in, records or a history from a
+        //     site other than the master it follows in that generation.
+        let ignored = self.slots[i]
+            .site
+            .as_ref()
+            .map_or(ignored_before, |s| s.stats().messages_ignored);
+        if unusable && !dead_before {
+            assert!(
+                ignored > ignored_before,
+                "{addr}: ignored a message it cannot act on without counting it"
+            );
+        }
+        // 11. A client asks only for records it lacks: from just past its log's end or beyond
+        //     (a request still outstanding), or the master's snapshot from 0, which only a site
+        //     whose own log was archived needs (its divergence may lie inside its snapshot).
+        if role_after == RoleKind::Client {
+            for output in &outputs {
+                if let Output::Send {
+                    msg: Message::LogRequest { from, .. },
+                    ..
+                } = output
+                {
+                    assert!(
+                        *from > after.last.lsn || *from == 0 && first_lsn > 1,
+                        "{addr}: asked for records from {from} holding {} (log from {first_lsn})",
+                        after.last
+                    );
+                }
             }
         }
 
