@@ -387,16 +387,23 @@ pub fn measure_first_election(priorities: &[u32], seed: u64) -> Ranked {
 /// site's (1 s and up to 0.5 s of jitter by default).
 pub const SLOW_ELECTION_TIMEOUT_MS: u64 = 5_000;
 
-/// Measures one failover where priority and log disagree: a joined group A (priority 100, the
-/// creator and master), B (90) and C (10). Under a steady load, A's messages to B are held up
-/// (a one-way clog, shorter than the heartbeat timeout) while C keeps acknowledging, then A
-/// crashes: C holds records B never got. As in Berkeley DB the more advanced log wins over the
-/// higher priority: C must become master (B, less advanced, grants it once it stands; C refuses
-/// B).
-pub fn measure_advanced(seed: u64) -> Ranked {
+/// Priorities for [`measure_advanced`], creator first: the site left behind (the second) ranks
+/// below the creator in the first layout and above every site in the second.
+pub const ADVANCED_PRIORITIES: [[u32; 3]; 2] = [[100, 90, 10], [10, 100, 50]];
+
+/// Measures one failover where priority and log disagree: a joined group A (the creator and
+/// master), B and C with `priorities` (B above C). Under a steady load, A's messages to B are
+/// held up (a one-way clog, shorter than the heartbeat timeout) while C keeps acknowledging,
+/// then A crashes: C holds records B never got. As in Berkeley DB the more advanced log wins
+/// over the higher priority: C must become master. And in one round: C stands at once (its
+/// connection to A broke) but B, hearing nothing of the crash through the clog, refuses it for
+/// a master it still counts as alive; at its heartbeat timeout B stands, C refuses it for its
+/// shorter log and asks it again, and B grants. (Before C asked again, its round waited out
+/// the election's timeout and failed: about 2 s without a master.)
+pub fn measure_advanced(priorities: [u32; 3], seed: u64) -> Ranked {
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
-        let (mut world, addrs) = joined_group(&[100, 90, 10], seed).await;
+        let (mut world, addrs) = joined_group(&priorities, seed).await;
         let load = world.start_load(20);
         tokio::time::sleep(Duration::from_millis(
             FAULT_AT_MS.saturating_sub(world.now_ms()),
@@ -425,17 +432,28 @@ pub fn measure_advanced(seed: u64) -> Ranked {
 /// heartbeat (up to 200 ms later). Records travel 16 to a message here (`log_batch_records`),
 /// so the client, some 60 records behind, asks batch after batch, each as soon as the last
 /// arrived rather than on the next heartbeat (the load stops before the restart, so no new
-/// record reveals a gap in between).
-pub fn measure_restart(seed: u64) -> Option<u64> {
+/// record reveals a gap in between). And nobody else is disturbed: the broken connections to a
+/// client are no evidence against the master.
+pub fn measure_restart(seed: u64) -> Restart {
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.block_on(async move {
         let mut world = World::start(3, seed, |_, cfg| cfg.log_batch_records = 16);
-        let master = world
+        let never = Restart {
+            ms: None,
+            disturbed: Vec::new(),
+        };
+        let Some(master) = world
             .wait_for_master(Duration::from_millis(FAULT_AT_MS))
-            .await?;
+            .await
+        else {
+            return never;
+        };
         let load = world.start_load(20);
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        let client = world.addrs().into_iter().find(|a| *a != master)?;
+        let Some(client) = world.addrs().into_iter().find(|a| *a != master) else {
+            return never;
+        };
+        let crashed = world.now_ms();
         world.crash(&client);
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         // Quiet before the restart: no new record can reveal a gap, so only the client's own
@@ -449,8 +467,42 @@ pub fn measure_restart(seed: u64) -> Option<u64> {
                 && matches!(e.event, NodeEvent::Site(Event::StartupDone { .. }))
         })
         .await;
-        done.map(|e| e.ms - restarted)
+        let end = done.as_ref().map_or(u64::MAX, |e| e.ms);
+        let disturbed = world
+            .events()
+            .into_iter()
+            .filter(|e| e.ms >= crashed && e.ms <= end && e.site != client)
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    NodeEvent::Site(
+                        Event::MasterFailure { .. }
+                            | Event::ElectionFailed { .. }
+                            | Event::Voted { .. }
+                            | Event::BecameMaster { .. }
+                            | Event::BecameClient { .. }
+                            | Event::NewMaster { .. }
+                    )
+                )
+            })
+            .map(|e| (e.site, format!("{:?}", e.event)))
+            .collect();
+        Restart {
+            ms: done.map(|e| e.ms - restarted),
+            disturbed,
+        }
     })
+}
+
+/// One run of [`measure_restart`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restart {
+    /// Simulated milliseconds from the restart to the client's `StartupDone`; none if it did
+    /// not come within the run's limit.
+    pub ms: Option<u64>,
+    /// What the other sites reported between the crash and that `StartupDone` about masters
+    /// and elections (a lost master, a vote, a change of role): nothing, when all is well.
+    pub disturbed: Vec<(SiteAddr, String)>,
 }
 
 /// One run of the catch-up measurement (see [`measure_catch_up`]).

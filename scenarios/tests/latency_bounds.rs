@@ -1,10 +1,10 @@
 //! What the engine promises about time, held on every build: a crashed master is replaced within
 //! 200 ms and a silent one within 2 s (issue 13's bounds, at p99), and in one round even when
-//! a client missed the silent master's last heartbeat, split votes stay rare, the
-//! best-placed survivor of a group with priorities is the one that wins, in one round, a more
-//! advanced log wins over a higher priority, a new group elects its best-placed site soon even
-//! when another stands first, a site joins within half a second reporting
-//! only the clean sequence, a restarted client is back within 150 ms, and
+//! a client missed the silent master's last heartbeat, split votes stay rare, the best-placed
+//! survivor of a group with priorities is the one that wins, in one round, a more advanced log
+//! wins over a higher priority (in one round too), a new group elects its best-placed site soon
+//! even when another stands first, a site joins within half a second reporting only the clean
+//! sequence, a restarted client is back within 150 ms without disturbing the others, and
 //! messages lost on live connections cost a commit a round trip, not a timeout. Simulated time
 //! does not jitter with the machine, so these bounds are exact for a given build, not flaky; a
 //! change that slows an election or a join by a timeout shows here even when every safety check
@@ -104,14 +104,21 @@ fn the_best_placed_survivor_wins_a_failover_in_one_round() {
 }
 
 #[test]
-fn the_more_advanced_log_wins_over_a_higher_priority() {
-    for seed in 1..=SEEDS {
-        let r = scenarios::failover::measure_advanced(seed);
-        let (winner, _) = r
-            .winner
-            .clone()
-            .unwrap_or_else(|| panic!("seed {seed}: no new master: {r:?}"));
-        assert_eq!(winner, r.expected, "seed {seed}: {r:?}");
+fn the_more_advanced_log_wins_over_a_higher_priority_in_one_round() {
+    use scenarios::failover::{measure_advanced, ADVANCED_PRIORITIES};
+    for priorities in ADVANCED_PRIORITIES {
+        for seed in 1..=SEEDS {
+            let r = measure_advanced(priorities, seed);
+            let (winner, ms) = r
+                .winner
+                .clone()
+                .unwrap_or_else(|| panic!("{priorities:?}, seed {seed}: no new master: {r:?}"));
+            assert_eq!(winner, r.expected, "{priorities:?}, seed {seed}: {r:?}");
+            assert_eq!(r.failed_elections, 0, "{priorities:?}, seed {seed}: {r:?}");
+            // The site left behind hears of the crash only at its heartbeat timeout (about
+            // 600 ms here); a round that waited out the election's timeout takes 2 s.
+            assert!(ms <= 800, "{priorities:?}, seed {seed}: {ms} ms");
+        }
     }
 }
 
@@ -145,12 +152,15 @@ fn messages_lost_on_live_connections_cost_a_round_trip_not_a_timeout() {
 }
 
 #[test]
-fn a_restarted_client_is_back_within_150_ms() {
-    let mut ms: Vec<u64> = (1..=SEEDS)
-        .map(|seed| {
-            measure_restart(seed).unwrap_or_else(|| panic!("seed {seed}: never back in sync"))
-        })
-        .collect();
+fn a_restarted_client_is_back_within_150_ms_and_disturbs_nobody() {
+    let mut ms = Vec::new();
+    for seed in 1..=SEEDS {
+        let r = measure_restart(seed);
+        ms.push(r.ms.unwrap_or_else(|| panic!("seed {seed}: never back in sync")));
+        // The other sites' connections to the client broke and came back: no evidence against
+        // the master, so no site reports it lost, votes or changes its role.
+        assert!(r.disturbed.is_empty(), "seed {seed}: {:?}", r.disturbed);
+    }
     ms.sort_unstable();
     let worst = *ms.last().expect("seeds");
     // Greeted by its master as soon as it connects, and asking for each next batch as soon as

@@ -41,6 +41,9 @@ pub(super) struct Election {
     pub pre: bool,
     /// The highest generation the voters told us they know of.
     pub max_term: Gen,
+    /// Members that refused us for following a master: if one stands later, it lost that
+    /// master, and is asked again (see `ask_again`).
+    pub refused_for_master: BTreeSet<SiteAddr>,
 }
 
 impl Election {
@@ -136,6 +139,7 @@ impl<S: Storage> Site<S> {
             collect_ms: self.cfg.timeouts.vote_collect_ms,
             pre,
             max_term: heard,
+            refused_for_master: BTreeSet::new(),
         });
         let request = Message::VoteRequest {
             egen,
@@ -276,6 +280,7 @@ impl<S: Storage> Site<S> {
         if outranked {
             // In a pre-vote nothing is recorded: only stand sooner ourselves.
             self.stand_soon(if pre { 0 } else { egen })?;
+            self.ask_again(&from);
         }
         if granted && pre {
             // A short listen: the candidate we would vote for should win within a few round
@@ -400,6 +405,26 @@ impl<S: Storage> Site<S> {
         (true, false)
     }
 
+    /// A rival we outrank stands while we do. If it refused our round for following a master,
+    /// it has lost that master since: ask it again (once) rather than wait out the round.
+    fn ask_again(&mut self, rival: &SiteAddr) {
+        let last = self.last();
+        let Role::Electing(e) = &mut self.role else {
+            return;
+        };
+        if !e.refused_for_master.remove(rival) {
+            return;
+        }
+        let request = Message::VoteRequest {
+            egen: e.egen,
+            last,
+            priority: self.cfg.priority,
+            takeover: e.takeover,
+            pre: e.pre,
+        };
+        self.send(rival, request);
+    }
+
     /// We refused a candidate we outrank: stand ourselves shortly (after a little jitter, so
     /// that two sites refusing the same candidate do not collide), in a generation above the
     /// candidate's so that votes already cast in its election do not block ours. Not while we
@@ -435,6 +460,7 @@ impl<S: Storage> Site<S> {
             pre,
             term,
         } = ballot;
+        let names_a_master = master.is_some();
         if let Some(master) =
             master.filter(|m| !self.recipients().contains(m) && *m != self.cfg.addr)
         {
@@ -465,6 +491,9 @@ impl<S: Storage> Site<S> {
         }
         e.answered.insert(from.clone());
         e.max_term = e.max_term.max(term);
+        if !granted && member && names_a_master {
+            e.refused_for_master.insert(from.clone());
+        }
         if granted && member {
             e.granted.insert(from);
         } else if !e.takeover && member && priority > 0 && outranks((last, priority, &from), me) {
