@@ -26,7 +26,9 @@
 //!     not standing in, records or a history from a site other than the master it follows) is
 //!     counted as ignored.
 //! 11. A client asks only for records it lacks (or, its own log archived, for the master's
-//!     snapshot).
+//!     snapshot), 12. and, with nothing forged, only for records its master holds.
+//! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
+//!     no longer a member to the master.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -527,6 +529,15 @@ impl Group {
         let followed_before = site.followed().map(|(m, g)| (m.clone(), g));
         let (gen_before, term_before) = (site.gen(), site.term());
         let ignored_before = site.stats().messages_ignored;
+        let peers_before = site.peers();
+        // 13. Who asked this site for a vote in this step, if anyone.
+        let vote_asker = match &input {
+            Input::Message {
+                from,
+                msg: Message::VoteRequest { .. },
+            } => Some(from.clone()),
+            _ => None,
+        };
         // 9. A tick before the site asked for one.
         let early_tick = !just_opened
             && matches!(input, Input::Tick)
@@ -790,6 +801,48 @@ impl Group {
                         after.last
                     );
                 }
+            }
+        }
+
+        // 12. ... and, with nothing forged, only for records its master holds: the master it
+        //     follows, while it runs as master of that generation, never loses a record of it.
+        let honest = self.masters.is_some();
+        if let (RoleKind::Client, Some((master, gen)), true) =
+            (role_after, &followed_before, honest)
+        {
+            let holds = (0..SITES)
+                .find(|&j| site_addr(j) == *master && j != i)
+                .and_then(|j| self.slots[j].site.as_ref())
+                .filter(|m| m.is_master() && m.gen() == *gen)
+                .map(|m| m.last().lsn);
+            for output in &outputs {
+                if let (
+                    Some(holds),
+                    Output::Send {
+                        to,
+                        msg: Message::LogRequest { from, .. },
+                    },
+                ) = (holds, output)
+                {
+                    assert!(
+                        to != master || *from == 0 || *from <= holds,
+                        "{addr}: asked {master} for records from {from}, past its log's end {holds}"
+                    );
+                }
+            }
+        }
+        // 13. A vote answers a request for it. The one vote nobody asked for is the refusal
+        //     that points a site our database no longer lists to our master.
+        for output in &outputs {
+            if let Output::Send {
+                to,
+                msg: Message::Vote { .. },
+            } = output
+            {
+                assert!(
+                    vote_asker.as_ref() == Some(to) || !peers_before.contains(to),
+                    "{addr}: sent a vote to {to}, a member that did not ask for one"
+                );
             }
         }
 
