@@ -23,8 +23,8 @@
 //! 8. When no input forged a message, a rollback never takes a record the master holds.
 //! 9. A tick before the site's deadline changes nothing and sends nothing.
 //! 10. A message the site cannot act on (a heartbeat below its term, a vote for a round it is
-//!     not standing in, records or a history from a site other than the master it follows) is
-//!     counted as ignored.
+//!     not standing in, records or a history from a site other than the master it follows, a
+//!     damaged record that would continue its log) is counted as ignored.
 //! 11. A client asks only for records it lacks (or, its own log archived, for the master's
 //!     snapshot), 12. and, with nothing forged, only for records its master holds.
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
@@ -549,8 +549,18 @@ impl Group {
                 Message::Vote { gen, egen, pre, .. } => {
                     site.standing_in() != Some((*egen, *pre)) && *gen <= gen_before
                 }
-                Message::Log { gen, .. } | Message::SyncInfo { gen, .. } => {
+                Message::SyncInfo { gen, .. } => {
                     followed_before.as_ref() != Some(&(from.clone(), *gen))
+                }
+                // ... or records whose first new one, the one that would continue the log, is
+                // damaged (caught by its checksum, never applied).
+                Message::Log { gen, records } => {
+                    let last = site.last().lsn;
+                    followed_before.as_ref() != Some(&(from.clone(), *gen))
+                        || records
+                            .iter()
+                            .find(|r| r.lsn > last)
+                            .is_some_and(|r| r.lsn == last + 1 && !r.is_intact())
                 }
                 _ => false,
             },
@@ -774,7 +784,7 @@ impl Group {
         // 10. A message the site cannot act on is counted as ignored (operators read the
         //     counter to find a confused peer): a heartbeat of a generation below the one it
         //     voted or stood in, a vote for a round it is not standing in, records or a history from a
-        //     site other than the master it follows in that generation.
+        //     site other than the master it follows in that generation, a damaged record.
         let ignored = self.slots[i]
             .site
             .as_ref()
