@@ -29,6 +29,7 @@
 //!     snapshot), 12. and, with nothing forged, only for records its master holds.
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
 //!     no longer a member to the master.
+//! 14. A joiner asks again only once its last ask could have been answered, if it was not.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -48,7 +49,7 @@ use crate::site::{
 };
 use crate::storage::{self, MemStorage, Storage};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
-use crate::wire::Message;
+use crate::wire::{JoinResult, Message};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Sites in the group.
@@ -125,6 +126,8 @@ struct Slot {
     opened: u64,
     /// Opened and not yet stepped: the first step also hands out what opening said.
     just_opened: bool,
+    /// When this opening of the site last asked to join, if it has.
+    asked_to_join: Option<Time>,
 }
 
 struct Envelope {
@@ -207,6 +210,7 @@ impl Group {
                 gen_floor: 0,
                 opened: 0,
                 just_opened: false,
+                asked_to_join: None,
             })
             .collect();
         let mut group = Group {
@@ -446,6 +450,7 @@ impl Group {
                 };
                 slot.site = Some(site);
                 slot.just_opened = true;
+                slot.asked_to_join = None;
             }
             Err(_) => {
                 // Damage the core refuses to open (a rotten record it must replay): stays down.
@@ -530,6 +535,23 @@ impl Group {
         let (gen_before, term_before) = (site.gen(), site.term());
         let ignored_before = site.stats().messages_ignored;
         let peers_before = site.peers();
+        let relaying = matches!(
+            &input,
+            Input::Message {
+                msg: Message::JoinRequest { .. },
+                ..
+            }
+        );
+        let accepted = matches!(
+            &input,
+            Input::Message {
+                msg: Message::JoinReply {
+                    site,
+                    result: JoinResult::Accepted { .. },
+                },
+                ..
+            } if *site == site_addr(i)
+        );
         // 13. Who asked this site for a vote in this step, if anyone.
         let vote_asker = match &input {
             Input::Message {
@@ -854,6 +876,37 @@ impl Group {
                     "{addr}: sent a vote to {to}, a member that did not ask for one"
                 );
             }
+        }
+
+        // 14. A joiner asks again only once the last ask could have been answered (the master
+        //     waits up to the ack timeout for the group to acknowledge a join): asking sooner
+        //     floods the helper and reports a silence that was not one. (A helper passes on
+        //     the requests it gets, even one naming itself.)
+        if !relaying
+            && outputs.iter().any(|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        msg: Message::JoinRequest { site, .. },
+                        ..
+                    } if *site == addr
+                )
+            })
+        {
+            let slot = &mut self.slots[i];
+            let t = &slot.cfg.timeouts;
+            let wait = t.join_retry_ms.max(t.ack_ms + t.request_retry_ms);
+            if let Some(asked) = slot.asked_to_join {
+                assert!(
+                    now >= asked.plus_ms(wait),
+                    "{addr}: asked to join at {now}, {asked} the last time, within {wait} ms"
+                );
+            }
+            slot.asked_to_join = Some(now);
+        }
+        if accepted {
+            // Answered: a join lost later (its master gone before it was complete) starts anew.
+            self.slots[i].asked_to_join = None;
         }
 
         // 4. Commits: refused on a client, answered once, `Committed` only for a master.
