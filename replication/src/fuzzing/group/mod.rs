@@ -20,11 +20,13 @@
 //! 6. When no input forged a message, at most one site is master of any generation.
 //! 7. A client changes its log (appends, rolls back, initialises) only on a message of the
 //!    master it follows, sent in the generation it follows it in.
-//! 8. When no input forged a message, a rollback never takes a record the master holds.
+//! 8. When no input forged a message, a rollback or an initialisation never takes a record
+//!    the master holds.
 //! 9. A tick before the site's deadline changes nothing and sends nothing.
 //! 10. A message the site cannot act on (a heartbeat below its term, a vote for a round it is
-//!     not standing in, records or a history from a site other than the master it follows, a
-//!     damaged record that would continue its log) is counted as ignored.
+//!     not standing in, records, a history, a snapshot or a request to take over from a site
+//!     other than the master it follows, a damaged record that would continue its log) is
+//!     counted as ignored.
 //! 11. A client asks only for records it lacks (or, its own log archived, for the master's
 //!     snapshot), 12. and, with nothing forged, only for records its master holds.
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
@@ -571,7 +573,9 @@ impl Group {
                 Message::Vote { gen, egen, pre, .. } => {
                     site.standing_in() != Some((*egen, *pre)) && *gen <= gen_before
                 }
-                Message::SyncInfo { gen, .. } => {
+                Message::SyncInfo { gen, .. }
+                | Message::InitSnapshot { gen, .. }
+                | Message::TakeOver { gen } => {
                     followed_before.as_ref() != Some(&(from.clone(), *gen))
                 }
                 // ... or records whose first new one, the one that would continue the log, is
@@ -774,10 +778,16 @@ impl Group {
                  {followed_before:?}"
             );
         }
-        // 8. With nothing forged, a rollback never takes a record the master holds: logs that
-        //    agree on a record's LSN and generation agree on everything before it, so the
-        //    client's last record, if the master holds it, shows the whole log was the master's.
-        if let (true, Some(_), Some((master, _))) = (rolled_back, &self.masters, &log_changer) {
+        // 8. With nothing forged, a rollback or an initialisation never takes a record the
+        //    master holds: logs that agree on a record's LSN and generation agree on everything
+        //    before it, so the client's last record, if the master holds it, shows the whole
+        //    log was the master's.
+        let init_dropped = outputs.iter().any(
+            |o| matches!(o, Output::Event(Event::InitDone { at }) if at.lsn < before.last.lsn),
+        );
+        if let (true, Some(_), Some((master, _))) =
+            (rolled_back || init_dropped, &self.masters, &log_changer)
+        {
             if let Some(j) = (0..SITES).find(|&j| site_addr(j) == *master) {
                 let last = before.last;
                 let held = self.slots[j].site.as_mut().is_some_and(|m| {
@@ -789,7 +799,8 @@ impl Group {
                 });
                 assert!(
                     !held,
-                    "{addr}: rolled back from {last}, a record its master {master} holds"
+                    "{addr}: rolled back or initialised from {last}, a record its master {master} \
+                     holds"
                 );
             }
         }
@@ -805,8 +816,9 @@ impl Group {
         }
         // 10. A message the site cannot act on is counted as ignored (operators read the
         //     counter to find a confused peer): a heartbeat of a generation below the one it
-        //     voted or stood in, a vote for a round it is not standing in, records or a history from a
-        //     site other than the master it follows in that generation, a damaged record.
+        //     voted or stood in, a vote for a round it is not standing in, records, a history, a
+        //     snapshot or a request to take over from a site other than the master it follows in
+        //     that generation, a damaged record.
         let ignored = self.slots[i]
             .site
             .as_ref()
