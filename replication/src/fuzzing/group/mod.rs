@@ -25,8 +25,8 @@
 //! 9. A tick before the site's deadline changes nothing and sends nothing.
 //! 10. A message the site cannot act on (a heartbeat below its term, a vote for a round it is
 //!     not standing in, records, a history, a snapshot or a request to take over from a site
-//!     other than the master it follows, a damaged record that would continue its log) is
-//!     counted as ignored.
+//!     other than the master it follows, a damaged record that would continue its log, a
+//!     history that cannot describe the log it comes with) is counted as ignored.
 //! 11. A client asks only for records it lacks (or, its own log archived, for the master's
 //!     snapshot), 12. and, with nothing forged, only for records its master holds.
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
@@ -44,7 +44,7 @@ pub use forge::build;
 pub use script::*;
 
 use crate::codec;
-use crate::log::Txn;
+use crate::log::{GenHistory, Txn};
 use crate::site::{
     AckPolicy, Config, Event, Input, Output, Reply, Request, RequestError, RequestId, RoleKind,
     Site,
@@ -107,6 +107,24 @@ pub fn configs(setup: &Setup) -> Vec<Config> {
             cfg
         })
         .collect()
+}
+
+/// Whether `history` can describe a log ending at `last` (the rules' own statement, apart from
+/// the engine's `GenHistory::is_well_formed`): each generation starts at a later LSN than the
+/// one before and in a later generation, within the log, and the last one is the end's.
+fn describes(history: &GenHistory, last: LogPos) -> bool {
+    let starts = history.starts();
+    let Some(&(final_gen, ..)) = starts.last() else {
+        return last == LogPos::default();
+    };
+    let mut prev: Option<(Gen, Lsn)> = None;
+    for &(gen, lsn, _) in starts {
+        if lsn == 0 || lsn > last.lsn || prev.is_some_and(|(g, l)| gen <= g || lsn <= l) {
+            return false;
+        }
+        prev = Some((gen, lsn));
+    }
+    final_gen == last.gen
 }
 
 /// What the checks remember of a site between steps.
@@ -573,9 +591,18 @@ impl Group {
                 Message::Vote { gen, egen, pre, .. } => {
                     site.standing_in() != Some((*egen, *pre)) && *gen <= gen_before
                 }
-                Message::SyncInfo { gen, .. }
-                | Message::InitSnapshot { gen, .. }
-                | Message::TakeOver { gen } => {
+                // ... or a history that cannot describe the log it comes with.
+                Message::SyncInfo {
+                    gen, history, last, ..
+                } => {
+                    followed_before.as_ref() != Some(&(from.clone(), *gen))
+                        || !describes(history, *last)
+                }
+                Message::InitSnapshot { gen, snapshot } => {
+                    followed_before.as_ref() != Some(&(from.clone(), *gen))
+                        || !describes(&snapshot.history, snapshot.pos())
+                }
+                Message::TakeOver { gen } => {
                     followed_before.as_ref() != Some(&(from.clone(), *gen))
                 }
                 // ... or records whose first new one, the one that would continue the log, is
@@ -818,7 +845,7 @@ impl Group {
         //     counter to find a confused peer): a heartbeat of a generation below the one it
         //     voted or stood in, a vote for a round it is not standing in, records, a history, a
         //     snapshot or a request to take over from a site other than the master it follows in
-        //     that generation, a damaged record.
+        //     that generation, a damaged record, a history that cannot describe its log.
         let ignored = self.slots[i]
             .site
             .as_ref()
