@@ -70,7 +70,7 @@ impl<S: Storage> Site<S> {
     }
 
     /// The sites that count towards the group's total: `Present` members, or the static list.
-    pub(super) fn group(&self) -> Vec<SiteAddr> {
+    pub(crate) fn group(&self) -> Vec<SiteAddr> {
         if self.has_membership() {
             let members = self.db.members().iter();
             members
@@ -110,7 +110,7 @@ impl<S: Storage> Site<S> {
     }
 
     /// True if this site counts in the group, and so may vote and stand.
-    pub(super) fn counts_in_group(&self) -> bool {
+    pub(crate) fn counts_in_group(&self) -> bool {
         self.group().contains(&self.cfg.addr)
     }
 

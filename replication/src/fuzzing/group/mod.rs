@@ -32,6 +32,15 @@
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
 //!     no longer a member to the master.
 //! 14. A joiner asks again only once its last ask could have been answered, if it was not.
+//! 15. A candidate asks a site twice in one round only after that site refused it naming a
+//!     master (it has lost that master if it stands), and only once per such refusal.
+//! 16. A site asks for a history (`SyncRequest`) only of the master it follows, of a site it
+//!     does not count as a member, or, while it does not count itself in the group, of the group.
+//! 17. A site votes at most once per election generation (for itself or for one candidate),
+//!     across crashes and restarts.
+//! 18. A round is reported failed only with fewer votes than it needed, and counting every
+//!     vote a site of its group granted it.
+//! 19. The real round a pre-vote leads to goes above every term the pre-voters reported.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -52,7 +61,7 @@ use crate::site::{
 use crate::storage::{self, MemStorage, Storage};
 use crate::types::{Gen, LogPos, Lsn, SiteAddr, Time};
 use crate::wire::{JoinResult, Message};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Sites in the group.
 pub const SITES: usize = 3;
@@ -148,6 +157,24 @@ struct Slot {
     just_opened: bool,
     /// When this opening of the site last asked to join, if it has.
     asked_to_join: Option<Time>,
+    /// The round this site last stood in, as its vote requests show it.
+    round: Option<Round>,
+    /// Whom this site voted for in each election generation, across restarts.
+    votes: BTreeMap<Gen, SiteAddr>,
+}
+
+/// A round of an election, as rule 15 follows it from the candidate's messages.
+struct Round {
+    /// Its election generation, and whether it is a pre-vote.
+    key: (Gen, bool),
+    /// Sites asked in it.
+    asked: BTreeSet<SiteAddr>,
+    /// Sites that refused it naming a master, and have not been asked again since.
+    refused_naming_master: BTreeSet<SiteAddr>,
+    /// The highest term its voters reported.
+    max_term: Gen,
+    /// Sites of the candidate's group that granted it their vote.
+    granted: BTreeSet<SiteAddr>,
 }
 
 struct Envelope {
@@ -231,6 +258,8 @@ impl Group {
                 opened: 0,
                 just_opened: false,
                 asked_to_join: None,
+                round: None,
+                votes: BTreeMap::new(),
             })
             .collect();
         let mut group = Group {
@@ -555,6 +584,9 @@ impl Group {
         let (gen_before, term_before) = (site.gen(), site.term());
         let ignored_before = site.stats().messages_ignored;
         let peers_before = site.peers();
+        let standing_before = site.standing_in();
+        let counted_before = site.counts_in_group();
+        let group_before = site.group();
         let relaying = matches!(
             &input,
             Input::Message {
@@ -572,6 +604,40 @@ impl Group {
                 ..
             } if *site == site_addr(i)
         );
+        // 15. A refusal that names a master, for the round the site stands in.
+        let refused_naming_master = match &input {
+            Input::Message {
+                from,
+                msg:
+                    Message::Vote {
+                        egen,
+                        pre,
+                        granted: false,
+                        master: Some(_),
+                        ..
+                    },
+            } if standing_before == Some((*egen, *pre)) => Some(from.clone()),
+            _ => None,
+        };
+        // 19. A vote's term, for the round the site stands in (18: and whether a site of its
+        //     group granted it).
+        let (voter_term, granted_by) = match &input {
+            Input::Message {
+                from,
+                msg:
+                    Message::Vote {
+                        egen,
+                        pre,
+                        term,
+                        granted,
+                        ..
+                    },
+            } if standing_before == Some((*egen, *pre)) => {
+                let voter = *granted && *from != site_addr(i) && group_before.contains(from);
+                (Some(*term), voter.then(|| from.clone()))
+            }
+            _ => (None, None),
+        };
         // 13. Who asked this site for a vote in this step, if anyone.
         let vote_asker = match &input {
             Input::Message {
@@ -914,6 +980,129 @@ impl Group {
                     vote_asker.as_ref() == Some(to) || !peers_before.contains(to),
                     "{addr}: sent a vote to {to}, a member that did not ask for one"
                 );
+            }
+        }
+
+        // 15. A candidate asks each site once per round. The one exception: a site that refused
+        //     it for following a master, and then stands itself, has lost that master and may
+        //     vote now; it is asked once more (the vote would otherwise wait for the next round).
+        //     A step's requests for a round the site did not stand in before are the broadcast
+        //     that opens it.
+        let mut opened = None;
+        for output in &outputs {
+            let Output::Send {
+                to,
+                msg: Message::VoteRequest { egen, pre, .. },
+            } = output
+            else {
+                continue;
+            };
+            let key = (*egen, *pre);
+            let slot = &mut self.slots[i];
+            let continuing = standing_before == Some(key)
+                && opened.is_none()
+                && slot.round.as_ref().is_some_and(|r| r.key == key);
+            if !continuing && opened != Some(key) {
+                opened = Some(key);
+                // 19. A pre-vote tells the candidate how high its voters went: the real round
+                //     goes above that, or votes they already cast would block it.
+                if let (Some(pre_round), false) = (&slot.round, key.1) {
+                    if standing_before == Some(pre_round.key) && pre_round.key.1 {
+                        let heard = pre_round.max_term.max(voter_term.unwrap_or(0));
+                        assert!(
+                            key.0 > heard,
+                            "{addr}: stood in generation {} after a pre-vote whose voters \
+                             reported term {heard}",
+                            key.0
+                        );
+                    }
+                }
+                slot.round = Some(Round {
+                    key,
+                    asked: BTreeSet::new(),
+                    refused_naming_master: BTreeSet::new(),
+                    max_term: 0,
+                    granted: BTreeSet::new(),
+                });
+            }
+            let round = slot.round.as_mut().expect("a round was just opened");
+            if !round.asked.insert(to.clone()) {
+                assert!(
+                    continuing && round.refused_naming_master.remove(to),
+                    "{addr}: asked {to} again in round {key:?} with no refusal naming a master \
+                     since the last ask"
+                );
+            }
+        }
+        if let Some(round) = &mut self.slots[i].round {
+            if Some(round.key) == standing_before {
+                round.max_term = round.max_term.max(voter_term.unwrap_or(0));
+                if let Some(from) = refused_naming_master {
+                    round.refused_naming_master.insert(from);
+                }
+                if let Some(from) = granted_by {
+                    round.granted.insert(from);
+                }
+            }
+        }
+        // 16. A history is asked of the master followed (after the step: taking a master on
+        //     asks it at once), of a site the database does not list (a vote named it as
+        //     master: it answers `Removed` if our view is stale) or, while the site does not
+        //     count itself in the group, of every member.
+        let followed_after = self.slots[i]
+            .site
+            .as_ref()
+            .and_then(|s| s.followed().map(|(m, _)| m.clone()));
+        for output in &outputs {
+            if let Output::Send {
+                to,
+                msg: Message::SyncRequest { .. },
+            } = output
+            {
+                assert!(
+                    followed_after.as_ref() == Some(to)
+                        || !peers_before.contains(to)
+                        || !counted_before,
+                    "{addr}: asked {to}, a member it does not follow, for its history"
+                );
+            }
+        }
+        // 17. One vote per election generation, across crashes: the vote is durable before
+        //     anyone hears of it. (Granting the same candidate again is the same vote.)
+        // 18. A round fails only short of votes.
+        for output in &outputs {
+            match output {
+                Output::Event(Event::Voted { candidate, egen }) => {
+                    let votes = &mut self.slots[i].votes;
+                    let first = votes.entry(*egen).or_insert_with(|| candidate.clone());
+                    assert_eq!(
+                        first, candidate,
+                        "{addr}: voted twice in election generation {egen}"
+                    );
+                }
+                Output::Event(Event::ElectionFailed {
+                    egen,
+                    votes,
+                    needed,
+                    pre,
+                }) => {
+                    assert!(
+                        votes < needed,
+                        "{addr}: reported a round failed holding {votes} of the {needed} votes \
+                         it needed"
+                    );
+                    let round = self.slots[i].round.as_ref();
+                    if let Some(round) = round.filter(|r| r.key == (*egen, *pre)) {
+                        assert!(
+                            *votes > round.granted.len(),
+                            "{addr}: reported {votes} votes (its own included) in a round its \
+                             group granted {} of: {:?}",
+                            round.granted.len(),
+                            round.granted
+                        );
+                    }
+                }
+                _ => {}
             }
         }
 
