@@ -82,9 +82,15 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    /// The group's total site count, down sites included.
+    /// The group's total site count, down sites included. (Counted in place: a master asks on
+    /// every ack, through `votes_needed`.)
     pub(super) fn group_size(&self) -> usize {
-        self.group().len()
+        if self.has_membership() {
+            let members = self.db.members().values();
+            members.filter(|m| m.state == MemberState::Present).count()
+        } else {
+            self.cfg.sites.len()
+        }
     }
 
     /// Every other site counted in the group.
@@ -96,12 +102,18 @@ impl<S: Storage> Site<S> {
 
     /// Every other site that follows the log: members in any state, or the static list.
     pub(super) fn recipients(&self) -> Vec<SiteAddr> {
-        let all: Vec<SiteAddr> = if self.has_membership() {
-            self.db.members().keys().cloned().collect()
+        let me = &self.cfg.addr;
+        if self.has_membership() {
+            let all = self.db.members().keys();
+            all.filter(|s| *s != me).cloned().collect()
         } else {
-            self.cfg.sites.clone()
-        };
-        all.into_iter().filter(|s| *s != self.cfg.addr).collect()
+            self.cfg
+                .sites
+                .iter()
+                .filter(|s| *s != me)
+                .cloned()
+                .collect()
+        }
     }
 
     /// The sites a driver should keep connections to: every other site that follows the log.
@@ -111,7 +123,12 @@ impl<S: Storage> Site<S> {
 
     /// True if this site counts in the group, and so may vote and stand.
     pub(crate) fn counts_in_group(&self) -> bool {
-        self.group().contains(&self.cfg.addr)
+        if self.has_membership() {
+            let me = self.db.members().get(&self.cfg.addr);
+            me.is_some_and(|m| m.state == MemberState::Present)
+        } else {
+            self.cfg.sites.contains(&self.cfg.addr)
+        }
     }
 
     /// The priority this site stands with: its configured one, or 0 while its own log says it
