@@ -467,6 +467,8 @@ impl<S: Storage> Site<S> {
         let last = self.last().lsn;
         let current = gen == self.meta.gen;
         let Some(m) = self.master_mut() else {
+            // Late, for a mastership we no longer hold (or never did).
+            self.stats.messages_ignored += 1;
             return Ok(());
         };
         if !current || lsn > last {

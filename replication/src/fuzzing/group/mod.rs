@@ -26,7 +26,9 @@
 //! 10. A message the site cannot act on (a heartbeat below its term, a vote for a round it is
 //!     not standing in, records, a history, a snapshot or a request to take over from a site
 //!     other than the master it follows, a damaged record that would continue its log, a
-//!     history that cannot describe the log it comes with) is counted as ignored.
+//!     history that cannot describe the log it comes with; an ack, a request for records or for
+//!     the history that reaches a site that is not master, or is not for its generation, or is
+//!     for records past its log's end) is counted as ignored.
 //! 11. A client asks only for records it lacks (or, its own log archived, for the master's
 //!     snapshot), 12. and, with nothing forged, only for records its master holds.
 //! 13. A vote answers a request for one; the only vote nobody asked for points a site that is
@@ -41,6 +43,8 @@
 //! 18. A round is reported failed only with fewer votes than it needed, and counting every
 //!     vote a site of its group granted it.
 //! 19. The real round a pre-vote leads to goes above every term the pre-voters reported.
+//! 20. The counters add up: `commits` grows by the records a master commits, `acks_received` by
+//!     each ack a master takes.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -53,7 +57,7 @@ pub use forge::build;
 pub use script::*;
 
 use crate::codec;
-use crate::log::{GenHistory, Txn};
+use crate::log::{GenHistory, RecordBody, Txn};
 use crate::site::{
     AckPolicy, Config, Event, Input, Output, Reply, Request, RequestError, RequestId, RoleKind,
     Site,
@@ -583,6 +587,15 @@ impl Group {
         let followed_before = site.followed().map(|(m, g)| (m.clone(), g));
         let (gen_before, term_before) = (site.gen(), site.term());
         let ignored_before = site.stats().messages_ignored;
+        let (commits_before, acks_before) = (site.stats().commits, site.stats().acks_received);
+        // 20. An ack the master takes: for its generation, for records it has (a stopped site
+        //     takes nothing).
+        let ack_taken = !dead_before
+            && matches!(
+                &input,
+                Input::Message { msg: Message::Ack { gen, lsn, .. }, .. }
+                    if role_before == RoleKind::Master && *gen == gen_before && *lsn <= site.last().lsn
+            );
         let peers_before = site.peers();
         let standing_before = site.standing_in();
         let counted_before = site.counts_in_group();
@@ -670,6 +683,22 @@ impl Group {
                 }
                 Message::TakeOver { gen } => {
                     followed_before.as_ref() != Some(&(from.clone(), *gen))
+                }
+                // ... an ack that is not for this master's generation, or for records it does
+                // not have (news of a later generation is acted on: the master steps down) ...
+                Message::Ack { gen, lsn, .. } => {
+                    *gen <= gen_before
+                        && (role_before != RoleKind::Master
+                            || *gen < gen_before
+                            || *lsn > site.last().lsn)
+                }
+                // ... a request for records or for the history, made of a site that is not
+                // master, or for another generation, or for records past its log's end.
+                Message::LogRequest { gen, from: lsn } => {
+                    role_before != RoleKind::Master || *gen != gen_before || *lsn > site.last().lsn
+                }
+                Message::SyncRequest { gen, .. } => {
+                    role_before != RoleKind::Master || *gen > gen_before
                 }
                 // ... or records whose first new one, the one that would continue the log, is
                 // damaged (caught by its checksum, never applied).
@@ -920,6 +949,37 @@ impl Group {
             assert!(
                 ignored > ignored_before,
                 "{addr}: ignored a message it cannot act on without counting it"
+            );
+        }
+        // 20. The counters an operator reads add up: `commits` grows by the records a master
+        //     appends other than its generation's start (a client's appends are replication),
+        //     `acks_received` by the one ack a master takes.
+        if let Some(site) = self.slots[i].site.as_mut() {
+            let stats = site.stats();
+            let (commits, acks) = (
+                stats.commits - commits_before,
+                stats.acks_received - acks_before,
+            );
+            let mastering = role_before == RoleKind::Master || role_after == RoleKind::Master;
+            let committed = if mastering && after.last.lsn > before.last.lsn {
+                let from = (before.last.lsn + 1).max(site.storage().first_lsn());
+                storage::read_to_end(site.storage(), from)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| !matches!(r.body, RecordBody::GenStart { .. }))
+                    .count() as u64
+            } else {
+                0
+            };
+            assert_eq!(
+                commits, committed,
+                "{addr}: counted {commits} commits for {committed} records committed"
+            );
+            assert_eq!(
+                acks,
+                u64::from(ack_taken),
+                "{addr}: counted {acks} acks received where it took {}",
+                u64::from(ack_taken)
             );
         }
         // 11. A client asks only for records it lacks: from just past its log's end or beyond
