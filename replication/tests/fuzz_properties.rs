@@ -331,6 +331,7 @@ fn request_spec() -> impl Strategy<Value = RequestSpec> {
         1 => any::<u8>().prop_map(|to| RequestSpec::StepDown { to }),
         1 => any::<u8>().prop_map(|site| RequestSpec::RemoveSite { site }),
         1 => (0u8..6).prop_map(|keep| RequestSpec::Archive { keep }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(key, more)| RequestSpec::Commits { key, more }),
     ]
 }
 
@@ -938,4 +939,36 @@ fn regression_a_join_accepted_below_the_joiners_term_is_not_followed() {
     // The site's own check (`check_invariants`) panics at the step that breaks the rule.
     let summary = group::run_script(&script);
     assert!(summary.became_master >= 1, "{summary:?}");
+}
+
+/// Found by rule 21 (a site that stops answers what it was asked): an archive on a master whose
+/// oldest record had rotted failed on reading it, and the site stopped; what it was waiting on
+/// was answered, but the archive request itself, which had no waiter yet, never was.
+#[test]
+fn regression_a_request_that_meets_a_storage_failure_is_answered() {
+    let script = GroupScript {
+        setup: Setup {
+            start: Start::CreatorAndJoiners { helpers: [0, 0] },
+            priorities: [1, 0, 0],
+            ack_policy: 0,
+            seed: 0,
+            lenient_two_site: false,
+        },
+        ops: vec![
+            GroupOp::Tick { site: 0, ms: 0 },
+            GroupOp::Tick { site: 0, ms: 0 },
+            GroupOp::Rot { site: 180, back: 1 },
+            GroupOp::Request {
+                site: 24,
+                request: RequestSpec::Commit { key: 0, value: 0 },
+            },
+            GroupOp::RequestAtMaster {
+                request: RequestSpec::Commit { key: 0, value: 0 },
+            },
+            GroupOp::RequestAtMaster {
+                request: RequestSpec::Archive { keep: 0 },
+            },
+        ],
+    };
+    group::run_script(&script);
 }

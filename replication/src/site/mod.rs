@@ -182,21 +182,20 @@ impl<S: Storage> Site<S> {
         // Time handed in by a driver never goes backwards for the core, even if a skewed clock
         // does: a step at an earlier time is a step at the latest time seen.
         self.now = self.now.max(now);
-        if let Some(reason) = &self.dead {
-            let ids = match input {
-                Input::Request { id, .. } => vec![id],
-                Input::Commits(batch) => batch.into_iter().map(|(id, _)| id).collect(),
-                _ => Vec::new(),
-            };
-            let reason = reason.clone();
-            for id in ids {
-                let reason = reason.clone();
-                self.reply(id, Err(RequestError::HandleDead { reason }));
-            }
+        let asked: Vec<RequestId> = match &input {
+            Input::Request { id, .. } => vec![*id],
+            Input::Commits(batch) => batch.iter().map(|(id, _)| *id).collect(),
+            _ => Vec::new(),
+        };
+        if self.dead.is_some() {
+            self.answer_dead(&asked);
             return std::mem::take(&mut self.outputs);
         }
         if let Err(error) = self.dispatch(input) {
             self.die(error);
+            // What was asked in this very step may have failed before it had a waiter for
+            // `die` to answer (an archive, a commit whose append failed): answer it too.
+            self.answer_dead(&asked);
         }
         self.finish_join_if_member();
         self.check_invariants();
@@ -204,6 +203,24 @@ impl<S: Storage> Site<S> {
             self.check_ticks_progress();
         }
         std::mem::take(&mut self.outputs)
+    }
+
+    /// Answers each of `ids` that this step has not answered yet: the site has stopped.
+    fn answer_dead(&mut self, ids: &[RequestId]) {
+        let reason = self
+            .dead
+            .clone()
+            .expect("answered as dead only once stopped");
+        for &id in ids {
+            let answered = self
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Reply { id: r, .. } if *r == id));
+            if !answered {
+                let reason = reason.clone();
+                self.reply(id, Err(RequestError::HandleDead { reason }));
+            }
+        }
     }
 
     /// Hands back the (emptied) vector a step returned, so that the next step fills it rather

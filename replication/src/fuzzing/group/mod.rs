@@ -45,6 +45,8 @@
 //! 19. The real round a pre-vote leads to goes above every term the pre-voters reported.
 //! 20. The counters add up: `commits` grows by the records a master commits, `acks_received` by
 //!     each ack a master takes.
+//! 21. A site that stops being master, or stops, answers at once what it has not answered.
+//! 22. A master sends the site it removes the record that removes it.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -194,6 +196,8 @@ struct Asked {
     as_master: bool,
     last_before: Lsn,
     answered: bool,
+    /// The site crashed before answering: no answer will come.
+    lost: bool,
 }
 
 /// The group under test.
@@ -530,6 +534,11 @@ impl Group {
             disk.crash();
         }
         self.slots[i].disk = Some(disk);
+        // What it was asked dies with it: no answer can come (the application sees the
+        // connection to it break).
+        for asked in self.asked.values_mut().filter(|a| a.site == i) {
+            asked.lost = true;
+        }
         // Its connections break: what they carried is lost, both ways.
         let me = site_addr(i);
         self.in_flight.retain(|env| env.to != i && env.from != me);
@@ -541,6 +550,9 @@ impl Group {
     }
 
     fn request(&mut self, i: usize, spec: &RequestSpec) {
+        if let RequestSpec::Commits { key, more } = *spec {
+            return self.commit_batch(i, key, more);
+        }
         let request = match *spec {
             RequestSpec::Commit { key, value } => Request::Commit(Txn::put([key], [value])),
             RequestSpec::StepDown { to } => Request::StepDown { to: addr(to) },
@@ -548,6 +560,7 @@ impl Group {
             RequestSpec::Archive { keep } => Request::Archive {
                 keep_records: u64::from(keep),
             },
+            RequestSpec::Commits { .. } => unreachable!("a batch is stepped whole"),
         };
         let Some(site) = self.slots[i].site.as_ref() else {
             return;
@@ -562,9 +575,35 @@ impl Group {
                 as_master: site.is_master() && site.dead().is_none(),
                 last_before: site.last().lsn,
                 answered: false,
+                lost: false,
             },
         );
         self.step(i, Input::Request { id, request });
+    }
+
+    /// Several commits in one step, as a driver hands over the commits that queued while the
+    /// site was busy.
+    fn commit_batch(&mut self, i: usize, key: u8, more: u8) {
+        let Some(site) = self.slots[i].site.as_ref() else {
+            return;
+        };
+        let (as_master, last_before) = (site.is_master() && site.dead().is_none(), site.last().lsn);
+        let mut batch = Vec::new();
+        for k in 0..=more % 4 {
+            let id = RequestId(self.next_request);
+            self.next_request += 1;
+            let asked = Asked {
+                site: i,
+                commit: true,
+                as_master,
+                last_before,
+                answered: false,
+                lost: false,
+            };
+            self.asked.insert(id, asked);
+            batch.push((id, Txn::put([key.wrapping_add(k)], [key])));
+        }
+        self.step(i, Input::Commits(batch));
     }
 
     /// Feeds one input to site `i` (if it runs), checks the local rules, routes the outputs.
@@ -725,12 +764,13 @@ impl Group {
             } => Some((from.clone(), *gen)),
             _ => None,
         };
-        let commit_id = match &input {
+        let commit_ids: Vec<RequestId> = match &input {
             Input::Request {
                 id,
                 request: Request::Commit(_),
-            } => Some(*id),
-            _ => None,
+            } => vec![*id],
+            Input::Commits(batch) => batch.iter().map(|(id, _)| *id).collect(),
+            _ => Vec::new(),
         };
         let debug = self.debug;
         if debug {
@@ -961,16 +1001,31 @@ impl Group {
                 stats.acks_received - acks_before,
             );
             let mastering = role_before == RoleKind::Master || role_after == RoleKind::Master;
-            let committed = if mastering && after.last.lsn > before.last.lsn {
+            let records = if mastering && after.last.lsn > before.last.lsn {
                 let from = (before.last.lsn + 1).max(site.storage().first_lsn());
-                storage::read_to_end(site.storage(), from)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|r| !matches!(r.body, RecordBody::GenStart { .. }))
-                    .count() as u64
+                storage::read_to_end(site.storage(), from).unwrap_or_default()
             } else {
-                0
+                Vec::new()
             };
+            let committed = records
+                .iter()
+                .filter(|r| !matches!(r.body, RecordBody::GenStart { .. }))
+                .count() as u64;
+            // 22. The site a master removes is sent the record that removes it, though it is
+            //     no longer a member: it learns it was removed and can tell its application.
+            for r in &records {
+                if let RecordBody::Membership { site, member: None } = &r.body {
+                    let told = outputs.iter().any(|o| {
+                        matches!(o, Output::Send { to, msg: Message::Log { records, .. } }
+                            if to == site && records.iter().any(|sent| sent.lsn == r.lsn))
+                    });
+                    assert!(
+                        *site == addr || told,
+                        "{addr}: removed {site} at {} without sending it the record",
+                        r.pos()
+                    );
+                }
+            }
             assert_eq!(
                 commits, committed,
                 "{addr}: counted {commits} commits for {committed} records committed"
@@ -1219,7 +1274,7 @@ impl Group {
                 );
             }
         }
-        if let Some(id) = commit_id {
+        for id in commit_ids {
             let asked = &self.asked[&id];
             if !asked.as_master && !dead_before {
                 assert_eq!(appended, 0, "{addr}: a client appended on a commit request");
@@ -1231,6 +1286,29 @@ impl Group {
                     "{addr}: a commit asked of a client was not refused: {outputs:?}"
                 );
             }
+        }
+
+        // 21. A site that stops being master, or stops altogether, answers in that step what
+        //     it was asked as master and has not answered (a commit's fate is then unknown to
+        //     it: `MasterLost`); a stopped site answers everything it was still asked. An
+        //     application waiting on it must not wait for ever.
+        let dead_after = self.slots[i]
+            .site
+            .as_ref()
+            .is_some_and(|s| s.dead().is_some());
+        let lost_mastership = role_before == RoleKind::Master && role_after != RoleKind::Master;
+        if !dead_before && (lost_mastership || dead_after) {
+            let unanswered: Vec<RequestId> = self
+                .asked
+                .iter()
+                .filter(|(_, a)| a.site == i && !a.answered && !a.lost)
+                .filter(|(_, a)| a.as_master || dead_after)
+                .map(|(id, _)| *id)
+                .collect();
+            assert!(
+                unanswered.is_empty(),
+                "{addr}: stopped being master (or stopped) with requests {unanswered:?} unanswered"
+            );
         }
 
         // 6. One master per generation, while nothing was forged.

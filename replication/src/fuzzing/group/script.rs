@@ -204,6 +204,14 @@ pub enum RequestSpec {
         /// Records kept.
         keep: u8,
     },
+    /// Commit `1 + more % 4` transactions in one step, as a driver batches concurrent
+    /// commits (`Input::Commits`): keys `key`, `key + 1`, ...
+    Commits {
+        /// The first key (and every value).
+        key: u8,
+        /// How many more than one.
+        more: u8,
+    },
 }
 
 /// A message built next to its receiver's state: generations relative to its generation, LSNs
