@@ -47,6 +47,9 @@
 //!     each ack a master takes.
 //! 21. A site that stops being master, or stops, answers at once what it has not answered.
 //! 22. A master sends the site it removes the record that removes it.
+//! 23. A switchover hands over only with no commit in flight, to a site holding the whole log.
+//! 24. An archive keeps the records it was asked to keep and folds exactly the others into the
+//!     snapshot.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -627,6 +630,22 @@ impl Group {
         let (gen_before, term_before) = (site.gen(), site.term());
         let ignored_before = site.stats().messages_ignored;
         let (commits_before, acks_before) = (site.stats().commits, site.stats().acks_received);
+        // 24. What an archive should fold into the snapshot: the snapshot before, and the log.
+        let archive_base = match &input {
+            Input::Request {
+                request: Request::Archive { keep_records },
+                ..
+            } if !dead_before => {
+                let first = site.storage().first_lsn();
+                // The log is to start just after all but the last `keep_records`, unless it
+                // already starts later.
+                let want = (site.last().lsn.saturating_sub(*keep_records) + 1).max(first);
+                let snapshot = site.storage().read_snapshot().ok();
+                let records = storage::read_to_end(site.storage(), first).ok();
+                snapshot.zip(records).map(|(s, r)| (first, want, s, r))
+            }
+            _ => None,
+        };
         // 20. An ack the master takes: for its generation, for records it has (a stopped site
         //     takes nothing).
         let ack_taken = !dead_before
@@ -1288,6 +1307,73 @@ impl Group {
             }
         }
 
+        // 23. A switchover hands mastership over only once no commit is in flight (none is
+        //     abandoned in handing over) and, with nothing forged, to a site whose log holds
+        //     the master's whole log: the new master has every acknowledged commit.
+        for output in &outputs {
+            let Output::Send {
+                to,
+                msg: Message::TakeOver { .. },
+            } = output
+            else {
+                continue;
+            };
+            let abandoned = outputs.iter().any(|o| {
+                matches!(
+                    o,
+                    Output::Reply {
+                        result: Err(RequestError::MasterLost { .. }),
+                        ..
+                    }
+                )
+            });
+            assert!(
+                !abandoned,
+                "{addr}: handed over to {to} with commits in flight"
+            );
+            let target = (0..SITES).find(|&j| site_addr(j) == *to && j != i);
+            if let (true, Some(j)) = (self.masters.is_some(), target) {
+                if let Some(t) = self.slots[j].site.as_mut() {
+                    let last = after.last;
+                    let read = (last.lsn >= t.storage().first_lsn())
+                        .then(|| storage::read_to_end(t.storage(), last.lsn).ok())
+                        .flatten();
+                    if let Some(records) = read {
+                        assert!(
+                            records.first().map(|r| r.pos()) == Some(last),
+                            "{addr}: handed over to {to}, whose log does not hold {last}"
+                        );
+                    }
+                }
+            }
+        }
+        // 24. An archive keeps the last records it was asked to keep, and folds into the
+        //     snapshot exactly the records it drops.
+        if let (Some((first, want, mut expected, records)), Some(site)) =
+            (archive_base, self.slots[i].site.as_mut())
+        {
+            let now_first = site.storage().first_lsn();
+            if site.dead().is_none() {
+                assert_eq!(
+                    now_first, want,
+                    "{addr}: archived the log to start at {now_first}, not {want}"
+                );
+            }
+            if site.dead().is_none() && now_first > first {
+                for r in records.iter().take_while(|r| r.lsn < now_first) {
+                    expected.history.note_append(r);
+                    expected.db.apply(r);
+                }
+                let snapshot = site.storage().read_snapshot().unwrap_or_else(|e| {
+                    panic!("{addr}: the snapshot just written does not read: {e}")
+                });
+                assert!(
+                    snapshot == expected,
+                    "{addr}: archived up to {now_first} into a snapshot that is not the fold of \
+                     the records it dropped"
+                );
+            }
+        }
         // 21. A site that stops being master, or stops altogether, answers in that step what
         //     it was asked as master and has not answered (a commit's fate is then unknown to
         //     it: `MasterLost`); a stopped site answers everything it was still asked. An
