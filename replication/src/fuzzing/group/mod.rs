@@ -1104,17 +1104,11 @@ impl Group {
         }
         // 13. A vote answers a request for it. The one vote nobody asked for is the refusal
         //     that points a site our database no longer lists to our master.
-        for output in &outputs {
-            if let Output::Send {
-                to,
-                msg: Message::Vote { .. },
-            } = output
-            {
-                assert!(
-                    vote_asker.as_ref() == Some(to) || !peers_before.contains(to),
-                    "{addr}: sent a vote to {to}, a member that did not ask for one"
-                );
-            }
+        for to in sent_to(&outputs, |m| matches!(m, Message::Vote { .. })) {
+            assert!(
+                vote_asker.as_ref() == Some(to) || !peers_before.contains(to),
+                "{addr}: sent a vote to {to}, a member that did not ask for one"
+            );
         }
 
         // 15. A candidate asks each site once per round. The one exception: a site that refused
@@ -1187,19 +1181,13 @@ impl Group {
             .site
             .as_ref()
             .and_then(|s| s.followed().map(|(m, _)| m.clone()));
-        for output in &outputs {
-            if let Output::Send {
-                to,
-                msg: Message::SyncRequest { .. },
-            } = output
-            {
-                assert!(
-                    followed_after.as_ref() == Some(to)
-                        || !peers_before.contains(to)
-                        || !counted_before,
-                    "{addr}: asked {to}, a member it does not follow, for its history"
-                );
-            }
+        for to in sent_to(&outputs, |m| matches!(m, Message::SyncRequest { .. })) {
+            assert!(
+                followed_after.as_ref() == Some(to)
+                    || !peers_before.contains(to)
+                    || !counted_before,
+                "{addr}: asked {to}, a member it does not follow, for its history"
+            );
         }
         // 17. One vote per election generation, across crashes: the vote is durable before
         //     anyone hears of it. (Granting the same candidate again is the same vote.)
@@ -1310,14 +1298,7 @@ impl Group {
         // 23. A switchover hands mastership over only once no commit is in flight (none is
         //     abandoned in handing over) and, with nothing forged, to a site whose log holds
         //     the master's whole log: the new master has every acknowledged commit.
-        for output in &outputs {
-            let Output::Send {
-                to,
-                msg: Message::TakeOver { .. },
-            } = output
-            else {
-                continue;
-            };
+        for to in sent_to(&outputs, |m| matches!(m, Message::TakeOver { .. })) {
             let abandoned = outputs.iter().any(|o| {
                 matches!(
                     o,
@@ -1475,6 +1456,17 @@ impl Group {
             }
         }
     }
+}
+
+/// The sites a step sent a message of one kind to.
+fn sent_to<'a>(
+    outputs: &'a [Output],
+    kind: impl Fn(&Message) -> bool + 'a,
+) -> impl Iterator<Item = &'a SiteAddr> + 'a {
+    outputs.iter().filter_map(move |o| match o {
+        Output::Send { to, msg } if kind(msg) => Some(to),
+        _ => None,
+    })
 }
 
 fn pick(n: u8) -> usize {
