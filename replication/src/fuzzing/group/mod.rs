@@ -170,6 +170,8 @@ struct Slot {
     round: Option<Round>,
     /// Whom this site voted for in each election generation, across restarts.
     votes: BTreeMap<Gen, SiteAddr>,
+    /// Its disk rotted at some point: synced records it acknowledged may be gone.
+    rotted: bool,
 }
 
 /// A round of an election, as rule 15 follows it from the candidate's messages.
@@ -271,6 +273,7 @@ impl Group {
                 asked_to_join: None,
                 round: None,
                 votes: BTreeMap::new(),
+                rotted: false,
             })
             .collect();
         let mut group = Group {
@@ -381,6 +384,7 @@ impl Group {
                 if let Some(s) = self.slots[i].site.as_mut() {
                     let last = s.last().lsn;
                     s.storage().corrupt(last.saturating_sub(u64::from(*back)));
+                    self.slots[i].rotted = true;
                 }
             }
             GroupOp::Restart { site } => {
@@ -675,24 +679,9 @@ impl Group {
                 ..
             } if *site == site_addr(i)
         );
-        // 15. A refusal that names a master, for the round the site stands in.
-        let refused_naming_master = match &input {
-            Input::Message {
-                from,
-                msg:
-                    Message::Vote {
-                        egen,
-                        pre,
-                        granted: false,
-                        master: Some(_),
-                        ..
-                    },
-            } if standing_before == Some((*egen, *pre)) => Some(from.clone()),
-            _ => None,
-        };
-        // 19. A vote's term, for the round the site stands in (18: and whether a site of its
-        //     group granted it).
-        let (voter_term, granted_by) = match &input {
+        // A vote for the round the site stands in: its term (19), whether a site of its group
+        // granted it (18), and whether it refused naming a master (15).
+        let (voter_term, granted_by, refused_naming_master) = match &input {
             Input::Message {
                 from,
                 msg:
@@ -701,13 +690,19 @@ impl Group {
                         pre,
                         term,
                         granted,
+                        master,
                         ..
                     },
             } if standing_before == Some((*egen, *pre)) => {
                 let voter = *granted && *from != site_addr(i) && group_before.contains(from);
-                (Some(*term), voter.then(|| from.clone()))
+                let refused = !*granted && master.is_some();
+                (
+                    Some(*term),
+                    voter.then(|| from.clone()),
+                    refused.then(|| from.clone()),
+                )
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         // 13. Who asked this site for a vote in this step, if anyone.
         let vote_asker = match &input {
@@ -1297,7 +1292,8 @@ impl Group {
 
         // 23. A switchover hands mastership over only once no commit is in flight (none is
         //     abandoned in handing over) and, with nothing forged, to a site whose log holds
-        //     the master's whole log: the new master has every acknowledged commit.
+        //     the master's whole log: the new master has every acknowledged commit. (Unless
+        //     the target's disk rotted: what it acknowledged may be gone since.)
         for to in sent_to(&outputs, |m| matches!(m, Message::TakeOver { .. })) {
             let abandoned = outputs.iter().any(|o| {
                 matches!(
@@ -1314,7 +1310,8 @@ impl Group {
             );
             let target = (0..SITES).find(|&j| site_addr(j) == *to && j != i);
             if let (true, Some(j)) = (self.masters.is_some(), target) {
-                if let Some(t) = self.slots[j].site.as_mut() {
+                let intact = !self.slots[j].rotted;
+                if let (true, Some(t)) = (intact, self.slots[j].site.as_mut()) {
                     let last = after.last;
                     let read = (last.lsn >= t.storage().first_lsn())
                         .then(|| storage::read_to_end(t.storage(), last.lsn).ok())
