@@ -14,8 +14,26 @@ use std::sync::Arc;
 ///
 /// Shared, not copied: an address travels with every message a site sends or receives, and a
 /// clone is then a count, not an allocation. Encoded as the string itself.
-#[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Eq, Serialize, Deserialize)]
 pub struct SiteAddr(Arc<str>);
+
+/// The strings' order, with the same answer at once for two clones of one address (the maps
+/// the engine keeps by address are searched on every message).
+impl Ord for SiteAddr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for SiteAddr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Equal strings, and the same string at once when both are clones of one address.
 impl PartialEq for SiteAddr {
@@ -135,6 +153,19 @@ pub const fn majority(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_order_as_their_strings_whether_or_not_they_share_one() {
+        let names = ["10.0.0.2:5000", "10.0.0.10:5000", "a", "b", "ab"];
+        for x in names {
+            for y in names {
+                let (a, b) = (SiteAddr::new(x), SiteAddr::new(y));
+                assert_eq!(a.cmp(&b), x.cmp(y), "{x} against {y}");
+                assert_eq!(a.partial_cmp(&b), Some(x.cmp(y)));
+                assert_eq!(a.clone().cmp(&a), std::cmp::Ordering::Equal);
+            }
+        }
+    }
 
     #[test]
     fn later_generation_is_more_advanced_whatever_its_lsn() {

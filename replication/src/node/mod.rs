@@ -396,6 +396,8 @@ struct Node<S: Storage> {
     clock: Arc<dyn Clock>,
     rng: ChaCha8Rng,
     peers: BTreeMap<SiteAddr, Peer>,
+    /// Where the frames written to peers are encoded.
+    frames: outbox::FrameScratch,
     /// Every established connection's receiving side, read by this task.
     inboxes: inbox::Inboxes,
     /// This task's waker, which each of its sources' gates passes a wake on to.
@@ -532,6 +534,7 @@ pub async fn start<S: Storage + Send + 'static>(
         clock,
         rng,
         peers: BTreeMap::new(),
+        frames: outbox::FrameScratch::default(),
         inboxes: inbox::Inboxes::new(waker.clone()),
         waker,
         dialing: Default::default(),
@@ -663,7 +666,7 @@ impl<S: Storage + Send + 'static> Node<S> {
     fn send(&mut self, to: SiteAddr, msg: Message) {
         match self.peers.get(&to) {
             Some(peer) => {
-                if peer.out.0.send(msg).is_err() {
+                if peer.out.0.send(msg, &mut self.frames).is_err() {
                     self.stats.messages_dropped += 1;
                 }
             }

@@ -14,7 +14,9 @@
 
 use super::chaos::LinkChaos;
 use super::conn::Watchdog;
-use crate::wire::{encode_frame_checked, Message};
+use crate::log::LogRecord;
+use crate::types::Gen;
+use crate::wire::{encode_frame_checked, encode_frame_into, FrameError, Message};
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -65,6 +67,48 @@ pub(super) struct Outbox {
     chaos: Option<Arc<LinkChaos>>,
     watch: Arc<Watchdog>,
     bytes_sent: Arc<AtomicU64>,
+}
+
+/// The node's buffer for encoding the frames it writes straight onto streams, lent to each
+/// send. One buffer serves every frame, so a message costs no allocation of its own; and it
+/// keeps the last `Log` frame for the next recipient of the same records: a master sends each
+/// batch of records to every client, and it is encoded once, not once per client.
+#[derive(Default)]
+pub(super) struct FrameScratch {
+    frame: Vec<u8>,
+    /// What `frame` holds, when it holds a `Log`: its records (held, so that no other batch
+    /// can reuse their address while they are the key), generation, protocol version and
+    /// frame limit.
+    log: Option<(Arc<[LogRecord]>, Gen, u8, u32)>,
+}
+
+/// The most the scratch keeps between frames: a snapshot's frame is let go once sent.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+impl FrameScratch {
+    /// `msg` as a frame of `version`, at most `limit` bytes of payload.
+    fn encode(&mut self, version: u8, limit: u32, msg: &Message) -> Result<&[u8], FrameError> {
+        if let (Message::Log { gen, records }, Some((held, held_gen, held_version, held_limit))) =
+            (msg, &self.log)
+        {
+            if Arc::ptr_eq(records, held)
+                && gen == held_gen
+                && version == *held_version
+                && limit == *held_limit
+            {
+                return Ok(&self.frame);
+            }
+        }
+        self.log = None;
+        if self.frame.capacity() > SCRATCH_KEEP {
+            self.frame = Vec::new();
+        }
+        encode_frame_into(version, msg, limit, &mut self.frame)?;
+        if let Message::Log { gen, records } = msg {
+            self.log = Some((Arc::clone(records), *gen, version, limit));
+        }
+        Ok(&self.frame)
+    }
 }
 
 /// How far a write without waiting went.
@@ -121,8 +165,9 @@ impl Outbox {
             .is_some_and(|c| c.chances() != super::chaos::Chances::default())
     }
 
-    /// Sends `msg`: at once if the stream takes it, else after what is queued.
-    pub(super) fn send(&self, msg: Message) -> Result<(), NotSent> {
+    /// Sends `msg`: at once if the stream takes it (encoded in `scratch`), else after what is
+    /// queued.
+    pub(super) fn send(&self, msg: Message, scratch: &mut FrameScratch) -> Result<(), NotSent> {
         let mut state = self.lock();
         if state.closed {
             return Err(NotSent::Closed);
@@ -136,11 +181,15 @@ impl Outbox {
             self.wake.notify_one();
             return Ok(());
         }
-        let Some(bytes) = self.encode(&msg) else {
-            return Ok(());
+        let bytes = match scratch.encode(self.version, self.frame_limit, &msg) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, "message not sent");
+                return Ok(());
+            }
         };
         let stream = state.stream.as_mut().expect("checked above");
-        let rest = match try_write(stream, &bytes) {
+        let rest = match try_write(stream, bytes) {
             Attempt::Done => None,
             Attempt::Partial(n) => Some(bytes[n..].to_vec()),
             Attempt::Unflushed => Some(Vec::new()),
@@ -378,6 +427,11 @@ mod tests {
         ))
     }
 
+    /// Sends with a scratch of its own.
+    fn send(out: &Outbox, msg: Message) -> Result<(), NotSent> {
+        out.send(msg, &mut FrameScratch::default())
+    }
+
     fn admin(n: u32) -> Message {
         Message::AdminAddr {
             admin: format!("10.0.0.{n}:9000"),
@@ -389,7 +443,7 @@ mod tests {
         let pipe = Pipe::with_room(1 << 20);
         let out = outbox(&pipe, 8);
         for n in 1..=3 {
-            out.send(admin(n)).unwrap();
+            send(&out, admin(n)).unwrap();
         }
         // No writer task runs in this test: the node's own call wrote them.
         assert_eq!(pipe.messages(), vec![admin(1), admin(2), admin(3)]);
@@ -405,13 +459,13 @@ mod tests {
         let pipe = Pipe::with_room(5);
         let out = outbox(&pipe, 8);
         for n in 1..=4 {
-            out.send(admin(n)).unwrap();
+            send(&out, admin(n)).unwrap();
         }
         assert!(pipe.messages().is_empty(), "only part of a frame fits");
         let writer = tokio::spawn(out.clone().run_writer());
         pipe.give_room(1 << 20);
         // Sends made while the writer holds the queue still go after it.
-        out.send(admin(5)).unwrap();
+        send(&out, admin(5)).unwrap();
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
@@ -430,15 +484,48 @@ mod tests {
             pipe.0.lock().unwrap().shut,
             "a closed connection is shut down"
         );
-        assert_eq!(out.send(admin(6)), Err(NotSent::Closed));
+        assert_eq!(send(&out, admin(6)), Err(NotSent::Closed));
     }
 
     #[test]
     fn a_connection_queues_at_most_its_capacity() {
         let pipe = Pipe::with_room(0);
         let out = outbox(&pipe, 2);
-        out.send(admin(1)).unwrap();
-        out.send(admin(2)).unwrap();
-        assert_eq!(out.send(admin(3)), Err(NotSent::Full));
+        send(&out, admin(1)).unwrap();
+        send(&out, admin(2)).unwrap();
+        assert_eq!(send(&out, admin(3)), Err(NotSent::Full));
+    }
+
+    fn log(gen: Gen, records: &Arc<[LogRecord]>) -> Message {
+        Message::Log {
+            gen,
+            records: Arc::clone(records),
+        }
+    }
+
+    #[test]
+    fn a_batch_sent_to_several_peers_reuses_its_frame_only_while_it_is_the_same() {
+        use crate::log::{RecordBody, Txn};
+        let record = |lsn| LogRecord::new(lsn, 3, RecordBody::Txn(Txn::put("k", "v")));
+        let first: Arc<[LogRecord]> = Arc::from([record(1)]);
+        // Equal records in another batch: the frame is right either way, but it is not the
+        // same batch, so nothing is taken on trust.
+        let other: Arc<[LogRecord]> = Arc::from([record(2)]);
+        let pipes: Vec<Pipe> = (0..5).map(|_| Pipe::with_room(1 << 20)).collect();
+        let outs: Vec<_> = pipes.iter().map(|p| outbox(p, 8)).collect();
+        let mut scratch = FrameScratch::default();
+        let sent = [
+            log(3, &first),
+            log(3, &first),
+            log(4, &first),
+            log(4, &other),
+            admin(1),
+        ];
+        for (out, msg) in outs.iter().zip(&sent) {
+            out.send(msg.clone(), &mut scratch).unwrap();
+        }
+        for (pipe, msg) in pipes.iter().zip(&sent) {
+            assert_eq!(pipe.messages(), vec![msg.clone()]);
+        }
     }
 }

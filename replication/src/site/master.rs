@@ -6,7 +6,7 @@
 //! `Committed` only once its ack policy is met; after `ack_ms` without that, `PermFailed`.
 
 use super::acks::{AckCount, AckPolicy, Tally};
-use super::{Event, Reply, RequestError, RequestId, Role, Site};
+use super::{Event, Peer, Reply, RequestError, RequestId, Role, Site};
 use crate::log::{LogRecord, Member, MemberState, RecordBody, Snapshot, Txn};
 use crate::storage::{Storage, StorageError};
 use crate::types::{Gen, Lsn, SiteAddr, Time};
@@ -207,14 +207,10 @@ impl<S: Storage> Site<S> {
                 recipients.push(site.clone());
             }
         }
+        let records: Arc<[LogRecord]> = Arc::from([record]);
         for to in recipients {
-            self.send(
-                &to,
-                Message::Log {
-                    gen,
-                    records: Arc::from([record.clone()]),
-                },
-            );
+            let records = Arc::clone(&records);
+            self.send(&to, Message::Log { gen, records });
         }
         // Shipped before it is durable here, so the syncs overlap; answered only once both are.
         self.sync_deferred = true;
@@ -274,15 +270,13 @@ impl<S: Storage> Site<S> {
             group_size: 0,
             others: Vec::with_capacity(self.peers.len()),
         };
-        let mut count = |addr: &SiteAddr| {
+        let mut count = |addr: &SiteAddr, priority: u32, peer: Option<&Peer>, acked| {
             standing.group_size += 1;
             if *addr != self.cfg.addr {
-                // `is_electable` and `is_connected`, with one lookup of the peer.
-                let peer = self.peers.get(addr);
-                let priority = peer.and_then(|p| p.priority);
+                // `is_electable` and `is_connected`, from the peer in hand.
                 standing.others.push(OtherSite {
-                    acked: m.acked.get(addr).copied(),
-                    electable: priority.unwrap_or_else(|| self.member_priority(addr)) > 0,
+                    acked,
+                    electable: peer.and_then(|p| p.priority).unwrap_or(priority) > 0,
                     connected: peer.is_some_and(|p| p.connected),
                 });
             }
@@ -291,12 +285,18 @@ impl<S: Storage> Site<S> {
             let counted = |m: &Member| {
                 m.state == MemberState::Present || (leaving && m.state == MemberState::Removing)
             };
-            let members = self.db.members().iter();
-            for (addr, _) in members.filter(|(_, m)| counted(m)) {
-                count(addr);
+            // Members, peers and acks are all kept in address order: read side by side, one
+            // walk of each map instead of a search of two of them per member.
+            let (mut peers, mut acked) = (InOrder::new(&self.peers), InOrder::new(&m.acked));
+            for (addr, member) in self.db.members().iter().filter(|(_, m)| counted(m)) {
+                let peer = peers.get(addr);
+                count(addr, member.priority, peer, acked.get(addr).copied());
             }
         } else {
-            self.cfg.sites.iter().for_each(count);
+            for addr in &self.cfg.sites {
+                let (peer, acked) = (self.peers.get(addr), m.acked.get(addr).copied());
+                count(addr, self.member_priority(addr), peer, acked);
+            }
         }
         debug_assert!(leaving || standing.group_size == self.group_size());
         standing
@@ -626,6 +626,36 @@ impl<S: Storage> Site<S> {
 struct AckStanding {
     group_size: usize,
     others: Vec<OtherSite>,
+}
+
+/// Looks up keys of a map in ascending order, walking the map once.
+struct InOrder<'a, V> {
+    entries: std::iter::Peekable<std::collections::btree_map::Iter<'a, SiteAddr, V>>,
+}
+
+impl<'a, V> InOrder<'a, V> {
+    fn new(map: &'a BTreeMap<SiteAddr, V>) -> Self {
+        InOrder {
+            entries: map.iter().peekable(),
+        }
+    }
+
+    /// The value of `key`, which must come after every key asked before.
+    fn get(&mut self, key: &SiteAddr) -> Option<&'a V> {
+        while let Some(&(k, v)) = self.entries.peek() {
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => {
+                    self.entries.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    self.entries.next();
+                    return Some(v);
+                }
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
 }
 
 struct OtherSite {

@@ -284,6 +284,20 @@ fn decode_frame_accepting(
 
 /// Encodes `msg` as one frame of protocol `version`, refusing a payload longer than `limit`.
 pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Vec<u8>, FrameError> {
+    let mut frame = Vec::new();
+    encode_frame_into(version, msg, limit, &mut frame)?;
+    Ok(frame)
+}
+
+/// [`encode_frame_checked`] into `frame`, whose bytes it replaces: a sender that reuses one
+/// buffer for every frame allocates none per message. `frame` is left empty on an error.
+pub fn encode_frame_into(
+    version: u8,
+    msg: &Message,
+    limit: u32,
+    frame: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    frame.clear();
     if msg.min_version() > version {
         return Err(FrameError::NotInVersion {
             kind: msg.kind(),
@@ -297,10 +311,10 @@ pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Ve
     }
     let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
     // The payload is encoded in place after room for the header, which is filled in once the
-    // payload's checksum is known: one allocation, no copy.
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + len as usize);
+    // payload's checksum is known: no copy.
+    frame.reserve(FRAME_HEADER_LEN + len as usize);
     frame.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    codec::encode_into(msg, &mut frame);
+    codec::encode_into(msg, frame);
     debug_assert_eq!(
         frame.len(),
         FRAME_HEADER_LEN + len as usize,
@@ -314,7 +328,7 @@ pub fn encode_frame_checked(version: u8, msg: &Message, limit: u32) -> Result<Ve
     let crc = frame_crc(&covered, &frame[FRAME_HEADER_LEN..]);
     frame[..CRC_OFFSET].copy_from_slice(&covered);
     frame[CRC_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    Ok(frame)
+    Ok(())
 }
 
 /// Encodes `msg` as one frame of protocol `version`, with no limit but the format's own.
