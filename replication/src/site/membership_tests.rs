@@ -338,6 +338,29 @@ fn elections_and_acks_use_the_new_size_after_removal() {
     assert!(committed(&net, id), "quorum of 3 needs one ack");
 }
 
+/// A site is most often removed because it is gone: its removal is judged by the group without
+/// it, so even `all_peers`, which waits for every electable peer, settles the removal of a
+/// crashed one on the others' acks (judged with the leaving site in it, it never would).
+#[test]
+fn a_crashed_site_is_removed_under_all_peers_on_the_other_members_acks() {
+    let mut net = Network::empty(13);
+    let mut first = creator(1);
+    first.ack_policy = AckPolicy::AllPeers;
+    net.add_site(first);
+    for i in 2..=3 {
+        let mut cfg = joiner(i, 1);
+        cfg.ack_policy = AckPolicy::AllPeers;
+        net.add_site(cfg);
+        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
+    }
+    assert!(net.settle(10_000));
+    net.crash(&s(3));
+    let id = net.request(&s(1), Request::RemoveSite { site: s(3) });
+    net.run_for(1_000);
+    assert_eq!(net.result(id), Some(&Ok(Reply::SiteRemoved { site: s(3) })));
+    assert_eq!(members(&net, &s(2)), vec![s(1), s(2)]);
+}
+
 #[test]
 fn removing_the_master_is_refused_with_a_clear_error() {
     let mut net = built_group(3, 12);
@@ -555,6 +578,57 @@ fn an_unsettled_removal_acknowledges_nothing_for_the_site_it_removes() {
     net.partition(&[&[s(1)], &[s(2), s(3)]]);
     let write = net.commit(&s(1), Txn::put("k", "v"));
     let removal = net.request(&s(1), Request::RemoveSite { site: s(2) });
+    net.run_for(3_000);
+    assert!(
+        matches!(
+            net.result(write),
+            Some(Err(RequestError::PermFailed { .. }))
+        ),
+        "{:?}",
+        net.result(write)
+    );
+    assert!(
+        !matches!(net.result(removal), Some(Ok(_))),
+        "{:?}",
+        net.result(removal)
+    );
+}
+
+/// The other half of the rule above: a commit made after a removal has begun, while it is
+/// still unsettled, is judged by the group with the leaving site in it. Here s2 is the only
+/// other electable member under `all_peers`, so judged by the group after the removal (s1 and
+/// the priority-0 s3), the master's own copy would have been enough: the commit is
+/// acknowledged only if s2 holds it, and cut off, it fails.
+#[test]
+fn a_commit_made_while_a_removal_is_unsettled_still_counts_the_leaving_site() {
+    let mut net = Network::empty(12);
+    let mut first = creator(1);
+    first.ack_policy = AckPolicy::AllPeers;
+    net.add_site(first);
+    for i in 2..=3 {
+        let mut cfg = joiner(i, 1);
+        cfg.ack_policy = AckPolicy::AllPeers;
+        cfg.priority = if i == 3 { 0 } else { 100 };
+        net.add_site(cfg);
+        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
+    }
+    assert!(net.settle(10_000));
+    net.partition(&[&[s(1)], &[s(2), s(3)]]);
+    let removal = net.request(&s(1), Request::RemoveSite { site: s(2) });
+    net.run_for(10);
+    let leaving = net
+        .site(&s(1))
+        .unwrap()
+        .db()
+        .members()
+        .get(&s(2))
+        .map(|m| m.state);
+    assert_eq!(
+        leaving,
+        Some(MemberState::Removing),
+        "the removal has begun"
+    );
+    let write = net.commit(&s(1), Txn::put("k", "v"));
     net.run_for(3_000);
     assert!(
         matches!(

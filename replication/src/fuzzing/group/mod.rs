@@ -50,6 +50,9 @@
 //! 23. A switchover hands over only with no commit in flight, to a site holding the whole log.
 //! 24. An archive keeps the records it was asked to keep and folds exactly the others into the
 //!     snapshot.
+//! 25. With nothing forged, a commit is answered `Committed` only once its ack policy is met by
+//!     the acks its master took, counting the group as it was through the step: members whose
+//!     removal has begun still count until it is settled.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -62,7 +65,7 @@ pub use forge::build;
 pub use script::*;
 
 use crate::codec;
-use crate::log::{GenHistory, RecordBody, Txn};
+use crate::log::{GenHistory, MemberState, RecordBody, Txn};
 use crate::site::{
     AckPolicy, Config, Event, Input, Output, Reply, Request, RequestError, RequestId, RoleKind,
     Site,
@@ -145,6 +148,22 @@ fn describes(history: &GenHistory, last: LogPos) -> bool {
     final_gen == last.gen
 }
 
+/// The sites a master judges its ordinary commits by (rule 25), read from the site's own state:
+/// its members present or being removed (a removal counts only once settled), or its static
+/// list.
+fn commit_group(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
+    let cfg = site.config();
+    let members = site.db().members();
+    if cfg.protocol_version < 2 || members.is_empty() {
+        return cfg.sites.iter().cloned().collect();
+    }
+    members
+        .iter()
+        .filter(|(_, m)| matches!(m.state, MemberState::Present | MemberState::Removing))
+        .map(|(addr, _)| addr.clone())
+        .collect()
+}
+
 /// What the checks remember of a site between steps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Seen {
@@ -172,6 +191,9 @@ struct Slot {
     votes: BTreeMap<Gen, SiteAddr>,
     /// Its disk rotted at some point: synced records it acknowledged may be gone.
     rotted: bool,
+    /// The priority each site last gave in a message this opening of the site took (a site not
+    /// yet a member in its own eyes gives 0): what the site judges peers electable by (rule 25).
+    heard_priority: BTreeMap<SiteAddr, u32>,
 }
 
 /// A round of an election, as rule 15 follows it from the candidate's messages.
@@ -217,6 +239,11 @@ pub struct Group {
     seed: u64,
     /// Generation -> its master, while no input forged a message.
     masters: Option<BTreeMap<Gen, usize>>,
+    /// An input forged a message (a forged ack would count for the site it names).
+    forged_any: bool,
+    /// The acks each master took, by its slot and generation: the highest LSN from each site
+    /// (rule 25).
+    acks_taken: BTreeMap<(usize, Gen), BTreeMap<SiteAddr, Lsn>>,
     summary: Summary,
     /// `GROUP_DEBUG` is set: print every input and output (read once, it is slow to look up).
     debug: bool,
@@ -274,6 +301,7 @@ impl Group {
                 round: None,
                 votes: BTreeMap::new(),
                 rotted: false,
+                heard_priority: BTreeMap::new(),
             })
             .collect();
         let mut group = Group {
@@ -287,6 +315,8 @@ impl Group {
             // A lenient two-site group may elect a lone site on purpose (availability over
             // safety): two masters of a generation are then allowed, and not checked.
             masters: (!setup.lenient_two_site).then(BTreeMap::new),
+            forged_any: false,
+            acks_taken: BTreeMap::new(),
             summary: Summary::default(),
             debug: std::env::var_os("GROUP_DEBUG").is_some(),
         };
@@ -400,6 +430,7 @@ impl Group {
     /// generation (the protocol trusts authenticated peers), so that check stops.
     fn forged(&mut self) {
         self.masters = None;
+        self.forged_any = true;
     }
 
     /// What a forged message is built next to: the receiver's generation and log end.
@@ -515,6 +546,7 @@ impl Group {
                 slot.site = Some(site);
                 slot.just_opened = true;
                 slot.asked_to_join = None;
+                slot.heard_priority.clear();
             }
             Err(_) => {
                 // Damage the core refuses to open (a rotten record it must replay): stays down.
@@ -658,6 +690,31 @@ impl Group {
                 Input::Message { msg: Message::Ack { gen, lsn, .. }, .. }
                     if role_before == RoleKind::Master && *gen == gen_before && *lsn <= site.last().lsn
             );
+        // 25. The ack taken, and the group ordinary commits are judged by, before the step.
+        let ack_from = match &input {
+            Input::Message {
+                from,
+                msg: Message::Ack { lsn, .. },
+            } if ack_taken => Some((from.clone(), *lsn)),
+            _ => None,
+        };
+        let commit_group_before = commit_group(site);
+        let heard_priority = match &input {
+            Input::Message { from, msg } => match msg {
+                Message::Ack { priority, .. }
+                | Message::SyncRequest { priority, .. }
+                | Message::VoteRequest { priority, .. }
+                | Message::Vote { priority, .. }
+                    if !dead_before
+                        && *from != *site.addr()
+                        && msg.min_version() <= site.config().protocol_version =>
+                {
+                    Some((from.clone(), *priority))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
         let peers_before = site.peers();
         let standing_before = site.standing_in();
         let counted_before = site.counts_in_group();
@@ -804,6 +861,7 @@ impl Group {
         };
         let role_after = site.role();
         let first_lsn = site.storage().first_lsn();
+        let commit_group_after = commit_group(site);
 
         // 5. A stopped site does nothing more.
         if dead_before {
@@ -1252,6 +1310,80 @@ impl Group {
         if accepted {
             // Answered: a join lost later (its master gone before it was complete) starts anew.
             self.slots[i].asked_to_join = None;
+        }
+
+        // 25. A commit is acknowledged as its policy asks, by the acks this master took in its
+        //     generation (the highest LSN each site acked), with nothing forged. Judged only
+        //     when the step left the group as it found it: a member added within the step
+        //     counts for the commits after it and not for those before, which the outputs do
+        //     not tell apart. A removal that has begun and is not settled changes nothing here.
+        if let Some((from, priority)) = heard_priority {
+            self.slots[i].heard_priority.insert(from, priority);
+        }
+        if let Some((from, lsn)) = ack_from {
+            let taken = self.acks_taken.entry((i, gen_before)).or_default();
+            let acked = taken.entry(from).or_insert(0);
+            *acked = (*acked).max(lsn);
+        }
+        let acks_judged = !self.forged_any
+            && role_before == RoleKind::Master
+            && commit_group_after == commit_group_before;
+        // A site is electable by the priority it last gave this site, else by its membership
+        // entry, else assumed to be.
+        let electable_now: BTreeSet<SiteAddr> = commit_group_after
+            .iter()
+            .filter(|a| {
+                let heard = self.slots[i].heard_priority.get(*a).copied();
+                let member = || {
+                    let site = self.slots[i].site.as_ref().expect("running");
+                    site.db().members().get(*a).map_or(1, |m| m.priority)
+                };
+                heard.unwrap_or_else(member) > 0
+            })
+            .cloned()
+            .collect();
+        let policy = self.slots[i].cfg.ack_policy;
+        let acks_taken = self.acks_taken.get(&(i, gen_before));
+        for output in &outputs {
+            let Output::Reply {
+                id,
+                result: Ok(Reply::Committed { lsn }),
+            } = output
+            else {
+                continue;
+            };
+            if !acks_judged || !self.asked.get(id).is_some_and(|a| a.commit) {
+                continue;
+            }
+            let others: Vec<&SiteAddr> =
+                commit_group_after.iter().filter(|a| **a != addr).collect();
+            let holds = |a: &SiteAddr| {
+                acks_taken
+                    .and_then(|t| t.get(a))
+                    .is_some_and(|acked| acked >= lsn)
+            };
+            let electable = |a: &SiteAddr| electable_now.contains(a);
+            let acked = others.iter().filter(|a| holds(a)).count();
+            let peers = others.iter().filter(|a| electable(a)).count();
+            let peers_acked = others.iter().filter(|a| holds(a) && electable(a)).count();
+            let (have, needed) = match policy {
+                _ if others.is_empty() => (0, 0),
+                // Counts the connections, which the step's outputs do not show.
+                AckPolicy::AllAvailable | AckPolicy::None => (0, 0),
+                AckPolicy::All => (acked, others.len()),
+                AckPolicy::AllPeers => (peers_acked, peers),
+                AckPolicy::One => (acked, 1),
+                AckPolicy::OnePeer => (peers_acked, 1),
+                AckPolicy::Quorum => (
+                    peers_acked,
+                    crate::types::majority(commit_group_after.len()) - 1,
+                ),
+            };
+            assert!(
+                have >= needed,
+                "{addr}: commit at LSN {lsn} answered Committed with {have} of the {needed} acks \
+                 {policy} needs from {others:?} (acks taken: {acks_taken:?})"
+            );
         }
 
         // 4. Commits: refused on a client, answered once, `Committed` only for a master.
