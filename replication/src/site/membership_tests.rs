@@ -41,6 +41,23 @@ fn built_group(n: usize, seed: u64) -> Network {
     net
 }
 
+/// s1 creates a group under `all_peers`; s2 (priority 100) and s3 (priority `third`) join it.
+fn all_peers_group(seed: u64, third: u32) -> Network {
+    let mut net = Network::empty(seed);
+    let mut first = creator(1);
+    first.ack_policy = AckPolicy::AllPeers;
+    net.add_site(first);
+    for i in 2..=3 {
+        let mut cfg = joiner(i, 1);
+        cfg.ack_policy = AckPolicy::AllPeers;
+        cfg.priority = if i == 3 { third } else { 100 };
+        net.add_site(cfg);
+        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
+    }
+    assert!(net.settle(10_000));
+    net
+}
+
 fn is_present(net: &Network, at: &SiteAddr, site: &SiteAddr) -> bool {
     net.site(at).is_some_and(|x| {
         x.db()
@@ -343,17 +360,7 @@ fn elections_and_acks_use_the_new_size_after_removal() {
 /// crashed one on the others' acks (judged with the leaving site in it, it never would).
 #[test]
 fn a_crashed_site_is_removed_under_all_peers_on_the_other_members_acks() {
-    let mut net = Network::empty(13);
-    let mut first = creator(1);
-    first.ack_policy = AckPolicy::AllPeers;
-    net.add_site(first);
-    for i in 2..=3 {
-        let mut cfg = joiner(i, 1);
-        cfg.ack_policy = AckPolicy::AllPeers;
-        net.add_site(cfg);
-        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
-    }
-    assert!(net.settle(10_000));
+    let mut net = all_peers_group(13, 100);
     net.crash(&s(3));
     let id = net.request(&s(1), Request::RemoveSite { site: s(3) });
     net.run_for(1_000);
@@ -563,18 +570,7 @@ fn a_site_whose_log_alone_says_it_is_leaving_does_not_keep_the_group_from_electi
 /// but its own (random-faults seed 35158, on a master paused past its own deposition).
 #[test]
 fn an_unsettled_removal_acknowledges_nothing_for_the_site_it_removes() {
-    let mut net = Network::empty(12);
-    let mut first = creator(1);
-    first.ack_policy = AckPolicy::AllPeers;
-    net.add_site(first);
-    for i in 2..=3 {
-        let mut cfg = joiner(i, 1);
-        cfg.ack_policy = AckPolicy::AllPeers;
-        cfg.priority = if i == 3 { 0 } else { 100 };
-        net.add_site(cfg);
-        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
-    }
-    assert!(net.settle(10_000));
+    let mut net = all_peers_group(12, 0);
     net.partition(&[&[s(1)], &[s(2), s(3)]]);
     let write = net.commit(&s(1), Txn::put("k", "v"));
     let removal = net.request(&s(1), Request::RemoveSite { site: s(2) });
@@ -601,18 +597,7 @@ fn an_unsettled_removal_acknowledges_nothing_for_the_site_it_removes() {
 /// acknowledged only if s2 holds it, and cut off, it fails.
 #[test]
 fn a_commit_made_while_a_removal_is_unsettled_still_counts_the_leaving_site() {
-    let mut net = Network::empty(12);
-    let mut first = creator(1);
-    first.ack_policy = AckPolicy::AllPeers;
-    net.add_site(first);
-    for i in 2..=3 {
-        let mut cfg = joiner(i, 1);
-        cfg.ack_policy = AckPolicy::AllPeers;
-        cfg.priority = if i == 3 { 0 } else { 100 };
-        net.add_site(cfg);
-        assert!(net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(i))));
-    }
-    assert!(net.settle(10_000));
+    let mut net = all_peers_group(12, 0);
     net.partition(&[&[s(1)], &[s(2), s(3)]]);
     let removal = net.request(&s(1), Request::RemoveSite { site: s(2) });
     net.run_for(10);
