@@ -111,6 +111,10 @@ pub struct FileStorage {
     preallocate: u64,
     /// Frames appended but not yet written to the file.
     pending: Vec<u8>,
+    /// Whether the file may hold writes or a length change not yet synced. Until it is clear,
+    /// a sync must be an `fdatasync` of the whole file; once it is, a sync is one durable write
+    /// of the buffered frames ([`FsFile::write_tail_durable`]).
+    unsynced: bool,
 }
 
 impl fmt::Debug for FileStorage {
@@ -214,6 +218,9 @@ impl FileStorage {
             allocated: scan.allocated,
             preallocate: DEFAULT_PREALLOCATE_BYTES,
             pending: Vec::new(),
+            // Opening may have cut a torn tail without syncing the cut (see `scan_log`): the
+            // first sync is then of the whole file, which makes the cut durable with it.
+            unsynced: true,
         };
         Ok((storage, scan.recovery))
     }
@@ -253,6 +260,7 @@ impl FileStorage {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.unsynced = true;
         self.log
             .write_at(self.written, &self.pending)
             .map_err(io_err("write", &self.log_path))?;
@@ -376,8 +384,27 @@ impl Storage for FileStorage {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        let end = self.end();
+        if !self.unsynced && !self.pending.is_empty() && end <= self.allocated {
+            // The common case: new frames inside the preallocated zeros, nothing else unsynced.
+            // Until the write returns, the file may hold any part of them: `unsynced` stays set
+            // if it fails, so the retry writes them again and syncs the whole file.
+            self.unsynced = true;
+            self.log
+                .write_tail_durable(self.written, &self.pending)
+                .map_err(io_err("sync", &self.log_path))?;
+            self.unsynced = false;
+            self.written = end;
+            self.pending.clear();
+            self.pending.shrink_to(WRITE_BUFFER_BYTES);
+            return Ok(());
+        }
         self.flush()?;
-        self.log.sync_data().map_err(io_err("sync", &self.log_path))
+        self.log
+            .sync_data()
+            .map_err(io_err("sync", &self.log_path))?;
+        self.unsynced = false;
+        Ok(())
     }
 
     fn read(&mut self, from: Lsn, max: usize) -> Result<Vec<LogRecord>, StorageError> {
@@ -419,7 +446,11 @@ impl Storage for FileStorage {
             .set_len(self.written)
             .map_err(io_err("truncate", &self.log_path))?;
         self.allocated = self.written;
-        self.log.sync_all().map_err(io_err("sync", &self.log_path))
+        self.log
+            .sync_all()
+            .map_err(io_err("sync", &self.log_path))?;
+        self.unsynced = false;
+        Ok(())
     }
 
     fn write_snapshot(&mut self, snapshot: &Snapshot, keep_log: bool) -> Result<(), StorageError> {
@@ -501,6 +532,8 @@ impl Storage for FileStorage {
         self.written = new_end;
         self.allocated = new_end;
         self.pending.clear();
+        // Written and synced whole before the commit point.
+        self.unsynced = false;
         // A failure here only leaves a file that opening deletes; still report it, as any
         // storage error, rather than hide a failing disk.
         fs.remove_file(&old_path)
@@ -1272,6 +1305,31 @@ mod tests {
         let mut s = open_clean(dir.path());
         assert_eq!(s.last_lsn(), 6);
         assert_eq!(s.read(6, 1).unwrap(), recs(6..=6));
+    }
+
+    #[test]
+    fn a_sync_makes_durable_the_records_written_out_before_it_as_well_as_the_buffered_ones() {
+        // A record past the write buffer is written out (unsynced) when it is appended; the
+        // next sync, which may be one durable write of the buffered frames, must cover it too.
+        let fs = crate::storage::SimFs::new(1);
+        let (mut s, _) = FileStorage::open_on(fs.shared(), "/d", "test").unwrap();
+        s.append(&recs(1..=1)).unwrap();
+        s.sync().unwrap();
+        let big = LogRecord::new(
+            2,
+            1,
+            RecordBody::Txn(Txn::put("big", vec![7u8; WRITE_BUFFER_BYTES + 1])),
+        );
+        s.append(std::slice::from_ref(&big)).unwrap();
+        assert!(s.pending.is_empty(), "written out at once");
+        s.append(&recs(3..=3)).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        // The harshest crash: everything unsynced lost.
+        fs.crash(&fs.crash_space().plan(0));
+        let (mut s, recovery) = FileStorage::open_on(fs.shared(), "/d", "test").unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(all(&mut s), [recs(1..=1), vec![big], recs(3..=3)].concat());
     }
 
     #[test]

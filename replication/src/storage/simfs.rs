@@ -698,6 +698,22 @@ impl FsFile for SimFile {
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
     }
+
+    /// A write then its sync, as on a real disk (a crash between them may tear it); only the
+    /// contract is checked: nothing else unsynced in the file, which the write alone would not
+    /// make durable on the operating system's filesystem.
+    fn write_tail_durable(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.fs.look(|s| {
+            let unsynced = s.inodes.get(&self.ino).map_or(0, |i| i.pending.len());
+            assert_eq!(
+                unsynced, 0,
+                "a durable tail write with {unsynced} unsynced changes before it"
+            );
+            Ok(())
+        })?;
+        self.write_at(offset, bytes)?;
+        self.sync_data()
+    }
 }
 
 #[cfg(test)]
