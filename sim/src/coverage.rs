@@ -96,6 +96,10 @@ pub const BEHAVIOURS: &[(&str, &str)] = &[
         "crash_in_init",
         "a site crashed in the instant after its internal initialisation",
     ),
+    (
+        "crash_in_removal",
+        "a site crashed in the instant after it recorded the start of a removal",
+    ),
     ("rejoin", "a site was restarted with another helper"),
     ("upgrade", "a site was upgraded to protocol version 2"),
     ("fault_network", "messages were lost or delayed"),

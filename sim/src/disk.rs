@@ -79,7 +79,12 @@ enum Backing {
 pub struct Disk {
     inner: Arc<Mutex<Backing>>,
     durable: Arc<Mutex<DurableMarks>>,
+    /// Told of every batch of records the node appends (see [`Disk::watch_appends`]).
+    watcher: Arc<Mutex<Option<AppendWatcher>>>,
 }
+
+/// What [`Disk::watch_appends`] calls with each batch appended.
+pub type AppendWatcher = Box<dyn Fn(&[LogRecord]) + Send>;
 
 /// When the disk's log became durable through which LSN, for checkers that ask what a site
 /// held at a given time (see [`Disk::durable_through_by`]). Kept only once the world gives the
@@ -117,7 +122,15 @@ impl Disk {
         Disk {
             inner: Arc::new(Mutex::new(backing)),
             durable: Arc::default(),
+            watcher: Arc::default(),
         }
+    }
+
+    /// Calls `watcher` with every batch of records the node appends from now on, once the
+    /// append is done (the world watches for moments of the engine's work no event marks, such
+    /// as the start of a removal).
+    pub fn watch_appends(&self, watcher: AppendWatcher) {
+        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
     }
 
     /// Starts keeping the times at which the log became durable, on `clock` (the world's).
@@ -389,7 +402,11 @@ impl Storage for Disk {
         }
     }
     fn append(&mut self, records: &[LogRecord]) -> Result<(), StorageError> {
-        self.with_open(|s| s.append(records))
+        self.with_open(|s| s.append(records))?;
+        if let Some(watch) = &*self.watcher.lock().unwrap_or_else(|p| p.into_inner()) {
+            watch(records);
+        }
+        Ok(())
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         let last = self.with_open(|s| s.sync().map(|()| s.last_lsn()))?;

@@ -176,11 +176,15 @@ pub enum Moment {
     /// The site has just been initialised from the master's snapshot and not yet caught up with
     /// the log after it.
     Init,
+    /// The site has just recorded the start of a site's removal (the `Removing` entry): on the
+    /// master, the removal is waiting for its acknowledgements, and only a later master can
+    /// finish it; on a client, the removal has not finished.
+    Removal,
 }
 
 impl Moment {
     /// Every moment, in the order a schedule draws them.
-    pub const ALL: [Moment; 3] = [Moment::Vote, Moment::Join, Moment::Init];
+    pub const ALL: [Moment; 4] = [Moment::Vote, Moment::Join, Moment::Init, Moment::Removal];
 
     /// How a trace or a coverage table names it.
     pub fn name(self) -> &'static str {
@@ -188,6 +192,7 @@ impl Moment {
             Moment::Vote => "an election",
             Moment::Join => "a join",
             Moment::Init => "an internal initialisation",
+            Moment::Removal => "a removal",
         }
     }
 }
@@ -429,12 +434,13 @@ impl Schedule {
                 },
                 Kind::Aimed => {
                     let site = (rng.next_u64() % sites as u64) as usize;
-                    match Moment::ALL[(rng.next_u64() % 3) as usize] {
-                        // Few sites are ever initialised: the crash waits for whichever is.
-                        Moment::Init => Fault::CrashAt {
-                            site: None,
-                            moment: Moment::Init,
-                        },
+                    match Moment::ALL[(rng.next_u64() % Moment::ALL.len() as u64) as usize] {
+                        // Few sites are ever initialised, and few removals made: the crash
+                        // waits for whichever site gets there first (for a removal, the master
+                        // that records it).
+                        moment @ (Moment::Init | Moment::Removal) => {
+                            Fault::CrashAt { site: None, moment }
+                        }
                         moment => Fault::CrashAt {
                             site: Some(site),
                             moment,

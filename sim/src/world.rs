@@ -79,6 +79,35 @@ fn is_moment(event: &NodeEvent, moment: Moment) -> bool {
     )
 }
 
+/// Whether `records` record the start of a site's removal (the moment [`Moment::Removal`]).
+fn starts_a_removal(records: &[LogRecord]) -> bool {
+    use replication::log::{MemberState, RecordBody};
+    records.iter().any(|r| {
+        matches!(&r.body, RecordBody::Membership { member: Some(m), .. }
+            if m.state == MemberState::Removing)
+    })
+}
+
+/// Dooms `addr` if a crash is armed for it (or for any site) at a moment `reached` says it is
+/// at, and wakes the executioner.
+fn doom_if_armed(
+    desk: &SharedDesk,
+    doom: &tokio::sync::Notify,
+    addr: &SiteAddr,
+    reached: impl Fn(Moment) -> bool,
+) {
+    let mut desk = desk.lock().expect("desk lock");
+    let armed = desk
+        .armed
+        .iter()
+        .position(|(site, moment)| site.as_ref().is_none_or(|s| s == addr) && reached(*moment));
+    if let Some(i) = armed {
+        let (_, moment) = desk.armed.remove(i);
+        desk.doomed.push((addr.clone(), moment));
+        doom.notify_one();
+    }
+}
+
 /// The executioner's task: kills each site that reached its armed moment, in the instant it
 /// reports it (its disk loses what was not synced), and leaves it to the operator to restart.
 async fn executioner(
@@ -592,6 +621,7 @@ impl World {
                 (Moment::Vote, "crash_in_election"),
                 (Moment::Join, "crash_in_join"),
                 (Moment::Init, "crash_in_init"),
+                (Moment::Removal, "crash_in_removal"),
             ] {
                 if line.contains(&format!("crashed in the middle of {}", moment.name())) {
                     coverage::reach(&mut reached, name);
@@ -959,6 +989,16 @@ impl World {
         // Its own stream for the filesystem's crashes, apart from the node's.
         let disk = Disk::new(self.storage, seed ^ 0xd15c_0000_0000_0000);
         disk.keep_durable_marks(self.since.clone());
+        // The desk holds the disk: a weak handle back, or neither would ever be freed.
+        let (desk, doom, at) = (Arc::downgrade(&self.desk), self.doom.clone(), addr.clone());
+        disk.watch_appends(Box::new(move |records| {
+            if !starts_a_removal(records) {
+                return;
+            }
+            if let Some(desk) = desk.upgrade() {
+                doom_if_armed(&desk, &doom, &at, |moment| moment == Moment::Removal);
+            }
+        }));
         let clock = Arc::new(SkewedClock::new());
         let handle: Slot = Arc::default();
         self.clients
@@ -1912,16 +1952,7 @@ fn spawn_site(machine: SiteMachine, index: usize) -> SimNode {
                     if let NodeEvent::Site(replication::site::Event::StorageFailed { .. }) = event {
                         leave_to_the_operator();
                     }
-                    let mut desk = m.desk.lock().expect("desk lock");
-                    let armed = desk.armed.iter().position(|(site, moment)| {
-                        site.as_ref().is_none_or(|s| *s == addr) && is_moment(&event, *moment)
-                    });
-                    if let Some(i) = armed {
-                        let (_, moment) = desk.armed.remove(i);
-                        desk.doomed.push((addr.clone(), moment));
-                        m.doom.notify_one();
-                    }
-                    drop(desk);
+                    doom_if_armed(&m.desk, &m.doom, &addr, |moment| is_moment(&event, moment));
                     let ms = m.start.elapsed().as_millis();
                     m.trace.lock().expect("trace").site(ms, &addr, event);
                 }
