@@ -259,9 +259,9 @@ const DIRECT_BLOCK: usize = 4096;
 /// A log's sync is one small write at its end. `write` then `fdatasync` goes through the page
 /// cache and then asks the disk to flush; a write through a descriptor opened with `O_DIRECT |
 /// O_DSYNC` goes to the disk at once as a durable write, and returns when it is done. On this
-/// project's test machine (ext4 on a virtual disk, 120-byte appends inside a preallocated file)
-/// that is 86 against 161 microseconds for one writer, and 229 against 316-341 for three at once,
-/// which is what three sites on one machine do on every commit.
+/// project's test machine (ext4 on a virtual disk, small appends inside a preallocated file) it
+/// took less time than `write` and `fdatasync`, most of all with three sites syncing at once
+/// (figures in BENCHMARKS.md).
 ///
 /// A direct write must cover whole aligned blocks, so the bytes of the first block before
 /// `offset` are written again: they are kept from the last direct write (else read back), and

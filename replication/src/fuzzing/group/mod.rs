@@ -53,6 +53,9 @@
 //! 25. With nothing forged, a commit is answered `Committed` only once its ack policy is met by
 //!     the acks its master took, counting the group as it was through the step: members whose
 //!     removal has begun still count until it is settled.
+//! 26. With nothing forged, a master begins a change of who is in the group (records a site
+//!     `Adding` or `Removing`) only once a majority of its voters holds its log through the
+//!     last change of who votes, or through its generation's first record if that is later.
 //!
 //! At the end, each running site's database must equal the replay of its log.
 //!
@@ -65,7 +68,7 @@ pub use forge::build;
 pub use script::*;
 
 use crate::codec;
-use crate::log::{GenHistory, MemberState, RecordBody, Txn};
+use crate::log::{GenHistory, LogRecord, MemberState, RecordBody, Txn};
 use crate::site::{
     AckPolicy, Config, Event, Input, Output, Reply, Request, RequestError, RequestId, RoleKind,
     Site,
@@ -160,6 +163,20 @@ fn commit_group(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
     members
         .iter()
         .filter(|(_, m)| matches!(m.state, MemberState::Present | MemberState::Removing))
+        .map(|(addr, _)| addr.clone())
+        .collect()
+}
+
+/// The sites whose votes a site counts (rule 26): its `Present` members, or its static list.
+fn voters(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
+    let cfg = site.config();
+    let members = site.db().members();
+    if cfg.protocol_version < 2 || members.is_empty() {
+        return cfg.sites.iter().cloned().collect();
+    }
+    members
+        .iter()
+        .filter(|(_, m)| m.state == MemberState::Present)
         .map(|(addr, _)| addr.clone())
         .collect()
 }
@@ -699,6 +716,7 @@ impl Group {
             _ => None,
         };
         let commit_group_before = commit_group(site);
+        let voters_before = voters(site);
         let heard_priority = match &input {
             Input::Message { from, msg } => match msg {
                 Message::Ack { priority, .. }
@@ -1094,6 +1112,56 @@ impl Group {
                     assert!(
                         *site == addr || told,
                         "{addr}: removed {site} at {} without sending it the record",
+                        r.pos()
+                    );
+                }
+            }
+            // 26. One change of who votes at a time: two stacked (a join not yet held by a
+            //     majority, then a removal) let two sites count votes by groups that share no
+            //     majority. The floor is the last change of who votes before the new record, or
+            //     the generation's first record; its holders are the master and the sites whose
+            //     acks it took in its generation.
+            let begins_a_change = |r: &LogRecord| {
+                matches!(&r.body, RecordBody::Membership { member: Some(m), .. }
+                    if matches!(m.state, MemberState::Adding | MemberState::Removing))
+            };
+            if role_before == RoleKind::Master
+                && !self.forged_any
+                && records.iter().any(begins_a_change)
+            {
+                let first = site.storage().first_lsn();
+                let log = storage::read_to_end(site.storage(), first).unwrap_or_default();
+                // Judged only when the log still reaches back to the generation's start.
+                let gen_start = log
+                    .iter()
+                    .find(|x| x.gen == gen_before)
+                    .filter(|x| matches!(x.body, RecordBody::GenStart { .. }))
+                    .map(|x| x.lsn);
+                let acked = self.acks_taken.get(&(i, gen_before));
+                for r in records.iter().filter(|r| begins_a_change(r)) {
+                    let Some(gen_start) = gen_start else { break };
+                    let floor = log
+                        .iter()
+                        .filter(|x| x.lsn < r.lsn && x.changes_voters())
+                        .map(|x| x.lsn)
+                        .fold(gen_start, Lsn::max);
+                    let holding = voters_before
+                        .iter()
+                        .filter(|a| {
+                            **a == addr
+                                || acked.and_then(|t| t.get(*a)).is_some_and(|l| *l >= floor)
+                        })
+                        .count();
+                    let n = voters_before.len();
+                    let needed = if n == 2 && !site.config().two_site_strict {
+                        1
+                    } else {
+                        n / 2 + 1
+                    };
+                    assert!(
+                        holding >= needed,
+                        "{addr}: began a membership change at {} with only {holding} of \
+                         {n} voters holding the last change (LSN {floor}), {needed} needed",
                         r.pos()
                     );
                 }
