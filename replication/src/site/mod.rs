@@ -310,10 +310,13 @@ impl<S: Storage> Site<S> {
                 self.on_master_connection_lost(&addr);
                 // A candidate may have all it needs now: every site still connected answered,
                 // or the other site of a lenient pair went away. Judge the round at once, not
-                // at its deadline (which a driver's next tick waits for).
+                // at its deadline (which a driver's next tick waits for). So too a master's
+                // commits: under a policy that counts the connected sites (`all_available`),
+                // one that went away without acknowledging no longer holds them back.
                 match self.role {
                     Role::Electing(_) => self.check_win(),
-                    _ => Ok(()),
+                    Role::Master(_) => self.resolve_pending(),
+                    Role::Client(_) => Ok(()),
                 }
             }
             Input::Request { id, request } => self.on_request(id, request),

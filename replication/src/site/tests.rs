@@ -650,6 +650,39 @@ fn every_ack_policy_counts_the_right_sites() {
     assert!(!ok(commit_with(AllAvailable, &[2, 3, 4])));
 }
 
+/// Found by the fuzz harness (rule 9): under `all_available`, a commit held back only by a
+/// connected client that had not acknowledged it was answered at the master's next tick after
+/// that client disconnected, not when it disconnected.
+#[test]
+fn regression_a_commit_held_back_by_a_client_that_disconnects_is_answered_at_once() {
+    let mut net = Network::new(3, 12, |_, cfg| cfg.ack_policy = AckPolicy::AllAvailable);
+    let master = elected(&mut net);
+    net.settle(2_000);
+    let [acking, silent] = [
+        others(&net, &master)[0].clone(),
+        others(&net, &master)[1].clone(),
+    ];
+    // The commit's records are queued for both clients; neither has them yet.
+    let id = net.commit(&master, Txn::put("k", "v"));
+    let site = net.site(&master).unwrap();
+    let (gen, lsn) = (site.gen(), site.last().lsn);
+    let ack = Message::Ack {
+        gen,
+        lsn,
+        priority: 100,
+    };
+    net.input(
+        &master,
+        Input::Message {
+            from: acking,
+            msg: ack,
+        },
+    );
+    assert_eq!(net.result(id), None, "the silent client still counts");
+    net.input(&master, Input::PeerDisconnected(silent));
+    assert!(committed(&net, id), "{:?}", net.result(id));
+}
+
 #[test]
 fn a_returning_master_rolls_back_what_never_reached_the_new_master() {
     let mut net = Network::new(3, 11, |_, cfg| cfg.ack_policy = AckPolicy::None);
