@@ -74,9 +74,9 @@ pub struct Site<S: Storage> {
     /// Set once the site stopped (storage failed, or it was removed from the group): it does
     /// nothing more and answers `HandleDead`.
     dead: Option<String>,
-    /// A deadline the last tick left due, and the role it left it in (see
+    /// A deadline the last tick left due, and the role and generation it left it in (see
     /// `check_ticks_progress`).
-    overdue: Option<(Time, RoleKind)>,
+    overdue: Option<(Time, RoleKind, crate::types::Gen)>,
     /// While joining: when to ask the helper (again).
     join_at: Option<Time>,
     /// Whether the helper answered the last join request (with `Unavail`): a retry after an
@@ -830,12 +830,13 @@ impl<S: Storage> Site<S> {
     /// the same role, has the driver tick again at once, forever, a site spinning without
     /// progress. (A client that stands at once on losing its master, and as the only member
     /// wins at the next tick, leaves its first heartbeat due at that same millisecond: that is
-    /// progress.)
+    /// progress; so is a master that lost its mastership between two ticks and won a new
+    /// generation at the second, its first heartbeat due at the same millisecond again.)
     fn check_ticks_progress(&mut self) {
         let due = self
             .next_deadline()
             .filter(|&at| at <= self.now)
-            .map(|at| (at, self.role()));
+            .map(|at| (at, self.role(), self.gen()));
         assert!(
             due.is_none() || due != self.overdue,
             "{}: two ticks in a row left the deadline at {:?} unmoved (now {:?}, as {:?})",
