@@ -366,14 +366,18 @@ impl<S: Storage> Site<S> {
         last: LogPos,
     ) -> Result<(), StorageError> {
         // A master never takes back its log within its generation, so a history ending below
-        // what this master has already shown us (its heartbeats, the records it sent) is an old
-        // answer, to an earlier request and delivered late: rolling back by it would drop
-        // records we may have acknowledged.
+        // what this master has already shown us is an old answer, to an earlier request and
+        // delivered late: rolling back by it would drop records we may have acknowledged. What
+        // it has shown us is its heartbeats and records since we took it as master, and the
+        // records of its generation in our log: only it wrote those, whatever we heard since
+        // (a late heartbeat can make us take the same master anew and forget the rest).
+        let mine = self.last();
         let expected = match &self.role {
             Role::Client(c) => {
                 c.is_following(&from, gen)
                     && matches!(c.sync, Sync::Verifying { .. })
                     && last >= c.master_last
+                    && !(mine.gen == gen && mine.lsn > last.lsn)
             }
             _ => false,
         };
@@ -381,7 +385,6 @@ impl<S: Storage> Site<S> {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
-        let mine = self.last();
         let common = self.history.common_prefix(mine.lsn, &history, last.lsn);
         let snapshot_lsn = self.storage.first_lsn() - 1;
         if common < mine.lsn {

@@ -356,7 +356,7 @@ impl<S: Storage> Site<S> {
             }
             Message::Log { gen, records } => self.on_log(from, gen, records),
             Message::SyncRequest { gen, priority } => {
-                self.note_priority(&from, priority);
+                self.note_priority(&from, priority)?;
                 self.on_sync_request(from, gen)
             }
             Message::SyncInfo {
@@ -368,7 +368,7 @@ impl<S: Storage> Site<S> {
             Message::LogRequest { gen, from: lsn } => self.on_log_request(from, gen, lsn),
             Message::InitSnapshot { gen, snapshot } => self.on_init_snapshot(from, gen, snapshot),
             Message::Ack { gen, lsn, priority } => {
-                self.note_priority(&from, priority);
+                self.note_priority(&from, priority)?;
                 self.on_ack(from, gen, lsn)
             }
             Message::VoteRequest {
@@ -378,7 +378,7 @@ impl<S: Storage> Site<S> {
                 takeover,
                 pre,
             } => {
-                self.note_priority(&from, priority);
+                self.note_priority(&from, priority)?;
                 let ask = election::Ask {
                     egen,
                     last,
@@ -398,7 +398,7 @@ impl<S: Storage> Site<S> {
                 pre,
                 term,
             } => {
-                self.note_priority(&from, priority);
+                self.note_priority(&from, priority)?;
                 let ballot = election::Ballot {
                     term,
                     egen,
@@ -605,8 +605,16 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    fn note_priority(&mut self, from: &SiteAddr, priority: u32) {
-        self.peers.entry(from.clone()).or_default().priority = Some(priority);
+    /// Records a peer's priority, as its latest message states it. The acknowledgement
+    /// policies count only sites that may become master, so a change can decide a master's
+    /// pending commits: they are judged at once, not at the next tick.
+    fn note_priority(&mut self, from: &SiteAddr, priority: u32) -> Result<(), StorageError> {
+        let peer = self.peers.entry(from.clone()).or_default();
+        let changed = peer.priority.replace(priority) != Some(priority);
+        if changed && matches!(self.role, Role::Master(_)) {
+            self.resolve_pending()?;
+        }
+        Ok(())
     }
 
     /// Whether a connection to `addr` is up.

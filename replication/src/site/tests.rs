@@ -684,6 +684,102 @@ fn regression_a_commit_held_back_by_a_client_that_disconnects_is_answered_at_onc
 }
 
 #[test]
+fn regression_a_late_sync_answer_never_rolls_back_records_of_its_masters_generation() {
+    let mut net = group(3, 12);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    let id = net.commit(&master, Txn::put("k", "v"));
+    net.run_for(100);
+    assert!(committed(&net, id), "{:?}", net.result(id));
+    assert!(net.settle(2_000));
+    let (gen, history) = {
+        let site = net.site(&master).unwrap();
+        (site.gen(), site.history().clone())
+    };
+    let held = net.site(&client).unwrap().last();
+    assert_eq!(
+        held.gen, gen,
+        "the client holds the commit, of the master's generation"
+    );
+    // The client stops hearing the master and gives it up.
+    net.clog(&master, &client);
+    let gave_up = net.run_until_cond(5_000, |n| {
+        n.events_of(&client)
+            .iter()
+            .any(|e| matches!(e, Event::MasterFailure { .. }))
+    });
+    assert!(gave_up, "the client never declared the master failed");
+    // Then two old messages of the master's, from before the commit, arrive late (a duplicate
+    // or a slow path): a heartbeat, which makes the client take the master anew and ask it
+    // where its log ends, and an answer to an earlier such request.
+    let before = LogPos::new(gen, held.lsn - 1);
+    let late = |msg| Input::Message {
+        from: master.clone(),
+        msg,
+    };
+    net.input(
+        &client,
+        late(Message::Heartbeat {
+            gen,
+            last: before,
+            first_lsn: 1,
+        }),
+    );
+    net.input(
+        &client,
+        late(Message::SyncInfo {
+            gen,
+            history,
+            first_lsn: 1,
+            last: before,
+        }),
+    );
+    let events = net.events_of(&client);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::NewMaster { master: m, .. } if *m == master)),
+        "the late heartbeat should have made the client verify its log again"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::RolledBack { .. })),
+        "{events:?}"
+    );
+    assert_eq!(net.site(&client).unwrap().last(), held);
+    assert_eq!(net.site(&client).unwrap().get(b"k"), Some(&b"v"[..]));
+}
+
+#[test]
+fn regression_a_commit_a_client_held_is_answered_once_that_client_says_it_may_be_master() {
+    // s1 becomes master; s3 starts at priority 0, so its acknowledgement counts for nothing.
+    let mut net = Network::new(3, 6, |i, cfg| {
+        cfg.ack_policy = AckPolicy::Quorum;
+        cfg.priority = [200, 100, 0][i];
+    });
+    let master = elected(&mut net);
+    assert_eq!(master, s(1));
+    net.clog(&master, &s(2));
+    let id = net.commit(&master, Txn::put("k", "v"));
+    net.run_for(50);
+    assert_eq!(
+        net.result(id),
+        None,
+        "only a priority-0 site holds the commit"
+    );
+    // s3 comes back with a priority (a restart with a new configuration) and says so in its
+    // first message to the master, a request to verify its log.
+    let gen = net.site(&master).unwrap().gen();
+    net.input(
+        &master,
+        Input::Message {
+            from: s(3),
+            msg: Message::SyncRequest { gen, priority: 50 },
+        },
+    );
+    assert!(committed(&net, id), "{:?}", net.result(id));
+}
+
+#[test]
 fn a_returning_master_rolls_back_what_never_reached_the_new_master() {
     let mut net = Network::new(3, 11, |_, cfg| cfg.ack_policy = AckPolicy::None);
     let old = elected(&mut net);
