@@ -155,20 +155,17 @@ fn describes(history: &GenHistory, last: LogPos) -> bool {
 /// its members present or being removed (a removal counts only once settled), or its static
 /// list.
 fn commit_group(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
-    let cfg = site.config();
-    let members = site.db().members();
-    if cfg.protocol_version < 2 || members.is_empty() {
-        return cfg.sites.iter().cloned().collect();
-    }
-    members
-        .iter()
-        .filter(|(_, m)| matches!(m.state, MemberState::Present | MemberState::Removing))
-        .map(|(addr, _)| addr.clone())
-        .collect()
+    members_in(site, &[MemberState::Present, MemberState::Removing])
 }
 
 /// The sites whose votes a site counts (rule 26): its `Present` members, or its static list.
 fn voters(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
+    members_in(site, &[MemberState::Present])
+}
+
+/// A site's members in one of `states`; its static list in a group without a membership
+/// database (legacy, or not yet created).
+fn members_in(site: &Site<MemStorage>, states: &[MemberState]) -> BTreeSet<SiteAddr> {
     let cfg = site.config();
     let members = site.db().members();
     if cfg.protocol_version < 2 || members.is_empty() {
@@ -176,7 +173,7 @@ fn voters(site: &Site<MemStorage>) -> BTreeSet<SiteAddr> {
     }
     members
         .iter()
-        .filter(|(_, m)| m.state == MemberState::Present)
+        .filter(|(_, m)| states.contains(&m.state))
         .map(|(addr, _)| addr.clone())
         .collect()
 }
