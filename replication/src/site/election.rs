@@ -461,11 +461,12 @@ impl<S: Storage> Site<S> {
             term,
         } = ballot;
         let names_a_master = master.is_some();
-        if let Some(master) =
-            master.filter(|m| !self.recipients().contains(m) && *m != self.cfg.addr)
-        {
+        if let Some(master) = master.filter(|m| {
+            gen >= self.meta.gen && !self.recipients().contains(m) && *m != self.cfg.addr
+        }) {
             // A master we do not count as a member: our membership view is stale (we may have
-            // been removed while away). Ask it directly; it answers `Removed` if so.
+            // been removed while away). Ask it directly; it answers `Removed` if so. Not for a
+            // master of a generation before ours: that news is older than our own view.
             let (gen, priority) = (self.meta.gen, self.cfg.priority);
             self.send(&master, Message::SyncRequest { gen, priority });
         }

@@ -122,7 +122,6 @@ impl<S: Storage> Site<S> {
             self.request_leases();
         }
         self.resolve_pending()?;
-        self.progress_step_down();
         self.create_membership_if_ready()
     }
 
@@ -314,8 +313,17 @@ impl<S: Storage> Site<S> {
         (self.ack_standing(false), commits)
     }
 
-    /// Answers every pending commit whose policy is met or whose time is up.
+    /// Answers every pending commit whose policy is met or whose time is up, then hands over
+    /// if a switchover waited only for them. Whatever can answer a commit (an ack, our own
+    /// sync, a peer gone or changing its priority, a tick) calls this, so a switchover never
+    /// waits for the next tick once it is ready.
     pub(super) fn resolve_pending(&mut self) -> Result<(), StorageError> {
+        self.answer_pending()?;
+        self.progress_step_down();
+        Ok(())
+    }
+
+    fn answer_pending(&mut self) -> Result<(), StorageError> {
         let (now, synced_through) = (self.now, self.synced_through);
         let Role::Master(m) = &self.role else {
             return Ok(());
@@ -478,9 +486,7 @@ impl<S: Storage> Site<S> {
         let acked = m.acked.entry(from).or_insert(0);
         *acked = (*acked).max(lsn);
         self.stats.acks_received += 1;
-        self.resolve_pending()?;
-        self.progress_step_down();
-        Ok(())
+        self.resolve_pending()
     }
 
     /// A client starts following us: send our log's history so it can find where it diverged.

@@ -780,6 +780,82 @@ fn regression_a_commit_a_client_held_is_answered_once_that_client_says_it_may_be
 }
 
 #[test]
+fn a_vote_naming_an_unknown_master_is_checked_with_it_unless_the_news_is_older_than_ours() {
+    let mut net = group(3, 4);
+    let master = elected(&mut net);
+    let client = others(&net, &master)[0].clone();
+    let gen = net.site(&client).unwrap().gen();
+    assert!(gen >= 1);
+    let stranger = s(9);
+    net.record_messages();
+    let vote = |gen| Input::Message {
+        from: master.clone(),
+        msg: Message::Vote {
+            egen: gen,
+            granted: false,
+            gen,
+            last: LogPos::new(gen, 1),
+            priority: 1,
+            master: Some(stranger.clone()),
+            pre: true,
+            term: gen,
+        },
+    };
+    let asked = |net: &Network| {
+        net.recorded_messages()
+            .iter()
+            .filter(|(from, to, m)| {
+                *from == client && *to == stranger && matches!(m, Message::SyncRequest { .. })
+            })
+            .count()
+    };
+    // News from a generation before ours names a master of the past: nothing to check.
+    net.input(&client, vote(gen - 1));
+    assert_eq!(asked(&net), 0);
+    // A master of our generation that our database does not list: our view may be stale (we
+    // may have been removed while away), so we ask it.
+    net.input(&client, vote(gen));
+    assert_eq!(asked(&net), 1);
+}
+
+#[test]
+fn regression_a_switchover_waiting_only_for_a_commit_hands_over_as_that_commit_is_answered() {
+    let mut net = Network::new(3, 12, |_, cfg| cfg.ack_policy = AckPolicy::AllAvailable);
+    let master = elected(&mut net);
+    net.settle(2_000);
+    let [target, silent] = [
+        others(&net, &master)[0].clone(),
+        others(&net, &master)[1].clone(),
+    ];
+    // A commit whose records neither client has yet; the target acks it, the other never does.
+    let id = net.commit(&master, Txn::put("k", "v"));
+    let site = net.site(&master).unwrap();
+    let (gen, lsn) = (site.gen(), site.last().lsn);
+    let ack = Message::Ack {
+        gen,
+        lsn,
+        priority: 100,
+    };
+    net.input(
+        &master,
+        Input::Message {
+            from: target.clone(),
+            msg: ack,
+        },
+    );
+    let switchover = net.request(&master, Request::StepDown { to: target.clone() });
+    assert_eq!(net.result(switchover), None, "the commit still waits");
+    // The silent client goes away: the commit is answered, and the switchover goes on at once.
+    net.input(&master, Input::PeerDisconnected(silent));
+    assert!(committed(&net, id), "{:?}", net.result(id));
+    assert!(
+        matches!(net.result(switchover), Some(Ok(Reply::SteppedDown { to })) if *to == target),
+        "{:?}",
+        net.result(switchover)
+    );
+}
+
+#[test]
 fn a_returning_master_rolls_back_what_never_reached_the_new_master() {
     let mut net = Network::new(3, 11, |_, cfg| cfg.ack_policy = AckPolicy::None);
     let old = elected(&mut net);

@@ -1292,17 +1292,19 @@ impl Group {
             }
         }
         // 16. A history is asked of the master followed (after the step: taking a master on
-        //     asks it at once), of a site the database does not list (a vote named it as
-        //     master: it answers `Removed` if our view is stale) or, while the site does not
-        //     count itself in the group, of every member.
-        let followed_after = self.slots[i]
-            .site
-            .as_ref()
-            .and_then(|s| s.followed().map(|(m, _)| m.clone()));
+        //     asks it at once), of a site the database does not list, before the step or after
+        //     it (a vote named it as master: it answers `Removed` if our view is stale; the
+        //     step may have dropped the site, as when its join failed, before the vote was
+        //     read) or, while the site does not count itself in the group, of every member.
+        let (followed_after, peers_after) = match &self.slots[i].site {
+            Some(s) => (s.followed().map(|(m, _)| m.clone()), s.peers()),
+            None => (None, Vec::new()),
+        };
         for to in sent_to(&outputs, |m| matches!(m, Message::SyncRequest { .. })) {
             assert!(
                 followed_after.as_ref() == Some(to)
                     || !peers_before.contains(to)
+                    || !peers_after.contains(to)
                     || !counted_before,
                 "{addr}: asked {to}, a member it does not follow, for its history"
             );
