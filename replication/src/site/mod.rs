@@ -340,6 +340,20 @@ impl<S: Storage> Site<S> {
             return Ok(());
         }
         self.stats.messages_received += 1;
+        // Noted before the message is handled (an ack is counted by the priority it states),
+        // and acted on after: the acknowledgement policies count only sites that may become
+        // master, so a change can decide a master's pending commits.
+        let priority_news = msg
+            .sender_priority()
+            .is_some_and(|priority| self.note_priority(&from, priority));
+        self.dispatch_message(from, msg)?;
+        if priority_news {
+            self.resolve_pending()?;
+        }
+        Ok(())
+    }
+
+    fn dispatch_message(&mut self, from: SiteAddr, msg: Message) -> Result<(), StorageError> {
         match msg {
             Message::Heartbeat {
                 gen,
@@ -355,10 +369,7 @@ impl<S: Storage> Site<S> {
                 Ok(())
             }
             Message::Log { gen, records } => self.on_log(from, gen, records),
-            Message::SyncRequest { gen, priority } => {
-                self.note_priority(&from, priority)?;
-                self.on_sync_request(from, gen)
-            }
+            Message::SyncRequest { gen, .. } => self.on_sync_request(from, gen),
             Message::SyncInfo {
                 gen,
                 history,
@@ -367,10 +378,7 @@ impl<S: Storage> Site<S> {
             } => self.on_sync_info(from, gen, history, first_lsn, last),
             Message::LogRequest { gen, from: lsn } => self.on_log_request(from, gen, lsn),
             Message::InitSnapshot { gen, snapshot } => self.on_init_snapshot(from, gen, snapshot),
-            Message::Ack { gen, lsn, priority } => {
-                self.note_priority(&from, priority)?;
-                self.on_ack(from, gen, lsn)
-            }
+            Message::Ack { gen, lsn, .. } => self.on_ack(from, gen, lsn),
             Message::VoteRequest {
                 egen,
                 last,
@@ -378,7 +386,6 @@ impl<S: Storage> Site<S> {
                 takeover,
                 pre,
             } => {
-                self.note_priority(&from, priority)?;
                 let ask = election::Ask {
                     egen,
                     last,
@@ -398,7 +405,6 @@ impl<S: Storage> Site<S> {
                 pre,
                 term,
             } => {
-                self.note_priority(&from, priority)?;
                 let ballot = election::Ballot {
                     term,
                     egen,
@@ -605,16 +611,10 @@ impl<S: Storage> Site<S> {
         }
     }
 
-    /// Records a peer's priority, as its latest message states it. The acknowledgement
-    /// policies count only sites that may become master, so a change can decide a master's
-    /// pending commits: they are judged at once, not at the next tick.
-    fn note_priority(&mut self, from: &SiteAddr, priority: u32) -> Result<(), StorageError> {
+    /// Records a peer's priority, as its latest message states it; true if that changed it.
+    fn note_priority(&mut self, from: &SiteAddr, priority: u32) -> bool {
         let peer = self.peers.entry(from.clone()).or_default();
-        let changed = peer.priority.replace(priority) != Some(priority);
-        if changed && matches!(self.role, Role::Master(_)) {
-            self.resolve_pending()?;
-        }
-        Ok(())
+        peer.priority.replace(priority) != Some(priority)
     }
 
     /// Whether a connection to `addr` is up.

@@ -273,6 +273,18 @@ impl Message {
         }
     }
 
+    /// The sender's own election priority, in the messages that state it (a join request's
+    /// priority is the joiner's, which a helper may relay: not the sender's).
+    pub fn sender_priority(&self) -> Option<u32> {
+        match self {
+            Message::SyncRequest { priority, .. }
+            | Message::Ack { priority, .. }
+            | Message::VoteRequest { priority, .. }
+            | Message::Vote { priority, .. } => Some(*priority),
+            _ => None,
+        }
+    }
+
     /// The lowest protocol version that has this message: version 1 has no membership
     /// database, so no joins or removals.
     pub fn min_version(&self) -> u8 {
