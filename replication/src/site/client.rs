@@ -365,19 +365,14 @@ impl<S: Storage> Site<S> {
         first_lsn: Lsn,
         last: LogPos,
     ) -> Result<(), StorageError> {
-        // A master never takes back its log within its generation, so a history ending below
-        // what this master has already shown us is an old answer, to an earlier request and
-        // delivered late: rolling back by it would drop records we may have acknowledged. What
-        // it has shown us is its heartbeats and records since we took it as master, and the
-        // records of its generation in our log: only it wrote those, whatever we heard since
-        // (a late heartbeat can make us take the same master anew and forget the rest).
-        let mine = self.last();
+        // A history ending below what this master has already shown us since we took it as
+        // master (its heartbeats, the records it sent) is an old answer, to an earlier request
+        // and delivered late: a master never takes back its log within its generation.
         let expected = match &self.role {
             Role::Client(c) => {
                 c.is_following(&from, gen)
                     && matches!(c.sync, Sync::Verifying { .. })
                     && last >= c.master_last
-                    && !(mine.gen == gen && mine.lsn > last.lsn)
             }
             _ => false,
         };
@@ -385,7 +380,18 @@ impl<S: Storage> Site<S> {
             self.stats.messages_ignored += 1;
             return Ok(());
         }
+        let mine = self.last();
         let common = self.history.common_prefix(mine.lsn, &history, last.lsn);
+        // So too a history that our log continues with records of the master's own generation,
+        // opened by the same `GenStart`: only that master wrote them, whatever we heard since
+        // (a late heartbeat can make us take the same master anew and forget the rest), so
+        // rolling back by it would drop records we may have acknowledged. (Two masters of one
+        // generation, the two sides of a cut lenient pair, open it with different records:
+        // there the common prefix ends before the master's end, and we do roll back.)
+        if mine.gen == gen && mine.lsn > last.lsn && common == last.lsn {
+            self.stats.messages_ignored += 1;
+            return Ok(());
+        }
         let snapshot_lsn = self.storage.first_lsn() - 1;
         if common < mine.lsn {
             let to = LogPos::new(self.history.gen_at(common, mine.lsn).unwrap_or(0), common);
