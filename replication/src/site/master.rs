@@ -206,13 +206,23 @@ impl<S: Storage> Site<S> {
                 recipients.push(site.clone());
             }
         }
+        let changes_members = matches!(record.body, RecordBody::Membership { .. });
+        if changes_members {
+            // A change of who counts is durable here before anyone hears of it. Shipped first,
+            // a crash could leave a client holding a change its master lost: a site holding its
+            // own removal never stands, and refuses a candidate whose log is behind its own, so
+            // a pair could stay without a master for good. (Changes are rare: the sync costs
+            // nothing that matters.)
+            self.sync_log()?;
+        }
         let records: Arc<[LogRecord]> = Arc::from([record]);
         for to in recipients {
             let records = Arc::clone(&records);
             self.send(&to, Message::Log { gen, records });
         }
-        // Shipped before it is durable here, so the syncs overlap; answered only once both are.
-        self.sync_deferred = true;
+        // Otherwise shipped before it is durable here, so the syncs overlap; answered only once
+        // both are.
+        self.sync_deferred |= !changes_members;
         let deadline = self.now.plus_ms(self.cfg.timeouts.ack_ms);
         let m = self.master_mut().expect("committing as master");
         m.pending.insert(lsn, Pending { waiter, deadline });

@@ -127,6 +127,45 @@ fn a_master_ships_a_commit_before_its_own_sync_and_answers_only_once_both_are_do
     );
 }
 
+/// Unlike a commit, a change of who counts is durable on the master before any client hears
+/// of it. (Found by the swarm, `random-faults` seeds 6654 and 9321: a master that crashed
+/// between shipping a removal and syncing it came back without it, while the site being
+/// removed held it; that site would not stand, and refused the master's candidacy as behind
+/// its own log, so the pair never had a master again.)
+#[test]
+fn a_master_makes_a_membership_change_durable_before_it_ships_it() {
+    let mut net = group(3, 21);
+    let master = elected(&mut net);
+    net.run_for(500);
+    let leaving = others(&net, &master)[0].clone();
+    let now = net.now();
+    let site = net.site_mut(&master).unwrap();
+    let syncs_before = site.storage_ref().syncs();
+    let request = Request::RemoveSite {
+        site: leaving.clone(),
+    };
+    let out = site.step(
+        now,
+        Input::Request {
+            id: RequestId(9_001),
+            request,
+        },
+    );
+    let shipped = out.iter().any(|o| {
+        matches!(o, Output::Send { msg: Message::Log { records, .. }, .. }
+            if records.iter().any(|r| matches!(&r.body,
+                RecordBody::Membership { site, member: Some(m) }
+                    if *site == leaving && m.state == MemberState::Removing)))
+    });
+    assert!(shipped, "the removal was not shipped: {out:?}");
+    assert_eq!(
+        site.storage_ref().syncs(),
+        syncs_before + 1,
+        "synced once, first"
+    );
+    assert!(!site.needs_sync());
+}
+
 #[test]
 fn commits_asked_together_share_one_append_one_sync_and_one_message_per_client() {
     let mut net = group(3, 21);
