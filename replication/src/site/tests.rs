@@ -734,11 +734,9 @@ fn every_ack_policy_counts_the_right_sites() {
     assert!(!ok(commit_with(AllAvailable, &[2, 3, 4])));
 }
 
-/// Found by the fuzz harness (rule 9): under `all_available`, a commit held back only by a
-/// connected client that had not acknowledged it was answered at the master's next tick after
-/// that client disconnected, not when it disconnected.
-#[test]
-fn regression_a_commit_held_back_by_a_client_that_disconnects_is_answered_at_once() {
+/// Under `all_available`: a commit whose records neither client has yet, acknowledged by one
+/// client only. Returns the network, the master, the client that did not ack, and the commit.
+fn commit_acked_by_one_of_two_clients() -> (Network, SiteAddr, SiteAddr, RequestId) {
     let mut net = Network::new(3, 12, |_, cfg| cfg.ack_policy = AckPolicy::AllAvailable);
     let master = elected(&mut net);
     net.settle(2_000);
@@ -762,6 +760,15 @@ fn regression_a_commit_held_back_by_a_client_that_disconnects_is_answered_at_onc
             msg: ack,
         },
     );
+    (net, master, silent, id)
+}
+
+/// Found by the fuzz harness (rule 9): under `all_available`, a commit held back only by a
+/// connected client that had not acknowledged it was answered at the master's next tick after
+/// that client disconnected, not when it disconnected.
+#[test]
+fn regression_a_commit_held_back_by_a_client_that_disconnects_is_answered_at_once() {
+    let (mut net, master, silent, id) = commit_acked_by_one_of_two_clients();
     assert_eq!(net.result(id), None, "the silent client still counts");
     net.input(&master, Input::PeerDisconnected(silent));
     assert!(committed(&net, id), "{:?}", net.result(id));
@@ -904,29 +911,12 @@ fn a_vote_naming_an_unknown_master_is_checked_with_it_unless_the_news_is_older_t
 
 #[test]
 fn regression_a_switchover_waiting_only_for_a_commit_hands_over_as_that_commit_is_answered() {
-    let mut net = Network::new(3, 12, |_, cfg| cfg.ack_policy = AckPolicy::AllAvailable);
-    let master = elected(&mut net);
-    net.settle(2_000);
-    let [target, silent] = [
-        others(&net, &master)[0].clone(),
-        others(&net, &master)[1].clone(),
-    ];
-    // A commit whose records neither client has yet; the target acks it, the other never does.
-    let id = net.commit(&master, Txn::put("k", "v"));
-    let site = net.site(&master).unwrap();
-    let (gen, lsn) = (site.gen(), site.last().lsn);
-    let ack = Message::Ack {
-        gen,
-        lsn,
-        priority: 100,
-    };
-    net.input(
-        &master,
-        Input::Message {
-            from: target.clone(),
-            msg: ack,
-        },
-    );
+    // The commit's target acks it; the other client never does.
+    let (mut net, master, silent, id) = commit_acked_by_one_of_two_clients();
+    let target = others(&net, &master)
+        .into_iter()
+        .find(|a| *a != silent)
+        .expect("the acking client");
     let switchover = net.request(&master, Request::StepDown { to: target.clone() });
     assert_eq!(net.result(switchover), None, "the commit still waits");
     // The silent client goes away: the commit is answered, and the switchover goes on at once.
