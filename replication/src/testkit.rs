@@ -388,6 +388,20 @@ impl Network {
         self.set_cut(cut);
     }
 
+    /// Loses every message in flight from `from` to `to` that `lose` picks, as a link that drops
+    /// one message and keeps the connection would; returns how many were lost.
+    pub fn lose_in_flight(
+        &mut self,
+        from: &SiteAddr,
+        to: &SiteAddr,
+        lose: impl Fn(&Message) -> bool,
+    ) -> usize {
+        let before = self.queue.len();
+        self.queue
+            .retain(|_, m| !(m.from == *from && m.to == *to && lose(&m.msg)));
+        before - self.queue.len()
+    }
+
     /// Repairs every link.
     pub fn heal(&mut self) {
         self.set_cut(BTreeSet::new());

@@ -5,6 +5,8 @@ use super::*;
 use crate::log::{MemberState, RecordBody, Txn};
 use crate::storage::MemStorage;
 use crate::testkit::Network;
+use crate::types::Gen;
+use crate::wire::JoinResult;
 
 fn s(i: usize) -> SiteAddr {
     Network::addr(i)
@@ -643,4 +645,347 @@ fn a_group_whose_only_other_member_has_priority_0_still_admits_sites() {
     net.add_site(one(joiner(3, 1)));
     let joined = net.run_until_cond(10_000, |net| is_present(net, &s(1), &s(3)));
     assert!(joined, "s3 never joined: {:?}", net.events_of(&s(3)));
+}
+
+// ----- answers that must be ignored, and counted -----------------------------------------------
+
+fn ignored(net: &Network, at: &SiteAddr) -> u64 {
+    net.site(at).unwrap().stats().messages_ignored
+}
+
+fn accepted(master: usize, gen: Gen, last: Lsn) -> JoinResult {
+    JoinResult::Accepted {
+        master: s(master),
+        gen,
+        last,
+    }
+}
+
+/// A join answer reaching a member that is not joining (a late or duplicated copy) changes
+/// nothing and is counted as ignored.
+#[test]
+fn a_join_answer_to_a_site_that_is_not_joining_is_ignored_and_counted() {
+    let mut net = built_group(2, 20);
+    let gen = net.site(&s(1)).unwrap().gen();
+    let before = ignored(&net, &s(2));
+    let msg = Message::JoinReply {
+        site: s(2),
+        result: accepted(1, gen, 1),
+    };
+    net.input(&s(2), Input::Message { from: s(1), msg });
+    assert_eq!(ignored(&net, &s(2)), before + 1);
+    assert!(net.site(&s(2)).unwrap().join_at.is_none());
+}
+
+/// s3 asks to be removed, then starts again (joining anew through s1) cut off from the group, so
+/// its join stays open; it has followed the master of generation `gen` before.
+fn rejoining_cut_off(seed: u64) -> (Network, Gen) {
+    let mut net = built_group(3, seed);
+    let gen = net.site(&s(1)).unwrap().gen();
+    let id = net.request(&s(3), Request::RemoveSite { site: s(3) });
+    net.run_for(1_000);
+    assert_eq!(net.result(id), Some(&Ok(Reply::SiteRemoved { site: s(3) })));
+    net.crash(&s(3));
+    net.partition(&[&[s(1), s(2)], &[s(3)]]);
+    net.reconfigure(&s(3), |cfg| cfg.helper = Some(s(1)));
+    net.restart(&s(3));
+    net.run_for(100);
+    let site = net.site(&s(3)).unwrap();
+    assert!(site.join_at.is_some(), "s3 is joining again");
+    assert_eq!(site.term(), gen);
+    (net, gen)
+}
+
+/// A joining site never follows a master of a generation below its term (it could count the
+/// joiner's acks towards commits a later master lacks): it ignores the answer, counts it, tells
+/// that master of the later generation and keeps asking. An answer of its own term is followed.
+#[test]
+fn a_joiner_refuses_an_admission_from_below_its_term_and_takes_one_of_its_term() {
+    let (mut net, gen) = rejoining_cut_off(21);
+    net.record_messages();
+    let before = ignored(&net, &s(3));
+    let old = Message::JoinReply {
+        site: s(3),
+        result: accepted(1, gen - 1, 5),
+    };
+    net.input(
+        &s(3),
+        Input::Message {
+            from: s(1),
+            msg: old,
+        },
+    );
+    assert_eq!(ignored(&net, &s(3)), before + 1);
+    assert!(net.site(&s(3)).unwrap().join_at.is_some(), "still joining");
+    let told = |net: &Network| {
+        net.recorded_messages().iter().any(|(from, to, m)| {
+            *from == s(3) && *to == s(1) && *m == Message::StaleGeneration { gen }
+        })
+    };
+    assert!(told(&net), "the stale master is told of generation {gen}");
+
+    let current = Message::JoinReply {
+        site: s(3),
+        result: accepted(1, gen, 5),
+    };
+    net.input(
+        &s(3),
+        Input::Message {
+            from: s(1),
+            msg: current,
+        },
+    );
+    assert_eq!(ignored(&net, &s(3)), before + 1);
+    let site = net.site(&s(3)).unwrap();
+    assert!(site.join_at.is_none(), "the join is answered");
+    assert!(matches!(site.role, Role::Client(_)), "and s3 follows s1");
+}
+
+/// A removal notice is ignored (and counted) by a site still joining and by one that knows a
+/// later generation than the notice's; otherwise it removes the site.
+#[test]
+fn a_removal_notice_from_an_older_generation_or_to_a_joining_site_is_ignored_and_counted() {
+    let (mut net, gen) = rejoining_cut_off(22);
+    let before = ignored(&net, &s(3));
+    let notice = Message::Removed { gen, last: 1_000 };
+    net.input(
+        &s(3),
+        Input::Message {
+            from: s(1),
+            msg: notice,
+        },
+    );
+    assert_eq!(ignored(&net, &s(3)), before + 1, "s3 is joining");
+    assert!(net.site(&s(3)).unwrap().dead().is_none());
+
+    let mut net = built_group(2, 22);
+    let gen = net.site(&s(2)).unwrap().gen();
+    assert!(gen > 0);
+    let before = ignored(&net, &s(2));
+    let old = Message::Removed {
+        gen: gen - 1,
+        last: 1_000,
+    };
+    net.input(
+        &s(2),
+        Input::Message {
+            from: s(1),
+            msg: old,
+        },
+    );
+    assert_eq!(
+        ignored(&net, &s(2)),
+        before + 1,
+        "older than s2's generation"
+    );
+    assert!(net.site(&s(2)).unwrap().dead().is_none());
+}
+
+/// A notice of the generation that admitted us counts only if it comes from a log that goes
+/// past the admission: one from a log that ended before it is stale (counted, ignored), one from
+/// a log holding the first record after it removes the site.
+#[test]
+fn a_removal_notice_of_the_admitting_generation_counts_once_its_log_passes_the_admission() {
+    let mut net = built_group(2, 23);
+    let at = net
+        .site(&s(2))
+        .unwrap()
+        .readmitted_at
+        .expect("s2 was admitted");
+    let before = ignored(&net, &s(2));
+    let stale = Message::Removed {
+        gen: at.gen,
+        last: at.lsn - 1,
+    };
+    net.input(
+        &s(2),
+        Input::Message {
+            from: s(1),
+            msg: stale,
+        },
+    );
+    assert_eq!(ignored(&net, &s(2)), before + 1);
+    assert!(net.site(&s(2)).unwrap().dead().is_none());
+
+    let past = Message::Removed {
+        gen: at.gen,
+        last: at.lsn,
+    };
+    net.input(
+        &s(2),
+        Input::Message {
+            from: s(1),
+            msg: past,
+        },
+    );
+    assert_eq!(ignored(&net, &s(2)), before + 1);
+    assert!(net.events_of(&s(2)).contains(&Event::LocalSiteRemoved));
+    assert!(net.site(&s(2)).unwrap().dead().is_some());
+}
+
+// ----- helpers, retries and timeouts -----------------------------------------------------------
+
+/// A client forwarding a removal whose request is lost answers it `Unavail` once the master
+/// could no longer answer: two ack timeouts (the removal's own commit and the acks it waits
+/// for) and a request retry, not before.
+#[test]
+fn a_forwarded_removal_the_master_never_hears_times_out_after_two_ack_timeouts_and_a_retry() {
+    let mut net = built_group(3, 24);
+    let t = net.site(&s(2)).unwrap().cfg.timeouts.clone();
+    let timeout = 2 * t.ack_ms + t.request_retry_ms;
+    let id = net.request(&s(2), Request::RemoveSite { site: s(3) });
+    let lost = net.lose_in_flight(&s(2), &s(1), |m| matches!(m, Message::RemoveRequest { .. }));
+    assert_eq!(lost, 1);
+    net.run_for(timeout - 1);
+    assert_eq!(net.result(id), None, "answered before the timeout");
+    net.run_for(1);
+    match net.result(id) {
+        Some(Err(RequestError::Unavail { reason })) => {
+            assert!(
+                reason.contains("did not answer the removal in time"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(members(&net, &s(1)), vec![s(1), s(2), s(3)]);
+}
+
+/// A client asked by its own master to help a join answers that it knows no other master,
+/// rather than forward the request back to where it came from.
+#[test]
+fn a_client_asked_by_its_master_to_help_a_join_answers_rather_than_forwarding_it_back() {
+    let mut net = built_group(2, 25);
+    net.record_messages();
+    let msg = Message::JoinRequest {
+        site: s(9),
+        priority: 1,
+    };
+    net.input(&s(2), Input::Message { from: s(1), msg });
+    let sent: Vec<&Message> = net
+        .recorded_messages()
+        .iter()
+        .filter(|(from, to, _)| *from == s(2) && *to == s(1))
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        matches!(sent.as_slice(), [Message::JoinReply { site, result: JoinResult::Unavail { .. } }] if *site == s(9)),
+        "{sent:?}"
+    );
+}
+
+/// One membership change at a time: a join asked while a removal waits for its acks is refused
+/// at once, not recorded.
+#[test]
+fn a_join_asked_while_a_removal_waits_for_its_acks_is_refused_at_once() {
+    let mut net = all_peers_group(26, 100);
+    net.crash(&s(2)); // all_peers: the removal of s3 waits for s2's ack
+    let _removal = net.request(&s(1), Request::RemoveSite { site: s(3) });
+    net.run_for(10);
+    net.record_messages();
+    let msg = Message::JoinRequest {
+        site: s(4),
+        priority: 1,
+    };
+    net.input(&s(1), Input::Message { from: s(4), msg });
+    let answer = net
+        .recorded_messages()
+        .iter()
+        .find(|(from, to, _)| *from == s(1) && *to == s(4))
+        .map(|(_, _, m)| m.clone());
+    match answer {
+        Some(Message::JoinReply {
+            result: JoinResult::Unavail { reason },
+            ..
+        }) => assert!(reason.contains("another membership change"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!net.site(&s(1)).unwrap().db().members().contains_key(&s(4)));
+}
+
+/// A join whose helper stays silent reports the helper by name.
+#[test]
+fn a_silent_helper_is_named_in_the_join_failure() {
+    let mut net = built_group(2, 27);
+    net.crash(&s(2));
+    net.add_site(joiner(3, 2));
+    net.run_for(3_000);
+    let reasons: Vec<String> = net
+        .events_of(&s(3))
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JoinFailure { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    let named = format!("no answer from the helper {}", s(2));
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| *r == named),
+        "{reasons:?}"
+    );
+}
+
+/// A site that is not (yet) a member never stands: its standing priority is 0 until its own
+/// database lists it present, then its configured one.
+#[test]
+fn a_joining_site_stands_with_priority_zero_until_it_is_a_member() {
+    let (mut net, _) = rejoining_cut_off(28);
+    assert_eq!(net.site(&s(3)).unwrap().standing_priority(), 0);
+    net.heal();
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(3), &s(3))));
+    let site = net.site(&s(3)).unwrap();
+    assert_eq!(site.standing_priority(), site.cfg.priority);
+    assert!(site.cfg.priority > 0);
+}
+
+/// A join is over once the joiner's own database lists it present, even if the helper's answer
+/// never came (the helper died after forwarding): no more requests, no more failures reported.
+#[test]
+fn a_join_whose_answer_is_lost_ends_when_the_joiner_reads_itself_present() {
+    let mut net = built_group(2, 29);
+    net.record_messages();
+    net.add_site(joiner(3, 2)); // s2, a client, forwards to s1
+    let relayed = net.run_until_cond(5_000, |n| {
+        n.recorded_messages()
+            .iter()
+            .any(|(_, to, m)| *to == s(2) && matches!(m, Message::JoinReply { .. }))
+    });
+    assert!(relayed, "s1 answers the join through s2");
+    net.crash(&s(2)); // the answer dies with the helper
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(3), &s(3))));
+    net.run_for(100);
+    assert!(
+        net.site(&s(3)).unwrap().join_at.is_none(),
+        "the join is over"
+    );
+    let failures = |net: &Network| {
+        net.events_of(&s(3))
+            .iter()
+            .filter(|e| matches!(e, Event::JoinFailure { .. }))
+            .count()
+    };
+    let before = failures(&net);
+    net.run_for(5_000);
+    assert_eq!(
+        failures(&net),
+        before,
+        "nothing more is asked of the dead helper"
+    );
+}
+
+/// A helper that forwarded a join relays the master's answer to the joiner, which then follows
+/// the master it names.
+#[test]
+fn a_client_helper_relays_the_masters_answer_to_the_joiner() {
+    let mut net = built_group(2, 30);
+    net.record_messages();
+    net.add_site(joiner(3, 2));
+    assert!(net.run_until_cond(10_000, |n| is_present(n, &s(3), &s(3))));
+    let relayed = net.recorded_messages().iter().any(|(from, to, m)| {
+        *from == s(2)
+            && *to == s(3)
+            && matches!(m, Message::JoinReply { site, result: JoinResult::Accepted { master, .. } }
+                if *site == s(3) && *master == s(1))
+    });
+    assert!(relayed, "s2 relays s1's answer");
 }
