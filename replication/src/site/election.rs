@@ -284,9 +284,17 @@ impl<S: Storage> Site<S> {
         }
         if granted && pre {
             // A short listen: the candidate we would vote for should win within a few round
-            // trips; standing against it now would only split the vote.
+            // trips; standing against it now would only split the vote. That holds for a site
+            // asking its own pre-vote too (it has recorded nothing yet, and a site that could
+            // stand grants only a better-placed one): carried on, its real round would meet
+            // the better one's and split the voters between them.
             let at = self.now.plus_ms(3 * self.cfg.timeouts.vote_collect_ms);
-            if let Some(c) = self.client_mut() {
+            if matches!(&self.role, Role::Electing(e) if e.pre) {
+                self.become_client(None);
+                if let Some(c) = self.client_mut() {
+                    c.election_at = at;
+                }
+            } else if let Some(c) = self.client_mut() {
                 c.election_at = c.election_at.max(at);
             }
         }

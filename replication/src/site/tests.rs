@@ -1668,3 +1668,69 @@ fn a_log_message_is_applied_in_lsn_order_whatever_order_its_records_come_in() {
     let lsns: Vec<Lsn> = held.iter().map(|r| r.lsn).collect();
     assert_eq!(lsns, (last + 1..=last + 5).collect::<Vec<_>>());
 }
+
+/// One election round after a master's crash: a site already asking its own pre-vote (it has
+/// recorded nothing) that is asked for a pre-vote by a better-placed site grants it and
+/// listens, as a client would, instead of carrying on. Carried on, its pre-vote could gather a
+/// majority before the better one's real request arrived, and the two real rounds split the
+/// voters between them: no master until an election timeout later (catalog `fast-failover`,
+/// seed 617 of 1..1500).
+#[test]
+fn a_site_asking_its_pre_vote_yields_to_a_better_placed_site_that_asks_it() {
+    let mut net = group(5, 21);
+    let master = elected(&mut net);
+    let clients = others(&net, &master);
+    // Same priority, same log: the lower address is better placed.
+    let (better, worse) = (clients[0].clone(), clients[3].clone());
+    net.crash(&master);
+    let before = net.events_of(&worse).len();
+    let now = net.now();
+    if let Some(c) = net.site_mut(&worse).unwrap().client_mut() {
+        c.election_at = now;
+    }
+    net.input(&worse, Input::Tick);
+    assert!(
+        matches!(&net.site(&worse).unwrap().role, Role::Electing(e) if e.pre),
+        "{worse} asks its pre-vote"
+    );
+    let site = net.site(&better).unwrap();
+    let ask = Message::VoteRequest {
+        egen: site.term() + 1,
+        last: site.last(),
+        priority: site.cfg.priority,
+        takeover: false,
+        pre: true,
+    };
+    net.record_messages();
+    net.input(
+        &worse,
+        Input::Message {
+            from: better.clone(),
+            msg: ask,
+        },
+    );
+    let granted = net.recorded_messages().iter().any(|(from, to, m)| {
+        *from == worse
+            && *to == better
+            && matches!(
+                m,
+                Message::Vote {
+                    granted: true,
+                    pre: true,
+                    ..
+                }
+            )
+    });
+    assert!(granted, "{worse} would vote for {better}");
+    let site = net.site(&worse).unwrap();
+    let listen = site.cfg.timeouts.vote_collect_ms * 3;
+    match &site.role {
+        Role::Client(c) => assert_eq!(c.election_at, now.plus_ms(listen)),
+        other => panic!("{worse} still stands: {other:?}"),
+    }
+    // The better-placed site wins, and the other never stood for real.
+    assert_eq!(elected(&mut net), better);
+    assert!(!net.events_of(&worse)[before..]
+        .iter()
+        .any(|e| matches!(e, Event::Voted { candidate, .. } if *candidate == worse)));
+}
