@@ -79,6 +79,17 @@ fn members(net: &Network, at: &SiteAddr) -> Vec<SiteAddr> {
         .collect()
 }
 
+/// The reasons of the join failures `at` reported, in order.
+fn join_failures(net: &Network, at: &SiteAddr) -> Vec<String> {
+    net.events_of(at)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JoinFailure { reason } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
 fn committed(net: &Network, id: RequestId) -> bool {
     matches!(net.result(id), Some(Ok(Reply::Committed { .. })))
 }
@@ -246,14 +257,7 @@ fn a_retry_after_an_unavail_answer_is_not_reported_as_silence() {
     net.crash(&s(3));
     net.add_site(joiner(4, 1));
     net.run_for(6_000);
-    let reasons: Vec<String> = net
-        .events_of(&s(4))
-        .iter()
-        .filter_map(|e| match e {
-            Event::JoinFailure { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .collect();
+    let reasons = join_failures(&net, &s(4));
     assert!(reasons.len() >= 2, "{reasons:?}");
     // The helper answered every request: no failure may blame its silence.
     assert!(
@@ -910,14 +914,7 @@ fn a_silent_helper_is_named_in_the_join_failure() {
     net.crash(&s(2));
     net.add_site(joiner(3, 2));
     net.run_for(3_000);
-    let reasons: Vec<String> = net
-        .events_of(&s(3))
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::JoinFailure { reason } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = join_failures(&net, &s(3));
     let named = format!("no answer from the helper {}", s(2));
     assert!(
         !reasons.is_empty() && reasons.iter().all(|r| *r == named),
