@@ -986,3 +986,24 @@ fn a_client_helper_relays_the_masters_answer_to_the_joiner() {
     });
     assert!(relayed, "s2 relays s1's answer");
 }
+
+/// A site joining again asks its helper, then each other member its own database lists, in
+/// turn, each once a turn: here s1 (the helper, also a member) and s2, alternately, while every
+/// request goes unanswered.
+#[test]
+fn a_rejoining_site_asks_its_helper_and_the_other_members_in_turn() {
+    let (mut net, _) = rejoining_cut_off(31);
+    net.record_messages();
+    net.run_for(8_000);
+    let asked: Vec<SiteAddr> = net
+        .recorded_messages()
+        .iter()
+        .filter(|(from, _, m)| *from == s(3) && matches!(m, Message::JoinRequest { .. }))
+        .map(|(_, to, _)| to.clone())
+        .collect();
+    assert!(asked.len() >= 4, "{asked:?}");
+    for pair in asked.windows(2) {
+        assert_ne!(pair[0], pair[1], "the same site twice in a row: {asked:?}");
+    }
+    assert!(asked.iter().all(|a| *a == s(1) || *a == s(2)), "{asked:?}");
+}
